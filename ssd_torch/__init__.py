@@ -1,0 +1,1 @@
+"""PyTorch SSD300: model, batched targets, loss, post-processing, data, training and evaluation."""
