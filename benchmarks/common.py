@@ -1,0 +1,183 @@
+"""Shared timing helpers for the benchmark harnesses.
+
+Every harness times a zero-argument callable with :func:`time_call` (warm-up runs first, then the median of
+``repeats`` timed runs, each followed by an optional ``sync`` — pass ``torch.cuda.synchronize`` or
+``numba.cuda.synchronize`` for asynchronous devices), prints a table with :func:`format_table`, and writes
+one JSON file per harness into ``benchmarks/results/`` with :func:`write_results`, which adds the machine,
+library versions and the date so numbers from different machines are never compared by accident.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+RESULTS_DIR: Path = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall-clock timings of one callable, in seconds (``samples`` are the individual timed runs)."""
+
+    name: str
+    median_s: float
+    min_s: float
+    max_s: float
+    repeats: int
+    warmup: int
+    samples: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def time_call(
+    fn: Callable[[], Any],
+    *,
+    name: str = "",
+    repeats: int = 10,
+    warmup: int = 2,
+    sync: Callable[[], Any] | None = None,
+) -> Timing:
+    """Time ``fn()``: ``warmup`` untimed calls (JIT compilation, caches, allocator), then ``repeats`` timed ones.
+
+    The median is the headline number because a shared machine produces one-sided outliers (a run can only
+    be slowed down by other load, never sped up). ``sync`` runs after every call, inside the timed region,
+    so that asynchronous device work is included.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    for _ in range(warmup):
+        fn()
+        if sync is not None:
+            sync()
+    samples: list[float] = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        if sync is not None:
+            sync()
+        samples.append(time.perf_counter() - start)
+    return Timing(
+        name=name,
+        median_s=statistics.median(samples),
+        min_s=min(samples),
+        max_s=max(samples),
+        repeats=repeats,
+        warmup=warmup,
+        samples=samples,
+    )
+
+
+def _version(module_name: str) -> str | None:
+    """The ``__version__`` of an importable module, or None when it is not installed (or fails to import)."""
+    try:
+        module = __import__(module_name)
+    except Exception:  # an optional dependency that is absent or broken must not stop the harness
+        return None
+    return str(getattr(module, "__version__", "unknown"))
+
+
+def _cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo where available (Linux), else platform.processor()."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    """Machine, library versions and date: what a reader needs to decide whether two result files compare."""
+    info: dict[str, Any] = {
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "numpy": _version("numpy"),
+        "torch": _version("torch"),
+        "torchvision": _version("torchvision"),
+        "numba": _version("numba"),
+    }
+    try:
+        import torch
+
+        info["torch_num_threads"] = torch.get_num_threads()
+        info["cuda_available"] = bool(torch.cuda.is_available())
+        if info["cuda_available"]:
+            info["cuda_device"] = torch.cuda.get_device_name(0)
+            info["cuda_version"] = torch.version.cuda
+    except Exception:
+        info["cuda_available"] = False
+    return info
+
+
+def write_results(filename: str, payload: dict[str, Any], *, results_dir: Path | None = None) -> Path:
+    """Write ``payload`` plus :func:`machine_info` as JSON to ``results_dir/filename``, atomically.
+
+    ``Timing`` values anywhere at the top level of ``payload`` or inside lists/dicts are converted with
+    ``to_dict``. The file is written to a ``.tmp`` sibling first and renamed, so a killed run never leaves
+    a half-written result behind.
+    """
+    if not filename.endswith(".json"):
+        raise ValueError(f"results filename must end with .json, got {filename!r}")
+    out_dir = RESULTS_DIR if results_dir is None else Path(results_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    document = {"machine": machine_info(), **_jsonable(payload)}
+    path = out_dir / filename
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    """Recursively turn Timings (and tuples) into plain JSON values."""
+    if isinstance(value, Timing):
+        return value.to_dict()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def ratio(slow: Timing, fast: Timing) -> float:
+    """How many times faster ``fast`` is than ``slow`` (median over median)."""
+    return slow.median_s / fast.median_s if fast.median_s > 0 else float("inf")
+
+
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A plain-text table with right-aligned columns; floats are shown with 4 significant digits."""
+    text_rows = [[_cell(c) for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in text_rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines.extend("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in text_rows)
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def ms(timing: Timing) -> float:
+    """The median of a Timing in milliseconds (for tables)."""
+    return timing.median_s * 1e3
