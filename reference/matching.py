@@ -1,0 +1,70 @@
+"""Ground-truth ↔ prior matching for one image (DESIGN.md "Matching"; SSD paper §2.2 "Matching strategy").
+
+A literal transcription of DESIGN.md steps 1-6, with a Python loop for the forcing step: this is the oracle,
+readability wins over speed.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .boxes import box_iou, cxcywh_to_xyxy
+
+__all__ = ["match", "validate_ground_truth"]
+
+
+def validate_ground_truth(gt_boxes: np.ndarray, gt_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Check ``gt_boxes[G, 4]`` (xyxy) and ``gt_labels[G]`` (ints >= 1); return them as float64 / int64.
+
+    DESIGN.md step 6: a gt box with zero or negative width/height (or a non-finite coordinate) is an input
+    error -> ValueError naming the index.
+    """
+    boxes = np.asarray(gt_boxes, dtype=np.float64)
+    if boxes.size == 0 and boxes.ndim <= 2:
+        boxes = boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"gt_boxes must have shape [G, 4], got {boxes.shape}")
+    raw_labels = np.asarray(gt_labels)
+    if raw_labels.shape != (boxes.shape[0],):
+        raise ValueError(f"gt_labels must have shape [G] = ({boxes.shape[0]},), got {raw_labels.shape}")
+    labels = raw_labels.astype(np.int64)
+    if not np.array_equal(labels, raw_labels):
+        raise ValueError(f"gt_labels must be integers, got {raw_labels!r}")
+    for g in range(boxes.shape[0]):
+        x0, y0, x1, y1 = boxes[g]
+        if not np.all(np.isfinite(boxes[g])):
+            raise ValueError(f"gt box {g} has a non-finite coordinate: {boxes[g].tolist()}")
+        if not (x1 - x0 > 0 and y1 - y0 > 0):
+            raise ValueError(f"gt box {g} is degenerate (width {x1 - x0}, height {y1 - y0}): {boxes[g].tolist()}")
+        if labels[g] < 1:
+            raise ValueError(f"gt label {g} is {labels[g]}; object labels are 1..C-1 (0 is background)")
+    return boxes, labels
+
+
+def match(gt_boxes: np.ndarray, gt_labels: np.ndarray, priors: np.ndarray,
+          iou_threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Assign each prior a class label and a gt index.
+
+    gt_boxes: ``[G, 4]`` xyxy normalised (G may be 0); gt_labels: ``[G]`` ints in 1..C-1;
+    priors: ``[P, 4]`` cxcywh normalised.
+    Returns ``labels[P]`` int64 (0 = background) and ``matched_gt[P]`` int64, the gt index of each prior after
+    forcing (for background priors too: it is the gt whose offsets the prior would regress); -1 everywhere
+    when G = 0.
+    """
+    gt_boxes, gt_labels = validate_ground_truth(gt_boxes, gt_labels)
+    priors = np.asarray(priors, dtype=np.float64)
+    if priors.ndim != 2 or priors.shape[1] != 4 or priors.shape[0] == 0:
+        raise ValueError(f"priors must have shape [P, 4] with P >= 1, got {priors.shape}")
+    num_priors = priors.shape[0]
+    num_gt = gt_boxes.shape[0]
+    if num_gt == 0:  # step 5: G = 0 -> every prior is background
+        return np.zeros(num_priors, dtype=np.int64), np.full(num_priors, -1, dtype=np.int64)
+
+    iou = box_iou(gt_boxes, cxcywh_to_xyxy(priors))  # step 1: [G, P]
+    best_gt = np.argmax(iou, axis=0).astype(np.int64)  # step 2: np.argmax returns the first index on ties
+    best_iou = iou[best_gt, np.arange(num_priors)]
+    best_prior = np.argmax(iou, axis=1)  # step 3: first index on ties
+    for g in range(num_gt):  # step 4: in order, so a later gt wins a prior two gts both want
+        best_gt[best_prior[g]] = g
+        best_iou[best_prior[g]] = 2.0
+    labels = np.where(best_iou >= iou_threshold, gt_labels[best_gt], 0).astype(np.int64)  # step 5
+    return labels, best_gt

@@ -1,0 +1,92 @@
+"""reference.priors: the seed's counts and scale table, prior order, the steps layout, spec validation."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from reference.priors import SSD300, SSD300_STEPS, PriorSpec, boxes_per_cell, default_boxes, num_priors
+
+PER_MAP = [5776, 2166, 600, 150, 36, 4]  # 38²·4, 19²·6, 10²·6, 5²·6, 3²·4, 1²·4
+OFFSETS = np.cumsum([0] + PER_MAP)  # first prior of each map
+UNCLIPPED = dataclasses.replace(SSD300, clip=False)
+
+
+def test_counts() -> None:
+    assert boxes_per_cell(SSD300) == [4, 6, 6, 6, 4, 4]
+    assert [f * f * n for f, n in zip(SSD300.feature_maps, boxes_per_cell(SSD300))] == PER_MAP
+    assert num_priors(SSD300) == 8732 == sum(PER_MAP)
+    assert default_boxes(SSD300).shape == (8732, 4)
+    assert default_boxes(SSD300_STEPS).shape == (8732, 4)
+
+
+def test_seed_scale_table_third_map() -> None:
+    """The issue's "k=2, ar=2 -> w≈0.53, h≈0.265": 0.53 = 0.375·√2, so the seed's k is 0-based and k=2 is the
+    third map (10x10, s = 0.375). Its first cell starts at prior 5776 + 2166 = 7942."""
+    cell = default_boxes(UNCLIPPED)[OFFSETS[2]:OFFSETS[2] + 6]
+    np.testing.assert_allclose(cell[:, :2], 0.05)  # centre of cell (0, 0) of a 10x10 map
+    np.testing.assert_allclose(cell[0, 2:], [0.375, 0.375])
+    np.testing.assert_allclose(cell[1, 2:], [0.4541, 0.4541], atol=1e-4)  # sqrt(0.375 · 0.55)
+    np.testing.assert_allclose(cell[2, 2:], [0.53, 0.265], atol=1e-3)  # ar = 2
+    np.testing.assert_allclose(cell[3, 2:], [0.265, 0.53], atol=1e-3)  # ar = 1/2
+    np.testing.assert_allclose(cell[4, 2:], [0.6495, 0.2165], atol=1e-4)  # ar = 3: 0.375·√3, 0.375/√3
+    np.testing.assert_allclose(cell[5, 2:], [0.2165, 0.6495], atol=1e-4)
+
+
+def test_seed_scale_table_last_map_unclipped_and_clipped() -> None:
+    """DESIGN.md "k=5, ar=2: w=1.27": the sixth map (1x1, s = 0.9), 0.9·√2 = 1.2728, unclipped."""
+    last = default_boxes(UNCLIPPED)[OFFSETS[5]:]
+    np.testing.assert_allclose(last[:, :2], 0.5)
+    np.testing.assert_allclose(last[:, 2:], [[0.9, 0.9], [0.9487, 0.9487], [1.2728, 0.6364], [0.6364, 1.2728]],
+                               atol=1e-4)  # the extra box is sqrt(0.9 · s_7 = 1.0)
+    clipped = default_boxes(SSD300)[OFFSETS[5]:]
+    np.testing.assert_allclose(clipped[2:, 2:], [[1.0, 0.6364], [0.6364, 1.0]], atol=1e-4)
+
+
+def test_first_map_order_row_major() -> None:
+    d = default_boxes(SSD300)
+    np.testing.assert_allclose(d[0], [0.5 / 38, 0.5 / 38, 0.1, 0.1])
+    np.testing.assert_allclose(d[1], [0.5 / 38, 0.5 / 38, math.sqrt(0.02), math.sqrt(0.02)])
+    np.testing.assert_allclose(d[2, 2:], [0.1 * math.sqrt(2), 0.1 / math.sqrt(2)])
+    np.testing.assert_allclose(d[4, :2], [1.5 / 38, 0.5 / 38])  # next cell: same row, next column
+    np.testing.assert_allclose(d[4 * 38, :2], [0.5 / 38, 1.5 / 38])  # row 1, column 0
+    np.testing.assert_allclose(d[OFFSETS[1], :], [0.5 / 19, 0.5 / 19, 0.2, 0.2])
+
+
+def test_clip_is_clamp_of_unclipped() -> None:
+    d = default_boxes(SSD300)
+    assert d.min() >= 0.0 and d.max() <= 1.0
+    np.testing.assert_array_equal(d, np.clip(default_boxes(UNCLIPPED), 0.0, 1.0))
+
+
+def test_steps_layout() -> None:
+    d = default_boxes(SSD300_STEPS)
+    np.testing.assert_allclose(d[0, :2], [4 / 300, 4 / 300])  # (0 + 0.5) * 8 / 300
+    np.testing.assert_allclose(d[OFFSETS[1] - 4, :2], [1.0, 1.0])  # (37 + 0.5) * 8 / 300
+    np.testing.assert_allclose(d[OFFSETS[4], :2], [50 / 300, 50 / 300])  # (0 + 0.5) * 100 / 300
+    np.testing.assert_array_equal(d[:, 2:], default_boxes(SSD300)[:, 2:])  # sizes do not depend on steps
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(scales=(0.1, 0.2, 0.375, 0.55, 0.725, 0.9)), "scales"),
+    (dict(aspect_ratios=((2,),) * 5), "aspect_ratios"),
+    (dict(feature_maps=(38, 19, 10, 5, 3, 0)), r"feature_maps\[5\]"),
+    (dict(scales=(0.1, 0.2, 0.375, -0.55, 0.725, 0.9, 1.0)), r"scales\[3\]"),
+    (dict(aspect_ratios=((2,), (2, 3), (2, 0), (2, 3), (2,), (2,))), "aspect_ratios"),
+    (dict(steps=(8, 16, 32, 64, 100, 300)), "image_size"),
+    (dict(steps=(8, 16, 32, 64, 100), image_size=300), "steps"),
+    (dict(feature_maps=(), scales=(1.0,), aspect_ratios=()), "empty"),
+])
+def test_spec_validation(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(SSD300, **kwargs)
+
+
+def test_spec_is_frozen_and_hashable() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        SSD300.clip = False  # type: ignore[misc]
+    spec = PriorSpec(feature_maps=[2], scales=[0.5, 1.0], aspect_ratios=[[2]])
+    assert spec.feature_maps == (2,) and hash(spec) == hash(PriorSpec((2,), (0.5, 1.0), ((2,),)))
+    assert default_boxes(spec).shape == (2 * 2 * 4, 4)
