@@ -172,7 +172,8 @@ def match_detections(
     jmax, ovmax = _best_gt(det_img * num_classes + det_lab, det_boxes, gt_img * num_classes + gt_lab, gt_boxes,
                            len(image_index) * num_classes)
     claims = ovmax >= iou_threshold
-    ignored = claims & gt_diff[np.maximum(jmax, 0)]
+    ignored = np.zeros_like(claims)
+    ignored[claims] = gt_diff[jmax[claims]]  # a claim always has a gt (jmax >= 0)
     claims &= ~ignored
     tp = np.zeros(len(order))
     claim_pos = np.flatnonzero(claims)
