@@ -515,3 +515,6 @@ class Trainer:
         if self.eval_fn is not None:
             self._evaluate()
         self._save()
+        if self.logger is not None and self.rank == 0:
+            from ssd_torch.visualize import plot_training_curves
+            plot_training_curves(self.logger.run_dir)
