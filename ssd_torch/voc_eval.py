@@ -13,13 +13,15 @@ minutes. The rules (DESIGN.md "VOC evaluation") and how they are vectorised:
    gt is difficult is ignored; a non-difficult gt is a TP for the *first* detection (in that order) that picks
    it and an FP for every later one; IoU below threshold or no gt is an FP. "First in sorted order per gt" is
    a ``np.unique(..., return_index=True)`` over the sorted picks.
-3. Cumulative TP/FP, recall, precision and the AP follow the reference's own operations (its ``voc_ap``).
+3. Cumulative TP/FP, recall, precision and the AP follow the reference's own operations (its ``voc_ap`` for the
+   11-point AP; the all-point envelope as a reversed running max, which gives the same floats).
 
 Boxes are pixel ``xyxy`` as in the VOC XML (1-based, inclusive), hence the devkit's +1 in widths.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+import math
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -47,7 +49,7 @@ def _flatten_ground_truth(
     for image_id, entry in ground_truth.items():
         if len(entry) != 3:
             raise ValueError(f"ground_truth[{image_id!r}] must be (boxes, labels, difficult), got {len(entry)} items")
-        boxes = _as_array(entry[0], np.float64).reshape(-1, 4) if np.size(entry[0]) else np.zeros((0, 4))
+        boxes = _pixel_boxes(entry[0], f"ground truth of image {image_id!r}")
         labels = _as_array(entry[1], np.int64).reshape(-1)
         difficult = _as_array(entry[2], bool).reshape(-1)
         if not (len(boxes) == len(labels) == len(difficult)):
@@ -77,7 +79,7 @@ def _flatten_detections(
         if image_id not in image_index:
             raise ValueError(f"detections for image {image_id!r}, which has no ground-truth entry "
                              f"(every scored image needs one, possibly empty)")
-        boxes = _as_array(entry[0], np.float64).reshape(-1, 4) if np.size(entry[0]) else np.zeros((0, 4))
+        boxes = _pixel_boxes(entry[0], f"detections of image {image_id!r}")
         scores = _as_array(entry[1], np.float64).reshape(-1)
         labels = _as_array(entry[2], np.int64).reshape(-1)
         if not (len(boxes) == len(scores) == len(labels)):
@@ -91,6 +93,15 @@ def _flatten_detections(
         _concat(parts_lab, np.int64)
 
 
+def _pixel_boxes(boxes: Any, where: str) -> np.ndarray:
+    arr = _as_array(boxes, np.float64)
+    if arr.size == 0:
+        arr = arr.reshape(0, 4)
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ValueError(f"{where}: boxes must have shape [N, 4], got {arr.shape}")
+    return arr
+
+
 def _concat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
     return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype=dtype)
 
@@ -100,20 +111,18 @@ def _concat_boxes(parts: list[np.ndarray]) -> np.ndarray:
 
 
 def _pair_iou(det: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """Devkit IoU of row-aligned pairs ``det[K,4]`` / ``gt[K,4]`` (pixels, +1 widths); -inf where they do not overlap.
+    """Devkit IoU of row-aligned pairs ``det[K,4]`` / ``gt[K,4]`` (pixels, +1 widths); 0 unless iw > 0 and ih > 0.
 
-    The operations and their order are ``VOCevaldet.m``'s (and the reference's), so that an IoU sitting exactly
-    at the threshold rounds the same way: ``iw*ih / ((bw*bh + gw*gh) - iw*ih)``.
+    The operations and their order are the reference's (``reference.voc_eval._pixel_iou``), so that an IoU
+    sitting exactly at the threshold rounds the same way: ``iw*ih / ((bw*bh + gw*gh) - iw*ih)``.
     """
     iw = np.minimum(det[:, 2], gt[:, 2]) - np.maximum(det[:, 0], gt[:, 0]) + 1.0
     ih = np.minimum(det[:, 3], gt[:, 3]) - np.maximum(det[:, 1], gt[:, 1]) + 1.0
     inter = iw * ih
     union = ((det[:, 2] - det[:, 0] + 1.0) * (det[:, 3] - det[:, 1] + 1.0)
              + (gt[:, 2] - gt[:, 0] + 1.0) * (gt[:, 3] - gt[:, 1] + 1.0) - inter)
-    overlap = (iw > 0) & (ih > 0)
-    out = np.full(len(det), -np.inf)
-    out[overlap] = inter[overlap] / union[overlap]
-    return out
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((iw > 0) & (ih > 0), inter / np.where(union > 0, union, 1.0), 0.0)
 
 
 def _best_gt(
@@ -121,8 +130,9 @@ def _best_gt(
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each detection, the gt of the same ``(image, class)`` key (in ``0..num_keys-1``) with the highest IoU.
 
-    Returns ``(jmax[N] int64, ovmax[N] float64)``: the flat gt index (-1 when the detection overlaps no gt of
-    its key) and its IoU (-inf then). Ties go to the first gt in the image's order (the devkit's strict ``>``).
+    Returns ``(jmax[N] int64, ovmax[N] float64)``: the flat gt index and its IoU (0 when nothing overlaps: then
+    the first gt, as ``np.argmax``); ``(-1, -inf)`` when the key has no gt at all, so such a detection can never
+    claim. Ties go to the first gt in the image's order (the devkit's strict ``ov > ovmax``).
     """
     n = len(det_key)
     order = np.argsort(gt_key, kind="stable")  # stable: gt order inside an (image, class) is kept
@@ -138,7 +148,7 @@ def _best_gt(
     if len(pair_det):
         ovmax[has] = np.maximum.reduceat(iou, first_pair[has])
     # first pair (in gt order) reaching the maximum; pairs of a detection are contiguous, in gt order
-    hit = (iou == ovmax[pair_det]) & np.isfinite(iou)
+    hit = iou == ovmax[pair_det]
     hit_det, hit_gt = pair_det[hit], pair_gt[hit]
     first = np.ones(len(hit_det), dtype=bool)
     first[1:] = hit_det[1:] != hit_det[:-1]
@@ -198,30 +208,44 @@ def evaluate_voc(
     num_classes: int,
     iou_threshold: float = 0.5,
     use_07_metric: bool = True,
+    class_names: Sequence[str] | None = None,
 ) -> VocResult:
     """VOC AP per class and mAP (DESIGN.md "VOC evaluation"); equal, float for float, to the reference.
 
     detections: ``{image_id: (boxes[D,4] pixels xyxy, scores[D], labels[D])}`` (NumPy arrays or tensors).
-    ground_truth: ``{image_id: (boxes[G,4] pixels xyxy as in the XML, labels[G], difficult[G] bool)}``.
+    ground_truth: ``{image_id: (boxes[G,4] pixels xyxy as in the XML, labels[G], difficult[G] bool)}`` for
+    every image of the split. Equal scores keep the order of ``detections`` (dict order, then index).
     A class without non-difficult gt gets AP = NaN and is left out of the mAP; one with gt but no detection 0.
+    ``class_names`` (index 0 = background) only labels ``VocResult.summary``.
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2 (background + 1), got {num_classes!r}")
     flags, npos = match_detections(detections, ground_truth, int(num_classes), iou_threshold)
-    ap: dict[int, float] = {}
+    ap, recall, precision = {}, {}, {}
     for c in range(1, num_classes):
-        ap[c] = _class_ap(*flags[c], npos[c], use_07_metric)
-    valid = [ap[c] for c in range(1, num_classes) if npos[c] > 0]
-    mean = float(np.mean(valid)) if valid else float("nan")
-    return VocResult(ap=ap, mAP=mean, npos=npos)
+        # the reference's operations, in its order (cumsum, eps-guarded precision, recall = tp / npos)
+        tp, fp = np.cumsum(flags[c][0]), np.cumsum(flags[c][1])
+        precision[c] = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+        if npos[c] == 0:
+            recall[c], ap[c] = np.full_like(tp, np.nan), math.nan
+        else:
+            recall[c] = tp / npos[c]
+            ap[c] = _ap(recall[c], precision[c], use_07_metric)
+    valid = [v for v in ap.values() if not math.isnan(v)]
+    mean_ap = float(np.mean(valid)) if valid else math.nan
+    names = tuple(class_names) if class_names is not None else None
+    return VocResult(ap=ap, mAP=mean_ap, npos=npos, recall=recall, precision=precision, class_names=names)
 
 
-def _class_ap(tp: np.ndarray, fp: np.ndarray, npos: int, use_07_metric: bool) -> float:
-    """AP of one class from its TP/FP flags in score order (the reference's cumsum / precision / voc_ap)."""
-    if npos == 0:
-        return float("nan")
-    tp_cum = np.cumsum(tp)
-    fp_cum = np.cumsum(fp)
-    recall = tp_cum / float(npos)
-    precision = tp_cum / np.maximum(tp_cum + fp_cum, np.finfo(np.float64).eps)
-    return float(voc_ap(recall, precision, use_07_metric))
+def _ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool) -> float:
+    """``reference.voc_ap`` with the all-point envelope as a reversed running max instead of a Python loop.
+
+    ``max`` is exact, so the envelope holds the same floats, and the final ``np.sum`` runs on the same array:
+    the AP is bit-identical (tested). The 11-point AP is the reference's own function (11 vectorised masks).
+    """
+    if use_07_metric:
+        return voc_ap(recall, precision, True)
+    mrec = np.concatenate([[0.0], recall, [1.0]])
+    mpre = np.maximum.accumulate(np.concatenate([[0.0], precision, [0.0]])[::-1])[::-1]
+    steps = np.flatnonzero(mrec[1:] != mrec[:-1])
+    return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))

@@ -29,6 +29,8 @@ def _assert_equal(got: "fast.VocResult", want: "fast.VocResult") -> None:
     assert got.ap.keys() == want.ap.keys()
     for c in want.ap:
         assert _same(got.ap[c], want.ap[c]), (c, got.ap[c], want.ap[c])
+        np.testing.assert_array_equal(got.recall[c], want.recall[c])  # NaN == NaN here
+        np.testing.assert_array_equal(got.precision[c], want.precision[c])
     assert _same(got.mAP, want.mAP), (got.mAP, want.mAP)
 
 
@@ -67,7 +69,7 @@ def test_generated_cases_equal_reference(seed: int, use_07_metric: bool) -> None
 
 
 @given(seed=st.integers(0, 2**32 - 1), num_images=st.integers(0, 8), num_classes=st.integers(2, 5),
-       threshold=st.sampled_from([0.3, 0.5, 0.7]), use_07_metric=st.booleans())
+       threshold=st.sampled_from([0.0, 0.3, 0.5, 0.7]), use_07_metric=st.booleans())
 def test_property_equal_reference(seed: int, num_images: int, num_classes: int, threshold: float,
                                   use_07_metric: bool) -> None:
     det, gt = _generate(seed, num_images, num_classes, max_gt=4, max_det=8)
@@ -133,3 +135,36 @@ def test_bad_labels_are_rejected() -> None:
     bad = {"x": (det["x"][0], det["x"][1], np.array([1, 0, 1, 1]))}
     with pytest.raises(ValueError, match="labels must be in 1..1"):
         fast.evaluate_voc(bad, gt, 2)
+
+
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(0, 1)), max_size=40), st.integers(1, 30))
+def test_all_point_ap_equals_reference_voc_ap(flags: list[tuple[int, int]], npos: int) -> None:
+    # the vectorised envelope (reversed running max) against the reference's loop, on real cumulative curves
+    tp = np.cumsum([f[0] for f in flags], dtype=np.float64)
+    fp = np.cumsum([f[1] * (1 - f[0]) for f in flags], dtype=np.float64)
+    recall, precision = tp / npos, tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+    assert fast._ap(recall, precision, False) == ref.voc_ap(recall, precision, False)
+
+
+def test_non_overlapping_detection_at_threshold_zero_claims_first_gt() -> None:
+    # reference rule: IoU 0 >= 0.0, so a detection far from every gt still takes the first gt of its class
+    gt = {"x": (np.array([[1, 1, 10, 10], [50, 50, 60, 60]], float), np.array([1, 1]), np.array([False, True]))}
+    det = {"x": (np.array([[100, 100, 110, 110], [30, 30, 31, 31]], float), np.array([0.9, 0.8]), np.array([1, 1]))}
+    for threshold in (0.0, 0.5):
+        _assert_equal(fast.evaluate_voc(det, gt, 2, threshold), ref.evaluate_voc(det, gt, 2, threshold))
+    flags, _ = fast.match_detections(det, gt, 2, 0.0)
+    assert flags[1][0].tolist() == [1.0, 0.0] and flags[1][1].tolist() == [0.0, 1.0]  # gt 0 taken, then a duplicate
+
+
+def test_class_names_label_the_summary() -> None:
+    det, gt = _one_class_case()
+    got = fast.evaluate_voc(det, gt, 2, class_names=["background", "cat"])
+    assert "cat: AP" in got.summary() and got.class_names == ("background", "cat")
+
+
+def test_malformed_boxes_are_rejected() -> None:
+    gt = {"x": (np.zeros((2, 5)), np.array([1, 1]), np.array([False, False]))}
+    with pytest.raises(ValueError, match=r"boxes must have shape \[N, 4\]"):
+        fast.evaluate_voc({}, gt, 2)
+    with pytest.raises(ValueError, match="no ground-truth entry"):
+        fast.evaluate_voc({"y": (np.zeros((0, 4)), np.zeros(0), np.zeros(0))}, {}, 2)
