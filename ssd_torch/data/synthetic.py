@@ -1,0 +1,362 @@
+"""Synthetic shapes in a real PASCAL VOC tree: the embedded default data set and the test fixture.
+
+``generate_voc(root, num_trainval, num_test, seed)`` writes one VOC *year folder* at ``root``::
+
+    root/Annotations/<id>.xml          VOC layout: size, object/name/pose/truncated/difficult/bndbox
+    root/JPEGImages/<id>.jpg           PIL JPEG
+    root/ImageSets/Main/{trainval,train,val,test}.txt
+    root/synthetic.json                generation parameters, written last (marks the tree complete)
+
+Bounding boxes are pixels in the VOC convention (1-based, inclusive) and are the *tight* box of the drawn
+mask, so ``voc.pixel_to_normalized`` gives the exact continuous extent of the object's pixels.
+
+Images: a textured, noisy, low-saturation background with a few faint distractor strokes, and 1..6 objects of
+:data:`SYNTHETIC_CLASSES` in saturated random colours (colour says "object", never "which class": the class is
+the shape). Object sides are log-uniform in ``[min_scale, max_scale]`` of the image (default 0.07 .. 0.95: from
+below the 38x38 map's smallest prior, 0.1, up to near full-image), aspect ratio in [0.7, 1.4], textures solid /
+stripes / checker / gradient. Objects are drawn largest first and a placement is rejected when it would cover
+more than ``max_occlusion`` of an earlier object's box, so objects overlap but stay recognisable. With
+probability ``difficult_prob`` an image also gets a tiny object (2.5-5 % of the side) flagged ``difficult``.
+
+Each image draws from its own ``numpy`` generator seeded by ``(seed, index)``: the tree is a pure function of
+the parameters (same bytes of XML, same pixels), and images can be generated in any order or in parallel.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple, Optional, Union
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+__all__ = [
+    "SYNTHETIC_CLASSES", "SyntheticObject", "render_image", "generate_voc", "is_complete", "ensure_voc", "main",
+]
+
+SYNTHETIC_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "ring", "cross", "star")
+_MARKER = "synthetic.json"
+_FORMAT = "ssd300-synthetic-voc/1"
+SizeSpec = Union[tuple[int, int], tuple[tuple[int, int], tuple[int, int]]]
+
+
+class SyntheticObject(NamedTuple):
+    """One drawn object: ``box`` = VOC pixels (xmin, ymin, xmax, ymax), 1-based inclusive, tight on the mask."""
+
+    name: str
+    box: tuple[int, int, int, int]
+    difficult: bool
+
+
+# ---- shapes -----------------------------------------------------------------------------------------------
+def _star_points(w: int, h: int, rng: np.random.Generator) -> list[tuple[float, float]]:
+    angle0 = rng.uniform(0, 2 * math.pi)
+    inner = rng.uniform(0.38, 0.5)
+    pts = np.array([(math.cos(angle0 + k * math.pi / 5) * (1.0 if k % 2 == 0 else inner),
+                     math.sin(angle0 + k * math.pi / 5) * (1.0 if k % 2 == 0 else inner)) for k in range(10)])
+    pts -= pts.min(axis=0)
+    pts *= np.array([w - 1, h - 1]) / pts.max(axis=0)  # stretch the star to touch all four sides
+    return [tuple(p) for p in pts]
+
+
+def _shape_mask(name: str, w: int, h: int, rng: np.random.Generator) -> Image.Image:
+    """An ``L`` mask of size ``w x h`` whose drawn pixels touch (nearly) every side of the box."""
+    mask = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(mask)
+    full = [0, 0, w - 1, h - 1]
+    if name == "circle":
+        draw.ellipse(full, fill=255)
+    elif name == "square":
+        draw.rectangle(full, fill=255)
+    elif name == "ring":
+        draw.ellipse(full, fill=255)
+        t = rng.uniform(0.2, 0.3)  # ring thickness relative to the box: a hole ~half the size stays visible
+        draw.ellipse([t * (w - 1), t * (h - 1), (1 - t) * (w - 1), (1 - t) * (h - 1)], fill=0)
+    elif name == "cross":
+        t = rng.uniform(0.15, 0.2)
+        draw.rectangle([(0.5 - t) * (w - 1), 0, (0.5 + t) * (w - 1), h - 1], fill=255)
+        draw.rectangle([0, (0.5 - t) * (h - 1), w - 1, (0.5 + t) * (h - 1)], fill=255)
+    elif name == "triangle":
+        pts = [(0, h - 1), ((w - 1) / 2, 0), (w - 1, h - 1)]
+        if rng.random() < 0.5:  # pointing up or down
+            pts = [(x, h - 1 - y) for x, y in pts]
+        draw.polygon(pts, fill=255)
+    elif name == "star":
+        draw.polygon(_star_points(w, h, rng), fill=255)
+    else:
+        raise ValueError(f"unknown synthetic shape {name!r}; known: {SYNTHETIC_CLASSES}")
+    return mask
+
+
+def _random_colour(rng: np.random.Generator, saturated: bool) -> np.ndarray:
+    """RGB (0..255 float) from HSV: saturated bright colours for objects, muted ones for the background."""
+    hue = rng.random()
+    sat = rng.uniform(0.55, 1.0) if saturated else rng.uniform(0.0, 0.3)
+    val = rng.uniform(0.45, 1.0) if saturated else rng.uniform(0.25, 0.8)
+    k = (np.array([5.0, 3.0, 1.0]) + hue * 6.0) % 6.0
+    return 255.0 * val * (1.0 - sat * np.minimum(np.maximum(np.minimum(k, 4.0 - k), 0.0), 1.0))
+
+
+def _texture(w: int, h: int, colour: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """RGB fill of size ``w x h``: solid, stripes, checker or gradient around ``colour`` (contrast <= ~30 %)."""
+    kind = rng.integers(4)
+    if kind == 0:
+        return Image.new("RGB", (w, h), tuple(int(c) for c in colour))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    period = rng.uniform(4.0, 12.0)
+    amp = rng.uniform(0.15, 0.3)
+    if kind == 1:
+        theta = rng.uniform(0, math.pi)
+        shade = 1.0 - amp * (np.sin((xx * math.cos(theta) + yy * math.sin(theta)) * (2 * math.pi / period)) > 0)
+    elif kind == 2:
+        shade = 1.0 - amp * (((xx // period) + (yy // period)) % 2)
+    else:
+        shade = 1.0 - amp * (xx / max(w - 1, 1) if rng.random() < 0.5 else yy / max(h - 1, 1))
+    rgb = shade[..., None] * colour.astype(np.float32)[None, None, :]
+    return Image.fromarray((rgb + 0.5).astype(np.uint8))
+
+
+def _background(w: int, h: int, rng: np.random.Generator) -> Image.Image:
+    """Muted two-colour gradient + coarse colour blotches (both from one low-res field, upsampled bilinearly
+    in C) + fine per-pixel noise: a textured, noisy background, cheap enough for >= 100 images/s."""
+    gh, gw = max(h // 16, 2), max(w // 16, 2)
+    c0, c1 = _random_colour(rng, False), _random_colour(rng, False)
+    t = np.linspace(0.0, 1.0, gw)[None, :] * rng.uniform(-1, 1) + np.linspace(0.0, 1.0, gh)[:, None] * rng.uniform(-1, 1)
+    t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
+    field = c0 + (c1 - c0) * t[..., None] + rng.standard_normal((gh, gw, 3)) * rng.uniform(4.0, 16.0)
+    low = Image.fromarray(np.clip(field + 0.5, 0, 255).astype(np.uint8))
+    smooth = np.asarray(low.resize((w, h), Image.BILINEAR), dtype=np.int16)
+    amp = int(rng.integers(3, 13))
+    noise = rng.integers(-amp, amp + 1, size=(h, w, 1), dtype=np.int16)
+    return Image.fromarray(np.clip(smooth + noise, 0, 255).astype(np.uint8))
+
+
+def _distractors(image: Image.Image, rng: np.random.Generator) -> None:
+    """A few faint strokes/arcs: clutter that is not an object (the detector must not fire on edges alone)."""
+    draw = ImageDraw.Draw(image)
+    w, h = image.size
+    for _ in range(rng.integers(0, 4)):
+        colour = tuple(int(c) for c in _random_colour(rng, False))
+        pts = [(float(rng.uniform(0, w)), float(rng.uniform(0, h))) for _ in range(2)]
+        if rng.random() < 0.5:
+            draw.line(pts, fill=colour, width=int(rng.integers(1, 4)))
+        else:
+            x0, x1 = sorted(p[0] for p in pts)
+            y0, y1 = sorted(p[1] for p in pts)
+            draw.arc([x0, y0, x1 + 1, y1 + 1], float(rng.uniform(0, 360)), float(rng.uniform(0, 360)),
+                     fill=colour, width=int(rng.integers(1, 3)))
+
+
+# ---- layout -----------------------------------------------------------------------------------------------
+def _sample_boxes(w: int, h: int, rng: np.random.Generator, max_objects: int, min_scale: float,
+                  max_scale: float, max_occlusion: float) -> list[tuple[int, int, int, int]]:
+    """Object boxes ``(x, y, bw, bh)`` in 0-based pixels, largest first, occlusion of earlier boxes bounded."""
+    n = int(rng.integers(1, max_objects + 1))
+    sides = np.sort(np.exp(rng.uniform(math.log(min_scale), math.log(max_scale), n)))[::-1]
+    placed: list[tuple[int, int, int, int]] = []
+    covered: list[float] = []
+    for side in sides:
+        ar = math.exp(rng.uniform(math.log(0.7), math.log(1.4)))
+        bw = int(round(min(side * math.sqrt(ar), 0.98) * w))
+        bh = int(round(min(side / math.sqrt(ar), 0.98) * h))
+        bw, bh = max(bw, 3), max(bh, 3)
+        for _ in range(12):
+            x, y = int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1))
+            fractions = [_overlap((x, y, bw, bh), p) / (p[2] * p[3]) for p in placed]
+            if all(c + f <= max_occlusion for c, f in zip(covered, fractions)):
+                covered = [c + f for c, f in zip(covered, fractions)]
+                placed.append((x, y, bw, bh))
+                covered.append(0.0)
+                break
+    return placed
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    iw = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    ih = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    return float(max(iw, 0) * max(ih, 0))
+
+
+def _draw_object(canvas: Image.Image, name: str, box: tuple[int, int, int, int],
+                 rng: np.random.Generator) -> Optional[tuple[int, int, int, int]]:
+    """Paste a textured shape into ``canvas``; return its tight VOC box (1-based inclusive) or None if empty."""
+    x, y, bw, bh = box
+    mask = _shape_mask(name, bw, bh, rng)
+    tight = mask.getbbox()  # (x0, y0, x1, y1) exclusive, 0-based within the box
+    if tight is None:
+        return None
+    canvas.paste(_texture(bw, bh, _random_colour(rng, True), rng), (x, y), mask)
+    return (x + tight[0] + 1, y + tight[1] + 1, x + tight[2], y + tight[3])
+
+
+def render_image(width: int, height: int, rng: np.random.Generator, max_objects: int = 6,
+                 min_scale: float = 0.07, max_scale: float = 0.95, max_occlusion: float = 0.35,
+                 difficult_prob: float = 0.1) -> tuple[Image.Image, list[SyntheticObject]]:
+    """One synthetic image and its objects (boxes in VOC pixels, 1-based inclusive)."""
+    canvas = _background(width, height, rng)
+    _distractors(canvas, rng)
+    specs = [(box, False) for box in
+             _sample_boxes(width, height, rng, max_objects, min_scale, max_scale, max_occlusion)]
+    if rng.random() < difficult_prob:  # a tiny object, drawn on top: the "difficult" ones of VOC
+        side = rng.uniform(0.025, 0.05)
+        bw, bh = max(int(side * width), 3), max(int(side * height), 3)
+        specs.append(((int(rng.integers(0, width - bw + 1)), int(rng.integers(0, height - bh + 1)), bw, bh), True))
+    objects: list[SyntheticObject] = []
+    for box, difficult in specs:
+        name = SYNTHETIC_CLASSES[int(rng.integers(len(SYNTHETIC_CLASSES)))]
+        voc_box = _draw_object(canvas, name, box, rng)
+        if voc_box is not None:
+            objects.append(SyntheticObject(name, voc_box, difficult))
+    return canvas, objects
+
+
+# ---- the VOC tree ---------------------------------------------------------------------------------------
+def _annotation_xml(folder: str, image_id: str, width: int, height: int, objects: Sequence[SyntheticObject],
+                    seed: int) -> str:
+    """The VOC XML text (deterministic bytes: fixed layout, integers only)."""
+    lines = ["<annotation>", f"\t<folder>{folder}</folder>", f"\t<filename>{image_id}.jpg</filename>",
+             f"\t<source>\n\t\t<database>ssd300 synthetic shapes, seed {seed}</database>\n\t</source>",
+             f"\t<size>\n\t\t<width>{width}</width>\n\t\t<height>{height}</height>\n\t\t<depth>3</depth>\n\t</size>",
+             "\t<segmented>0</segmented>"]
+    for obj in objects:
+        xmin, ymin, xmax, ymax = obj.box
+        lines += ["\t<object>", f"\t\t<name>{obj.name}</name>", "\t\t<pose>Unspecified</pose>",
+                  "\t\t<truncated>0</truncated>", f"\t\t<difficult>{int(obj.difficult)}</difficult>",
+                  f"\t\t<bndbox>\n\t\t\t<xmin>{xmin}</xmin>\n\t\t\t<ymin>{ymin}</ymin>\n"
+                  f"\t\t\t<xmax>{xmax}</xmax>\n\t\t\t<ymax>{ymax}</ymax>\n\t\t</bndbox>", "\t</object>"]
+    return "\n".join(lines + ["</annotation>", ""])
+
+
+def _image_size(spec: SizeSpec, rng: np.random.Generator) -> tuple[int, int]:
+    """``(W, H)`` from a fixed ``(W, H)`` or a range ``((w_lo, w_hi), (h_lo, h_hi))`` (inclusive)."""
+    dims = []
+    for d in spec:
+        if isinstance(d, (tuple, list)):
+            lo, hi = int(d[0]), int(d[1])
+            dims.append(int(rng.integers(lo, hi + 1)))
+        else:
+            dims.append(int(d))
+    if len(dims) != 2 or min(dims) < 32:
+        raise ValueError(f"image_size must give a width and a height >= 32 pixels, got {spec!r}")
+    return dims[0], dims[1]
+
+
+def _params(num_trainval: int, num_test: int, seed: int, image_size: SizeSpec, max_objects: int,
+            min_scale: float, max_scale: float, difficult_prob: float, jpeg_quality: int) -> dict:
+    return {"format": _FORMAT, "classes": list(SYNTHETIC_CLASSES), "num_trainval": int(num_trainval),
+            "num_test": int(num_test), "seed": int(seed), "image_size": json.loads(json.dumps(image_size)),
+            "max_objects": int(max_objects), "min_scale": float(min_scale), "max_scale": float(max_scale),
+            "difficult_prob": float(difficult_prob), "jpeg_quality": int(jpeg_quality)}
+
+
+def _write_one(root: Path, index: int, params: dict) -> None:
+    rng = np.random.default_rng([params["seed"], index])
+    width, height = _image_size(params["image_size"], rng)
+    image, objects = render_image(width, height, rng, max_objects=params["max_objects"],
+                                  min_scale=params["min_scale"], max_scale=params["max_scale"],
+                                  difficult_prob=params["difficult_prob"])
+    image_id = f"{index:06d}"
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=params["jpeg_quality"])
+    (root / "JPEGImages" / f"{image_id}.jpg").write_bytes(buf.getvalue())
+    xml = _annotation_xml(root.name, image_id, width, height, objects, params["seed"])
+    (root / "Annotations" / f"{image_id}.xml").write_text(xml)
+
+
+def _write_one_star(args: tuple[Path, int, dict]) -> None:
+    _write_one(*args)
+
+
+def generate_voc(root: Union[str, os.PathLike], num_trainval: int, num_test: int, seed: int,
+                 image_size: SizeSpec = (300, 300), max_objects: int = 6, min_scale: float = 0.07,
+                 max_scale: float = 0.95, difficult_prob: float = 0.1, jpeg_quality: int = 90,
+                 workers: int = 1) -> Path:
+    """Write a synthetic VOC year folder at ``root`` and return it (see the module docstring).
+
+    Ids ``000000 ..`` : the first ``num_trainval`` form ``trainval`` (even positions ``train``, odd ``val``),
+    the next ``num_test`` form ``test``. ``image_size``: ``(W, H)`` or ``((w_lo, w_hi), (h_lo, h_hi))``.
+    ``workers > 1`` uses a process pool (the output is identical). The marker ``synthetic.json`` is removed
+    first and written last, so an interrupted run is never mistaken for a complete tree.
+    """
+    if num_trainval < 0 or num_test < 0 or num_trainval + num_test == 0:
+        raise ValueError(f"need a positive number of images, got trainval={num_trainval}, test={num_test}")
+    if not 0 < min_scale <= max_scale <= 1.0 or max_objects < 1:
+        raise ValueError(f"invalid object layout: scales [{min_scale}, {max_scale}], max_objects {max_objects}")
+    root = Path(root)
+    params = _params(num_trainval, num_test, seed, image_size, max_objects, min_scale, max_scale,
+                     difficult_prob, jpeg_quality)
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    (root / _MARKER).unlink(missing_ok=True)
+    jobs = [(root, i, params) for i in range(num_trainval + num_test)]
+    if workers > 1:
+        from multiprocessing import get_context
+        with get_context("spawn").Pool(workers) as pool:
+            pool.map(_write_one_star, jobs, chunksize=32)
+    else:
+        for job in jobs:
+            _write_one(*job)
+    ids = [f"{i:06d}" for i in range(num_trainval + num_test)]
+    splits = {"trainval": ids[:num_trainval], "train": ids[:num_trainval:2], "val": ids[1:num_trainval:2],
+              "test": ids[num_trainval:]}
+    for name, members in splits.items():
+        (root / "ImageSets" / "Main" / f"{name}.txt").write_text("".join(f"{m}\n" for m in members))
+    tmp = root / (_MARKER + ".tmp")
+    tmp.write_text(json.dumps(params, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, root / _MARKER)
+    return root
+
+
+def is_complete(root: Union[str, os.PathLike], num_trainval: int, num_test: int, seed: int,
+                image_size: SizeSpec = (300, 300), max_objects: int = 6, min_scale: float = 0.07,
+                max_scale: float = 0.95, difficult_prob: float = 0.1, jpeg_quality: int = 90) -> bool:
+    """True when ``root`` holds a finished tree generated with exactly these parameters (marker + every file)."""
+    root = Path(root)
+    want = _params(num_trainval, num_test, seed, image_size, max_objects, min_scale, max_scale,
+                   difficult_prob, jpeg_quality)
+    try:
+        if json.loads((root / _MARKER).read_text()) != want:
+            return False
+    except (OSError, ValueError):
+        return False
+    for i in range(num_trainval + num_test):
+        if not ((root / "Annotations" / f"{i:06d}.xml").is_file() and (root / "JPEGImages" / f"{i:06d}.jpg").is_file()):
+            return False
+    return all((root / "ImageSets" / "Main" / f"{s}.txt").is_file() for s in ("trainval", "train", "val", "test"))
+
+
+def ensure_voc(root: Union[str, os.PathLike], num_trainval: int, num_test: int, seed: int, **kwargs) -> Path:
+    """:func:`generate_voc` unless :func:`is_complete` already holds (``make demo`` regenerates only if missing)."""
+    check_kwargs = {k: v for k, v in kwargs.items() if k != "workers"}
+    if is_complete(root, num_trainval, num_test, seed, **check_kwargs):
+        return Path(root)
+    return generate_voc(root, num_trainval, num_test, seed, **kwargs)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """CLI: ``python -m ssd_torch.data.synthetic ROOT --trainval N --test M --seed S``."""
+    parser = argparse.ArgumentParser(prog="python -m ssd_torch.data.synthetic", description=__doc__.split("\n")[0])
+    parser.add_argument("root", help="year folder to write, e.g. data/synthetic/VOCdevkit/VOC2007")
+    parser.add_argument("--trainval", type=int, default=2000)
+    parser.add_argument("--test", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=int, nargs=2, default=(300, 300), metavar=("W", "H"))
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--force", action="store_true", help="regenerate even if the tree is complete")
+    args = parser.parse_args(argv)
+    kwargs = dict(image_size=tuple(args.size), workers=args.workers)
+    if args.force:
+        generate_voc(args.root, args.trainval, args.test, args.seed, **kwargs)
+    else:
+        ensure_voc(args.root, args.trainval, args.test, args.seed, **kwargs)
+    print(f"synthetic VOC tree at {args.root}: trainval {args.trainval}, test {args.test}, seed {args.seed}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,361 @@
+"""PASCAL VOC reader (ARCHITECTURE.md "Data contract"): XML annotations, ImageSets splits, 07+12 concatenation.
+
+A *root* is one year folder (``.../VOCdevkit/VOC2007``) holding ``Annotations/``, ``ImageSets/Main/`` and
+``JPEGImages/``. Boxes in an :class:`Annotation` are **pixels as in the XML** (1-based, inclusive); the training
+target is **xyxy normalised** to [0, 1] by the formula of the data contract::
+
+    ((xmin - 1) / W, (ymin - 1) / H, xmax / W, ymax / H)        (pixel_to_normalized)
+    x_min_pix = x_norm * W + 1,  x_max_pix = x_norm * W         (normalized_to_pixel, its inverse)
+
+Bad data (every case raises :class:`DatasetError`, a ``ValueError`` whose message starts with the file name):
+
+- found while *scanning* at construction: a missing split file (always an error, even with ``skip_bad``), a listed
+  id without its XML or JPEG, malformed XML, a missing/zero ``<size>``, an unknown class name, a box outside the
+  image by more than :data:`BOX_TOLERANCE_PX` pixels, a box with zero or negative area (in the contract's
+  continuous coordinates, i.e. ``xmax - xmin + 1 <= 0``: the devkit counts ``xmin == xmax`` as one pixel), an
+  image with no ``<object>`` at all, and a JPEG that fails a cheap integrity check (start-of-image marker at the
+  head, end-of-image marker near the tail; a file failing it is fully decoded to confirm, so valid files with
+  odd trailers pass). ``verify_images=True`` decodes every image up front instead (thorough, ~5 ms per image).
+- found when *reading* (``ds[i]``): an image that still fails to decode or whose size disagrees with its XML.
+  With ``skip_bad`` the item is recorded and the next readable item is returned in its place (inside a DataLoader
+  worker the record lives in that worker's copy of ``skipped``; the warning in the log names the file).
+
+With ``skip_bad=True`` every bad item is skipped, logged (``logging.warning`` with the file name) and listed in
+``ds.skipped`` as ``(path, reason)``.
+
+An image whose objects are *all* ``difficult`` is kept: with ``keep_difficult=False`` its training target is
+empty (``G = 0``, every prior background, no hard negatives per DESIGN.md "Loss"), and it stays in the dataset so
+that the evaluator still sees it (detections on it are false positives, as in the devkit).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NamedTuple, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = [
+    "VOC_CLASSES", "BOX_TOLERANCE_PX", "DatasetError", "Annotation", "parse_annotation",
+    "pixel_to_normalized", "normalized_to_pixel", "VOCDataset",
+]
+
+log = logging.getLogger(__name__)
+
+VOC_CLASSES: tuple[str, ...] = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+#: A box may stick out of the image by this many pixels (annotators' off-by-one) before it is an error.
+BOX_TOLERANCE_PX = 1.0
+
+PathLike = Union[str, os.PathLike]
+# Tail window searched for the JPEG end-of-image marker (some encoders append a few padding bytes).
+_JPEG_TAIL_BYTES = 4096
+
+
+class DatasetError(ValueError):
+    """A bad data file: ``str(err)`` is ``"<path>: <problem>"``; ``err.path`` and ``err.reason`` hold the parts."""
+
+    def __init__(self, path: PathLike, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+class Annotation(NamedTuple):
+    """One image's ground truth, as in the XML.
+
+    ``boxes``: ``float64[G, 4]`` xyxy **pixels**, 1-based inclusive; ``labels``: ``int64[G]`` in ``1..C-1``
+    (index into ``class_names`` + 1, 0 is background); ``difficult``: ``bool[G]``. Difficult boxes included.
+    """
+
+    image_id: str
+    width: int
+    height: int
+    boxes: np.ndarray
+    labels: np.ndarray
+    difficult: np.ndarray
+
+
+def pixel_to_normalized(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
+    """VOC pixel boxes ``[G, 4]`` (1-based, inclusive) -> xyxy normalised ``[G, 4]`` (float64).
+
+    ``((xmin - 1) / W, (ymin - 1) / H, xmax / W, ymax / H)`` (ARCHITECTURE.md "Data contract"); not clamped.
+    """
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    scale = np.array([width, height, width, height], dtype=np.float64)
+    return (b - np.array([1.0, 1.0, 0.0, 0.0])) / scale
+
+
+def normalized_to_pixel(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
+    """Inverse of :func:`pixel_to_normalized`: xyxy normalised ``[..., 4]`` -> VOC pixels (``x_min * W + 1``, ``x_max * W``)."""
+    b = np.asarray(boxes, dtype=np.float64)
+    scale = np.array([width, height, width, height], dtype=np.float64)
+    return b * scale + np.array([1.0, 1.0, 0.0, 0.0])
+
+
+def _text(node: ET.Element, tag: str, path: PathLike, where: str) -> str:
+    child = node.find(tag)
+    if child is None or child.text is None or not child.text.strip():
+        raise DatasetError(path, f"missing <{tag}> in {where}")
+    return child.text.strip()
+
+
+def _number(node: ET.Element, tag: str, path: PathLike, where: str) -> float:
+    text = _text(node, tag, path, where)
+    try:
+        return float(text)
+    except ValueError:
+        raise DatasetError(path, f"<{tag}> in {where} is not a number: {text!r}") from None
+
+
+def _check_box(box: list[float], width: int, height: int, path: PathLike, where: str) -> None:
+    """Reject a box outside the image (beyond the tolerance) or with zero/negative continuous area."""
+    xmin, ymin, xmax, ymax = box
+    tol = BOX_TOLERANCE_PX
+    if xmin < 1 - tol or ymin < 1 - tol or xmax > width + tol or ymax > height + tol:
+        raise DatasetError(path, f"box {box} of {where} lies outside the {width}x{height} image")
+    # continuous extent of an inclusive pixel box is xmax - (xmin - 1)
+    if xmax - xmin + 1 <= 0 or ymax - ymin + 1 <= 0:
+        raise DatasetError(path, f"box {box} of {where} has zero or negative area")
+
+
+def _parse_object(obj: ET.Element, index: int, class_ids: dict[str, int], size: tuple[int, int],
+                  path: PathLike) -> tuple[list[float], int, bool]:
+    where = f"object {index}"
+    name = _text(obj, "name", path, where)
+    if name not in class_ids:
+        raise DatasetError(path, f"unknown class name {name!r} in {where}")
+    diff_node = obj.find("difficult")
+    difficult = diff_node is not None and (diff_node.text or "0").strip() not in ("0", "")
+    bnd = obj.find("bndbox")
+    if bnd is None:
+        raise DatasetError(path, f"missing <bndbox> in {where}")
+    box = [_number(bnd, tag, path, f"{where} <bndbox>") for tag in ("xmin", "ymin", "xmax", "ymax")]
+    _check_box(box, size[0], size[1], path, f"{where} ({name})")
+    return box, class_ids[name] + 1, difficult
+
+
+def parse_annotation(xml_path: PathLike, class_names: Sequence[str] = VOC_CLASSES) -> Annotation:
+    """Parse one VOC XML file into an :class:`Annotation` (pixel boxes, labels ``1..len(class_names)``).
+
+    Raises :class:`DatasetError` naming the file for malformed XML, a missing/invalid ``<size>``, an unknown
+    class, a box outside the image (beyond :data:`BOX_TOLERANCE_PX`) or with zero/negative area. An XML without
+    objects parses to ``G = 0`` (the dataset decides whether that is an error).
+    """
+    path = Path(xml_path)
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as err:
+        raise DatasetError(path, f"malformed XML: {err}") from None
+    except OSError as err:
+        raise DatasetError(path, f"cannot read annotation: {err.strerror or err}") from None
+    size = root.find("size")
+    if size is None:
+        raise DatasetError(path, "missing <size>")
+    width, height = (_number(size, tag, path, "<size>") for tag in ("width", "height"))
+    if width <= 0 or height <= 0 or width != int(width) or height != int(height):
+        raise DatasetError(path, f"invalid image size {width}x{height} in <size>")
+    class_ids = {name: i for i, name in enumerate(class_names)}
+    parsed = [_parse_object(obj, k, class_ids, (int(width), int(height)), path)
+              for k, obj in enumerate(root.findall("object"))]
+    return Annotation(
+        image_id=path.stem, width=int(width), height=int(height),
+        boxes=np.array([p[0] for p in parsed], dtype=np.float64).reshape(-1, 4),
+        labels=np.array([p[1] for p in parsed], dtype=np.int64),
+        difficult=np.array([p[2] for p in parsed], dtype=bool),
+    )
+
+
+# Parsed annotations keyed by (path, mtime_ns, size, class_names): a second dataset over the same files in one
+# process (train + eval, 07 + 12 re-runs in tests) does not re-parse 16k XML files.
+_ANNOTATION_CACHE: dict[tuple[str, int, int, tuple[str, ...]], Annotation] = {}
+
+
+def _parse_cached(xml_path: Path, class_names: tuple[str, ...]) -> Annotation:
+    try:
+        st = xml_path.stat()
+    except OSError:
+        raise DatasetError(xml_path, "annotation file is missing") from None
+    key = (str(xml_path), st.st_mtime_ns, st.st_size, class_names)
+    ann = _ANNOTATION_CACHE.get(key)
+    if ann is None:
+        ann = parse_annotation(xml_path, class_names)
+        _ANNOTATION_CACHE[key] = ann
+    return ann
+
+
+def _decode_image(path: Path) -> Image.Image:
+    """Open and fully decode an image as RGB; any decoder failure becomes a :class:`DatasetError`."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise DatasetError(path, "image file is missing") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise DatasetError(path, f"unreadable or corrupt image: {err}") from None
+
+
+def _check_image_file(path: Path, full_decode: bool) -> None:
+    """Cheap JPEG integrity check (SOI head, EOI near the tail); a suspect file is decoded to confirm."""
+    if full_decode:
+        _decode_image(path)
+        return
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(3)
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - _JPEG_TAIL_BYTES))
+            tail = fh.read()
+    except FileNotFoundError:
+        raise DatasetError(path, "image file is missing") from None
+    except OSError as err:
+        raise DatasetError(path, f"cannot read image: {err.strerror or err}") from None
+    if head != b"\xff\xd8\xff" or b"\xff\xd9" not in tail:
+        _decode_image(path)
+
+
+class _Item(NamedTuple):
+    image_path: Path
+    xml_path: Path
+    annotation: Annotation
+    boxes: torch.Tensor   # [G', 4] xyxy normalised float32: training boxes (difficult dropped unless kept)
+    labels: torch.Tensor  # [G'] int64
+
+
+def _read_split(root: Path, split: str) -> list[str]:
+    split_file = root / "ImageSets" / "Main" / f"{split}.txt"
+    try:
+        lines = split_file.read_text().split("\n")
+    except OSError:
+        raise DatasetError(split_file, f"split file for split {split!r} is missing or unreadable") from None
+    # a line may carry a second column (per-class split files: "000005 -1"); the id is the first token
+    return [line.split()[0] for line in lines if line.strip()]
+
+
+def _training_target(ann: Annotation, keep_difficult: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    keep = np.ones(len(ann.labels), dtype=bool) if keep_difficult else ~ann.difficult
+    norm = np.clip(pixel_to_normalized(ann.boxes[keep], ann.width, ann.height), 0.0, 1.0)
+    return torch.from_numpy(norm.astype(np.float32)), torch.from_numpy(ann.labels[keep].copy())
+
+
+class VOCDataset(torch.utils.data.Dataset):
+    """VOC detection dataset over one or several year roots (07+12 = ``[voc2007, voc2012]``), one split.
+
+    ``ds[i] -> (image Tensor[3, S, S] float32 normalised, {"boxes": Tensor[G, 4] xyxy normalised,
+    "labels": Tensor[G] int64})``. ``transform(pil_image, boxes, labels) -> (image, boxes, labels)``; ``None``
+    means :class:`ssd_torch.data.transforms.SSDEvalTransform` (resize to 300 + ImageNet normalisation).
+    ``ds.annotation(i)`` returns every box (difficult included, pixels) for evaluation. Image ids duplicated
+    across roots are qualified as ``"<root folder name>/<id>"`` so evaluator dictionaries stay one-to-one.
+    See the module docstring for the bad-data rules.
+    """
+
+    def __init__(self, roots: Union[PathLike, Sequence[PathLike]], split: str,
+                 class_names: Sequence[str] = VOC_CLASSES, transform: Callable | None = None,
+                 keep_difficult: bool = False, skip_bad: bool = False, verify_images: bool = False) -> None:
+        if isinstance(roots, (str, os.PathLike)):
+            roots = [roots]
+        if not roots:
+            raise ValueError("VOCDataset needs at least one root folder")
+        if transform is None:
+            from .transforms import SSDEvalTransform
+            transform = SSDEvalTransform()
+        self.roots = [Path(r) for r in roots]
+        self.split = split
+        self.class_names = tuple(class_names)
+        self.transform = transform
+        self.keep_difficult = keep_difficult
+        self.skip_bad = skip_bad
+        self.skipped: list[tuple[str, str]] = []
+        self._unreadable: set[int] = set()  # items that failed at read time (skip_bad): not retried
+        self._items: list[_Item] = []
+        for root in self.roots:
+            self._scan_root(root, verify_images)
+        self._qualify_duplicate_ids()
+
+    # ---- construction -------------------------------------------------------------------------------
+    def _scan_root(self, root: Path, verify_images: bool) -> None:
+        for image_id in _read_split(root, self.split):
+            xml_path = root / "Annotations" / f"{image_id}.xml"
+            image_path = root / "JPEGImages" / f"{image_id}.jpg"
+            try:
+                ann = _parse_cached(xml_path, self.class_names)
+                if len(ann.labels) == 0:
+                    raise DatasetError(xml_path, "image has no objects")
+                _check_image_file(image_path, verify_images)
+            except DatasetError as err:
+                self._record_bad(err)
+                continue
+            boxes, labels = _training_target(ann, self.keep_difficult)
+            self._items.append(_Item(image_path, xml_path, ann, boxes, labels))
+
+    def _record_bad(self, err: DatasetError) -> None:
+        if not self.skip_bad:
+            raise err
+        log.warning("skipping bad VOC item %s", err)
+        self.skipped.append((err.path, err.reason))
+
+    def _qualify_duplicate_ids(self) -> None:
+        seen: dict[str, int] = {}
+        for item in self._items:
+            seen[item.annotation.image_id] = seen.get(item.annotation.image_id, 0) + 1
+        for k, item in enumerate(self._items):
+            if seen[item.annotation.image_id] > 1:
+                qualified = f"{item.image_path.parent.parent.name}/{item.annotation.image_id}"
+                self._items[k] = item._replace(annotation=item.annotation._replace(image_id=qualified))
+
+    # ---- access -------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def image_ids(self) -> list[str]:
+        """Image ids in dataset order (qualified where duplicated across roots)."""
+        return [item.annotation.image_id for item in self._items]
+
+    def annotation(self, i: int) -> Annotation:
+        """Every ground-truth box of item ``i`` (pixels, difficult included) for evaluation."""
+        return self._items[i].annotation
+
+    def image_path(self, i: int) -> Path:
+        return self._items[i].image_path
+
+    def target(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training target of item ``i``: ``(boxes[G, 4] xyxy normalised float32, labels[G] int64)``."""
+        item = self._items[i]
+        return item.boxes.clone(), item.labels.clone()
+
+    def load_image(self, i: int) -> Image.Image:
+        """Decode item ``i`` as an RGB PIL image; raises :class:`DatasetError` (naming the file) on failure."""
+        item = self._items[i]
+        img = _decode_image(item.image_path)
+        ann = item.annotation
+        if img.size != (ann.width, ann.height):
+            raise DatasetError(item.image_path, f"image is {img.size[0]}x{img.size[1]} but "
+                                                f"{item.xml_path.name} says {ann.width}x{ann.height}")
+        return img
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        n = len(self._items)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for a dataset of {n} images")
+        i %= n
+        for k in range(n):
+            j = (i + k) % n
+            if j in self._unreadable:
+                continue
+            try:
+                img = self.load_image(j)
+            except DatasetError as err:
+                self._record_bad(err)  # re-raises unless skip_bad: then the next item stands in
+                self._unreadable.add(j)
+                continue
+            boxes, labels = self.target(j)
+            image, boxes, labels = self.transform(img, boxes, labels)
+            return image, {"boxes": boxes, "labels": labels}
+        raise DatasetError(self.roots[0], "no readable image left in the dataset")
