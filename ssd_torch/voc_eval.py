@@ -177,7 +177,9 @@ def match_detections(
         raise ValueError("detection scores contain NaN")
     # class-major, score-descending, stable on the concatenation order (DESIGN.md: "sort by score (stable)")
     by_score = np.argsort(-det_score, kind="stable")
-    order = by_score[np.argsort(det_lab[by_score], kind="stable")]
+    # labels fit in int16 (checked above): NumPy's stable sort is then a linear-time radix sort
+    small = det_lab.astype(np.int16) if num_classes <= np.iinfo(np.int16).max else det_lab
+    order = by_score[np.argsort(small[by_score], kind="stable")]
     det_img, det_boxes, det_lab = det_img[order], det_boxes[order], det_lab[order]
     jmax, ovmax = _best_gt(det_img * num_classes + det_lab, det_boxes, gt_img * num_classes + gt_lab, gt_boxes,
                            len(image_index) * num_classes)
