@@ -34,7 +34,7 @@ import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NamedTuple, Union
+from typing import NamedTuple, Optional, Union
 
 import numpy as np
 import torch
@@ -60,12 +60,16 @@ _JPEG_TAIL_BYTES = 4096
 
 
 class DatasetError(ValueError):
-    """A bad data file: ``str(err)`` is ``"<path>: <problem>"``; ``err.path`` and ``err.reason`` hold the parts."""
+    """A bad data file: ``str(err)`` is ``"<path>: <problem>"``; ``err.path`` and ``err.reason`` hold the parts.
 
-    def __init__(self, path: PathLike, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
+    ``DatasetError(message)`` (one argument) is accepted too, so that ``DataLoader`` can re-raise a worker's
+    error in the main process as a ``DatasetError`` whose message still names the file.
+    """
+
+    def __init__(self, path: PathLike, reason: Optional[str] = None) -> None:
+        super().__init__(str(path) if reason is None else f"{path}: {reason}")
         self.path = str(path)
-        self.reason = reason
+        self.reason = "" if reason is None else reason
 
 
 class Annotation(NamedTuple):
