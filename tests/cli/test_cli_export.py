@@ -1,0 +1,103 @@
+"""ssd-export: ONNX round trip against PyTorch (skipped without onnxruntime), sidecar files, documented usage."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cli_fixtures import write_tiny_checkpoint
+from ssd_torch.cli import export
+
+NAMES = ["background", "a", "b"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int]:
+    pytest.importorskip("onnx", reason="the 'onnx' package (optional extra) is not installed")
+    root = tmp_path_factory.mktemp("export")
+    ckpt = write_tiny_checkpoint(root / "tiny.pt", NAMES, seed=2)
+    onnx_path = root / "out" / "model.onnx"
+    code = export.main([str(ckpt), "--onnx", str(onnx_path)])
+    return ckpt, onnx_path, code
+
+
+def test_sidecar_files(exported: tuple[Path, Path, int]) -> None:
+    import torch
+
+    from ssd_torch.nms import postprocess
+
+    ckpt, onnx_path, code = exported
+    assert code == 0 and onnx_path.is_file()
+    priors_path, json_path = export.sidecar_paths(onnx_path)
+    meta = json.loads(json_path.read_text())
+    assert meta["class_names"] == NAMES and meta["priors"] == priors_path.name and meta["variances"] == [0.1, 0.2]
+    assert meta["postprocess"] == {"score_threshold": 0.01, "top_k": 400, "nms_threshold": 0.45,
+                                   "max_detections": 200}
+    assert meta["outputs"]["conf"] == ["B", 8732, 3] and len(meta["mean"]) == len(meta["std"]) == 3
+    priors = np.load(priors_path)
+    assert priors.shape == (8732, 4) and priors.dtype == np.float32
+    from ssd_torch.priors import default_boxes
+    from ssd_torch.config import ModelConfig
+    np.testing.assert_array_equal(priors, default_boxes(ModelConfig.from_dict(meta["model_config"]).prior_spec))
+
+
+@pytest.mark.slow
+def test_onnxruntime_matches_pytorch_and_documented_postprocessing(exported: tuple[Path, Path, int]) -> None:
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime (optional extra) is not installed")
+    import torch
+
+    from ssd_torch.inference import load_model_for_inference
+    from ssd_torch.nms import postprocess
+
+    ckpt, onnx_path, _ = exported
+    meta = json.loads(export.sidecar_paths(onnx_path)[1].read_text())
+    assert meta["check"]["ok"] and max(meta["check"]["max_abs_diff"].values()) <= 1e-4
+    model, _, _ = load_model_for_inference(ckpt)
+    x = torch.randn(2, 3, 300, 300, generator=torch.Generator().manual_seed(5))  # exported with batch 1: dynamic axis
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    loc, conf = session.run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        want_loc, want_conf = model(x)
+    np.testing.assert_allclose(loc, want_loc.numpy(), atol=1e-4)
+    np.testing.assert_allclose(conf, want_conf.numpy(), atol=1e-4)
+    # the module docstring's recipe: our post-processing on the ONNX outputs
+    priors = torch.from_numpy(np.load(export.sidecar_paths(onnx_path)[0]))
+    got = postprocess(torch.from_numpy(loc), torch.from_numpy(conf), priors, variances=meta["variances"],
+                      **meta["postprocess"])
+    want = postprocess(want_loc, want_conf, priors)
+    assert len(got) == 2
+    for g, w in zip(got, want):
+        n = min(len(g.scores), len(w.scores), 20)  # the top detections: float noise may reorder the tail
+        torch.testing.assert_close(g.scores[:n], w.scores[:n], atol=1e-4, rtol=0)
+
+
+def test_check_reports_mismatch_and_absent_onnxruntime(exported: tuple[Path, Path, int], tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("onnxruntime", reason="onnxruntime (optional extra) is not installed")
+    import torch
+
+    from ssd_torch.inference import load_model_for_inference
+
+    ckpt, onnx_path, _ = exported
+    # an export that does not compute the model's function must fail the check: perturb the PyTorch side
+    model, _, _ = load_model_for_inference(ckpt)
+    with torch.no_grad():
+        model.conf_heads[0].bias[0] += 0.01
+    bad = export.check_onnx(onnx_path, model, batch=1)
+    assert bad is not None and not bad["ok"] and bad["max_abs_diff"]["conf"] >= 0.009
+    assert bad["max_abs_diff"]["loc"] <= 1e-4
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import now raises ImportError
+    assert export.main([str(ckpt), "--onnx", str(tmp_path / "unchecked.onnx")]) == 0
+    assert "not checked: onnxruntime is not installed" in capsys.readouterr().out
+    assert json.loads((tmp_path / "unchecked.json").read_text())["check"] is None
+
+
+def test_export_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert export.main([str(tmp_path / "none.pt"), "--onnx", str(tmp_path / "m.onnx")]) == 2
+    assert "none.pt: file not found" in capsys.readouterr().err
+    assert export.main([str(tmp_path / "none.pt"), "--onnx", str(tmp_path / "m.txt")]) == 2
+    assert "must name a .onnx file" in capsys.readouterr().err
