@@ -431,7 +431,8 @@ class Trainer:
     def _run_epoch(self, bar: Any) -> None:
         batches = self._loader()
         accumulation = self.sampler.accumulation
-        while self.step_in_epoch < self.sampler.steps_per_epoch and self.step < self.stop_at:
+        epoch = self.epoch
+        while self.epoch == epoch and self.step < self.stop_at:  # _after_step rolls the epoch over at its end
             t0 = time.perf_counter()
             micro = [next(batches) for _ in range(accumulation)]
             lr = self.optimizer.param_groups[0]["lr"]

@@ -1,0 +1,77 @@
+"""Shared builders (imported by the tests as ``train_fixtures``) for the training-engine tests: a tiny SSD300-topology model and an in-memory dataset."""
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from ssd_torch.config import ModelConfig
+from ssd_torch.data.collate import collate_detection
+from ssd_torch.engine import NonFiniteGuard, SeededDataset, StepSampler, Trainer, param_groups
+from ssd_torch.loss import multibox_loss_from_targets
+from ssd_torch.matching import match_batch
+from ssd_torch.model import model_from_config
+from ssd_torch.priors import default_boxes
+from ssd_torch.schedule import build_lr_factor, build_scheduler
+
+NUM_CLASSES = 4
+
+
+def tiny_config(batch_norm: bool = False) -> ModelConfig:
+    """The SSD300 geometry (8732 priors) with 4-8 channels: seconds per step on a shared 2-core CPU."""
+    return ModelConfig(name="tiny", num_classes=NUM_CLASSES, base_channels=((4,), (4,), (8,), (8,), (8,)),
+                       fc_channels=(8, 8), extra_channels=((8, 8),) * 4, batch_norm=batch_norm)
+
+
+class ToyDetection(torch.utils.data.Dataset):
+    """``n`` images of noise with 1-3 boxes each (fixed per index); ``__getitem__`` draws a random flip and
+    brightness from torch's global RNG, like a real augmentation, so per-sample seeding matters."""
+
+    def __init__(self, n: int, size: int = 300) -> None:
+        g = torch.Generator().manual_seed(1234)
+        self.images = [torch.rand(3, size, size, generator=g) for _ in range(n)]
+        self.targets = []
+        for _ in range(n):
+            k = int(torch.randint(1, 4, (1,), generator=g))
+            xy = torch.rand(k, 2, generator=g) * 0.6
+            wh = 0.1 + torch.rand(k, 2, generator=g) * 0.3
+            self.targets.append((torch.cat([xy, xy + wh], 1), torch.randint(1, NUM_CLASSES, (k,), generator=g)))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        img, (boxes, labels) = self.images[i], self.targets[i]
+        if float(torch.rand(())) < 0.5:
+            img = img.flip(-1)
+            boxes = torch.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], 1)
+        img = img * (0.8 + 0.4 * torch.rand(()))
+        return img, {"boxes": boxes.clone(), "labels": labels.clone()}
+
+
+def components(cfg: ModelConfig, seed: int = 0):
+    """(model, priors, match_fn, loss_fn) with a fixed initialisation."""
+    torch.manual_seed(seed)
+    model = model_from_config(cfg)
+    priors = default_boxes(cfg.prior_spec)
+    match_fn = functools.partial(match_batch, priors=priors)
+    loss_fn = functools.partial(multibox_loss_from_targets, neg_pos_ratio=3)
+    return model, priors, match_fn, loss_fn
+
+
+def make_trainer(cfg: ModelConfig, dataset, *, batch: int, accumulation: int = 1, total_steps: int,
+                 stop_at: int | None = None, lr: float = 0.01, seed: int = 0, loss_fn=None, guard=None,
+                 world_size: int = 1, rank: int = 0, **kwargs) -> Trainer:
+    """A CPU Trainer; with ``world_size > 1`` (a process group must exist) the model is wrapped in DDP."""
+    model, _, match_fn, default_loss = components(cfg, seed)
+    opt = torch.optim.SGD(param_groups(model, 5e-4), lr=lr, momentum=0.9)
+    if world_size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    sched = build_scheduler(opt, build_lr_factor(kind="cosine", total_steps=total_steps, warmup_steps=2,
+                                                 warmup_factor=0.5))
+    sampler = StepSampler(len(dataset), batch, accumulation, world_size, rank, seed=seed)
+    return Trainer(model=model, optimizer=opt, scheduler=sched, scaler=None, match_fn=match_fn,
+                   loss_fn=loss_fn or default_loss, dataset=SeededDataset(dataset, seed), sampler=sampler,
+                   collate_fn=collate_detection, device=torch.device("cpu"), total_steps=total_steps,
+                   stop_at=stop_at, rank=rank, guard=guard or NonFiniteGuard(), print_fn=lambda s: None, **kwargs)
