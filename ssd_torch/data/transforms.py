@@ -106,6 +106,8 @@ def _first_valid_crop(boxes: torch.Tensor, rects: torch.Tensor, min_iou: float) 
 
     Vectorised over the T trials: the same outcome as testing them one after the other (first success wins).
     """
+    if rects.shape[0] == 0:
+        return -1
     if boxes.shape[0] == 0:
         return 0
     b, r = boxes[None, :, :], rects[:, None, :]  # [1, G, 4], [T, 1, 4]
