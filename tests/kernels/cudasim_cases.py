@@ -45,7 +45,7 @@ def run_nms(case: NmsCase, threads: int = 16) -> np.ndarray:
     return out.astype(bool)
 
 
-@settings(max_examples=12)
+@settings(max_examples=12, deadline=None)
 @given(match_cases(max_images=2, max_gt=4, max_priors=20))
 def test_matcher_equals_reference(case: MatchCase) -> None:
     if case.gt_boxes.shape[1] == 0:
@@ -76,7 +76,7 @@ def test_matcher_more_gts_than_one_chunk_and_several_blocks() -> None:
     assert_match_equal(labels, loc, case)
 
 
-@settings(max_examples=12)
+@settings(max_examples=12, deadline=None)
 @given(nms_cases(max_images=2, max_classes=2, max_k=20))
 def test_nms_equals_reference(case: NmsCase) -> None:
     if case.boxes.size == 0:
