@@ -367,6 +367,7 @@ class Trainer:
         self.step, self.epoch, self.step_in_epoch = 0, 0, 0
         self.best_map = -math.inf
         self.last_metrics: dict[str, Any] = {}
+        self.last_eval: dict[str, Any] = {}  # the full eval_fn output of the latest evaluation (not saved)
         self._epoch_stats = [0.0, 0, 0.0, 0]  # loss sum, steps, seconds, images
 
     # -- position and checkpoints ---------------------------------------------------------------------
@@ -417,7 +418,7 @@ class Trainer:
             bar.close()
         self._finish()
         return {"step": self.step, "epoch": self.epoch, "best_map": self.best_map,
-                "last_metrics": self.last_metrics, "skipped": self.guard.total}
+                "last_metrics": self.last_metrics, "last_eval": self.last_eval, "skipped": self.guard.total}
 
     def _loader(self) -> Iterator[Any]:
         self.sampler.set_epoch(self.epoch, self.step_in_epoch)
@@ -498,6 +499,7 @@ class Trainer:
             finally:
                 model.train(was_training)
             metrics["seconds"] = time.perf_counter() - t0
+            self.last_eval = metrics
             self.last_metrics = {"mAP": metrics.get("mAP"), "step": self.step}
             if self.logger is not None:
                 self.logger.log("eval", {"step": self.step, "epoch": self.epoch, **metrics})

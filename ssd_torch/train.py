@@ -96,11 +96,13 @@ def build_train_transform(augment: str, size: int = 300) -> Any:
 
 
 def _ensure_synthetic(root: Path, num_trainval: int, num_test: int, seed: int, rank: int) -> None:
-    """Generate the synthetic VOC tree at ``root`` unless its ImageSets already exist (rank 0 writes)."""
-    if rank == 0 and not (root / "ImageSets" / "Main" / "trainval.txt").is_file():
-        from ssd_torch.data.synthetic import generate_voc
-        print(f"generating the synthetic VOC tree in {root} ({num_trainval} trainval + {num_test} test images)")
-        generate_voc(root, num_trainval=num_trainval, num_test=num_test, seed=seed)
+    """Generate the synthetic VOC tree at ``root`` unless a complete one with these parameters is there
+    (rank 0 writes, the others wait)."""
+    if rank == 0:
+        from ssd_torch.data.synthetic import ensure_voc, is_complete
+        if not is_complete(root, num_trainval, num_test, seed):
+            print(f"generating the synthetic VOC tree in {root} ({num_trainval} trainval + {num_test} test)")
+        ensure_voc(root, num_trainval, num_test, seed, workers=min(2, os.cpu_count() or 1))
     if dist.is_initialized():
         dist.barrier()
 
