@@ -431,7 +431,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batches", type=int, default=2, help="number of batches (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--seed", type=int, default=0, help="augmentation / random model seed")
+    p.add_argument("--paths", default=None,
+                   help="comma-separated subset of the paths to check (default: every available one)")
     return p
+
+
+def _select_paths(spec: str | None) -> list[FastPath]:
+    paths = available_paths()
+    if spec is None:
+        return paths
+    wanted = [s.strip() for s in spec.split(",") if s.strip()]
+    names = [p.name for p in paths]
+    unknown = [w for w in wanted if w not in names]
+    if unknown:
+        raise UserError(f"--paths: {unknown} not available here; available: {names}")
+    return [p for p in paths if p.name in wanted]
 
 
 def _crosscheck(args: argparse.Namespace, roots: list[Path]) -> list[Row]:
@@ -440,7 +454,7 @@ def _crosscheck(args: argparse.Namespace, roots: list[Path]) -> list[Row]:
         names_given = _class_names_for(roots[0])
     model, cfg, names = _model_and_classes(args.checkpoint, names_given, args.seed)
     batches = load_batches(roots, args.split, names[1:], args.batch_size, args.batches, args.seed)
-    paths = available_paths()
+    paths = _select_paths(args.paths)
     print(f"{len(batches)} batches x {args.batch_size} images from {', '.join(map(str, roots))} ({args.split}), "
           f"model: {args.checkpoint or f'random {cfg.name} (seed {args.seed})'}; "
           f"paths: {', '.join(p.name for p in paths)}")
@@ -451,7 +465,8 @@ def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.batches < 1 or args.batch_size < 1:
         raise UserError(f"--batches and --batch-size must be >= 1, got {args.batches} and {args.batch_size}")
-    parse_breaks(os.environ.get(BREAK_ENV))  # a malformed hook is reported before any work
+    parse_breaks(os.environ.get(BREAK_ENV))  # a malformed hook or path list is reported before any work
+    _select_paths(args.paths)
     if args.data is not None:
         for root in args.data:
             if not root.is_dir():
