@@ -169,12 +169,11 @@ def parse_annotation(xml_path: PathLike, class_names: Sequence[str] = VOC_CLASSE
     class_ids = {name: i for i, name in enumerate(class_names)}
     parsed = [_parse_object(obj, k, class_ids, (int(width), int(height)), path)
               for k, obj in enumerate(root.findall("object"))]
-    return Annotation(
-        image_id=path.stem, width=int(width), height=int(height),
-        boxes=np.array([p[0] for p in parsed], dtype=np.float64).reshape(-1, 4),
-        labels=np.array([p[1] for p in parsed], dtype=np.int64),
-        difficult=np.array([p[2] for p in parsed], dtype=bool),
-    )
+    arrays = (np.array([p[0] for p in parsed], dtype=np.float64).reshape(-1, 4),
+              np.array([p[1] for p in parsed], dtype=np.int64), np.array([p[2] for p in parsed], dtype=bool))
+    for arr in arrays:  # annotations are cached and shared: read-only so no caller can corrupt the cache
+        arr.flags.writeable = False
+    return Annotation(path.stem, int(width), int(height), *arrays)
 
 
 # Parsed annotations keyed by (path, mtime_ns, size, class_names): a second dataset over the same files in one
@@ -228,8 +227,6 @@ class _Item(NamedTuple):
     image_path: Path
     xml_path: Path
     annotation: Annotation
-    boxes: torch.Tensor   # [G', 4] xyxy normalised float32: training boxes (difficult dropped unless kept)
-    labels: torch.Tensor  # [G'] int64
 
 
 def _read_split(root: Path, split: str) -> list[str]:
@@ -295,8 +292,7 @@ class VOCDataset(torch.utils.data.Dataset):
             except DatasetError as err:
                 self._record_bad(err)
                 continue
-            boxes, labels = _training_target(ann, self.keep_difficult)
-            self._items.append(_Item(image_path, xml_path, ann, boxes, labels))
+            self._items.append(_Item(image_path, xml_path, ann))
 
     def _record_bad(self, err: DatasetError) -> None:
         if not self.skip_bad:
@@ -331,8 +327,7 @@ class VOCDataset(torch.utils.data.Dataset):
 
     def target(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Training target of item ``i``: ``(boxes[G, 4] xyxy normalised float32, labels[G] int64)``."""
-        item = self._items[i]
-        return item.boxes.clone(), item.labels.clone()
+        return _training_target(self._items[i].annotation, self.keep_difficult)
 
     def load_image(self, i: int) -> Image.Image:
         """Decode item ``i`` as an RGB PIL image; raises :class:`DatasetError` (naming the file) on failure."""
