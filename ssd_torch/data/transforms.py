@@ -269,7 +269,9 @@ class SSDTrainTransform:
         extent = torch.tensor([x1 - x0, y1 - y0, x1 - x0, y1 - y0])
         b = ((canvas_boxes[keep] - origin) / extent).clamp_(0.0, 1.0)
         lab = lab[keep]
-        colour = photometric_matrix(ImageStat.Stat(image).mean, p=self.p_photometric, generator=gen)
+        # the same number of draws whatever p is, so changing a probability never shifts the other streams
+        mean_rgb = ImageStat.Stat(image).mean if self.p_photometric > 0 else (0.0, 0.0, 0.0)
+        colour = photometric_matrix(mean_rgb, p=self.p_photometric, generator=gen)
         out = _render(image, (left, top), rect, self.size, self.fill, colour)
         if _rand(1, gen)[0] < self.p_flip:
             out = out.transpose(Image.FLIP_LEFT_RIGHT)

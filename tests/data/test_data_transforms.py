@@ -10,6 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
+from ssd_torch.data.transforms import _GRAY as _LUMA
+from ssd_torch.data.transforms import _hue_rotation
 from ssd_torch.data.transforms import (CROP_OPTIONS, IMAGENET_MEAN, IMAGENET_STD, SSDEvalTransform,
                                        SSDTrainTransform, build_v2_train_transform, photometric_matrix,
                                        sample_iou_crop, to_normalized_tensor)
@@ -207,13 +209,19 @@ def test_photometric_matrix_rules() -> None:
         m = photometric_matrix((120.0, 120.0, 120.0), p=1.0, generator=gen)
         out = m[:, :3] @ np.array([120.0, 120.0, 120.0]) + m[:, 3]
         assert np.ptp(out) < 1e-6
-    # hue only (brightness/contrast/saturation ranges collapsed to identity): luma of any colour preserved
-    gen = torch.Generator().manual_seed(1)
-    m = photometric_matrix((0, 0, 0), brightness=(1, 1), contrast=(1, 1), saturation=(1, 1), p=1.0, generator=gen)
-    luma = np.array([0.299, 0.587, 0.114])
+    # the hue step is a rotation of the YIQ chroma plane: luma (Y) kept, a full turn is the identity
     colour = np.array([200.0, 30.0, 90.0])
-    assert abs(luma @ (m[:, :3] @ colour + m[:, 3]) - luma @ colour) < 1e-6 or sorted(
-        m[:, :3] @ colour) == sorted(colour)
+    for turns in (-0.05, 0.03, 0.25):
+        rot = _hue_rotation(turns)
+        assert abs(_LUMA @ (rot @ colour) - _LUMA @ colour) < 1e-9
+        assert np.linalg.norm(rot @ colour - colour) > 1.0
+    np.testing.assert_allclose(_hue_rotation(1.0), np.eye(3), atol=1e-12)
+    # contrast alone blends with the grey mean: a pixel equal to the mean grey level is a fixed point
+    gen = torch.Generator().manual_seed(2)
+    m = photometric_matrix((50.0, 100.0, 150.0), brightness=(1, 1), saturation=(1, 1), hue=(0, 0), p=1.0,
+                           generator=gen)
+    grey = float(_LUMA @ np.array([50.0, 100.0, 150.0]))
+    np.testing.assert_allclose(m[:, :3] @ np.full(3, grey) + m[:, 3], np.full(3, grey), atol=1e-9)
 
 
 def test_v2_chain_contract() -> None:
