@@ -285,7 +285,13 @@ class VOCDataset(torch.utils.data.Dataset):
 
     # ---- construction -------------------------------------------------------------------------------
     def _scan_root(self, root: Path, verify_images: bool) -> None:
+        seen: set[str] = set()
         for image_id in _read_split(root, self.split):
+            if image_id in seen:  # evaluation is keyed by id: a repeated id would merge ground truth
+                self._record_bad(DatasetError(root / "ImageSets" / "Main" / f"{self.split}.txt",
+                                              f"image id {image_id!r} is listed twice"))
+                continue
+            seen.add(image_id)
             xml_path = root / "Annotations" / f"{image_id}.xml"
             image_path = root / "JPEGImages" / f"{image_id}.jpg"
             try:
@@ -308,9 +314,11 @@ class VOCDataset(torch.utils.data.Dataset):
         seen: dict[str, int] = {}
         for item in self._items:
             seen[item.annotation.image_id] = seen.get(item.annotation.image_id, 0) + 1
+        names_unique = len({r.name for r in self.roots}) == len(self.roots)
         for k, item in enumerate(self._items):
             if seen[item.annotation.image_id] > 1:
-                qualified = f"{item.image_path.parent.parent.name}/{item.annotation.image_id}"
+                root = item.image_path.parent.parent
+                qualified = f"{root.name if names_unique else root}/{item.annotation.image_id}"
                 self._items[k] = item._replace(annotation=item.annotation._replace(image_id=qualified))
 
     # ---- access -------------------------------------------------------------------------------------

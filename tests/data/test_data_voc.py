@@ -91,6 +91,23 @@ def test_concatenated_roots_07_plus_12(tmp_path: Path) -> None:
     assert len(set(both.image_ids)) == 7 and a.image_ids[0] == "000000"
 
 
+def test_id_listed_twice(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    add_item(root, "a", GOOD)
+    add_item(root, "a", GOOD)
+    with pytest.raises(DatasetError, match="image id 'a' is listed twice"):
+        VOCDataset(root, "trainval")
+    ds = VOCDataset(root, "trainval", skip_bad=True)
+    assert ds.image_ids == ["a"] and len(ds.skipped) == 1
+
+
+def test_same_folder_name_in_two_roots(tmp_path: Path) -> None:
+    a = generate_voc(tmp_path / "x" / "VOC2007", 2, 0, seed=1)
+    b = generate_voc(tmp_path / "y" / "VOC2007", 2, 0, seed=2)
+    ids = VOCDataset([a, b], "trainval", class_names=SYNTHETIC_CLASSES).image_ids
+    assert len(set(ids)) == 4 and ids[0] == f"{a}/000000"
+
+
 def test_other_splits_and_second_column(tmp_path: Path) -> None:
     root = make_root(tmp_path)
     add_item(root, "a", GOOD, split="train")
