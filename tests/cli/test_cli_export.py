@@ -25,11 +25,10 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int]
 
 
 def test_sidecar_files(exported: tuple[Path, Path, int]) -> None:
-    import torch
+    from ssd_torch.config import ModelConfig
+    from ssd_torch.priors import default_boxes
 
-    from ssd_torch.nms import postprocess
-
-    ckpt, onnx_path, code = exported
+    _, onnx_path, code = exported
     assert code == 0 and onnx_path.is_file()
     priors_path, json_path = export.sidecar_paths(onnx_path)
     meta = json.loads(json_path.read_text())
@@ -39,8 +38,6 @@ def test_sidecar_files(exported: tuple[Path, Path, int]) -> None:
     assert meta["outputs"]["conf"] == ["B", 8732, 3] and len(meta["mean"]) == len(meta["std"]) == 3
     priors = np.load(priors_path)
     assert priors.shape == (8732, 4) and priors.dtype == np.float32
-    from ssd_torch.priors import default_boxes
-    from ssd_torch.config import ModelConfig
     np.testing.assert_array_equal(priors, default_boxes(ModelConfig.from_dict(meta["model_config"]).prior_spec))
 
 
