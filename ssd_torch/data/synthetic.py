@@ -247,11 +247,13 @@ def _image_size(spec: SizeSpec, rng: np.random.Generator) -> tuple[int, int]:
 
 
 def _params(num_trainval: int, num_test: int, seed: int, image_size: SizeSpec, max_objects: int,
-            min_scale: float, max_scale: float, difficult_prob: float, jpeg_quality: int) -> dict:
+            min_scale: float, max_scale: float, difficult_prob: float, jpeg_quality: int,
+            max_occlusion: float) -> dict:
     return {"format": _FORMAT, "classes": list(SYNTHETIC_CLASSES), "num_trainval": int(num_trainval),
             "num_test": int(num_test), "seed": int(seed), "image_size": json.loads(json.dumps(image_size)),
             "max_objects": int(max_objects), "min_scale": float(min_scale), "max_scale": float(max_scale),
-            "difficult_prob": float(difficult_prob), "jpeg_quality": int(jpeg_quality)}
+            "difficult_prob": float(difficult_prob), "jpeg_quality": int(jpeg_quality),
+            "max_occlusion": float(max_occlusion)}
 
 
 def _write_one(root: Path, index: int, params: dict) -> None:
@@ -259,7 +261,7 @@ def _write_one(root: Path, index: int, params: dict) -> None:
     width, height = _image_size(params["image_size"], rng)
     image, objects = render_image(width, height, rng, max_objects=params["max_objects"],
                                   min_scale=params["min_scale"], max_scale=params["max_scale"],
-                                  difficult_prob=params["difficult_prob"])
+                                  max_occlusion=params["max_occlusion"], difficult_prob=params["difficult_prob"])
     image_id = f"{index:06d}"
     buf = io.BytesIO()
     image.save(buf, format="JPEG", quality=params["jpeg_quality"])
@@ -275,11 +277,12 @@ def _write_one_star(args: tuple[Path, int, dict]) -> None:
 def generate_voc(root: Union[str, os.PathLike], num_trainval: int, num_test: int, seed: int,
                  image_size: SizeSpec = (300, 300), max_objects: int = 6, min_scale: float = 0.07,
                  max_scale: float = 0.95, difficult_prob: float = 0.1, jpeg_quality: int = 90,
-                 workers: int = 1) -> Path:
+                 max_occlusion: float = 0.35, workers: int = 1) -> Path:
     """Write a synthetic VOC year folder at ``root`` and return it (see the module docstring).
 
     Ids ``000000 ..`` : the first ``num_trainval`` form ``trainval`` (even positions ``train``, odd ``val``),
     the next ``num_test`` form ``test``. ``image_size``: ``(W, H)`` or ``((w_lo, w_hi), (h_lo, h_hi))``.
+    ``max_occlusion``: the most of an object's box that later (overlapping) boxes may cover.
     ``workers > 1`` uses a process pool (the output is identical). The marker ``synthetic.json`` is removed
     first and written last, so an interrupted run is never mistaken for a complete tree.
     """
@@ -289,7 +292,7 @@ def generate_voc(root: Union[str, os.PathLike], num_trainval: int, num_test: int
         raise ValueError(f"invalid object layout: scales [{min_scale}, {max_scale}], max_objects {max_objects}")
     root = Path(root)
     params = _params(num_trainval, num_test, seed, image_size, max_objects, min_scale, max_scale,
-                     difficult_prob, jpeg_quality)
+                     difficult_prob, jpeg_quality, max_occlusion)
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     (root / _MARKER).unlink(missing_ok=True)
@@ -314,11 +317,12 @@ def generate_voc(root: Union[str, os.PathLike], num_trainval: int, num_test: int
 
 def is_complete(root: Union[str, os.PathLike], num_trainval: int, num_test: int, seed: int,
                 image_size: SizeSpec = (300, 300), max_objects: int = 6, min_scale: float = 0.07,
-                max_scale: float = 0.95, difficult_prob: float = 0.1, jpeg_quality: int = 90) -> bool:
+                max_scale: float = 0.95, difficult_prob: float = 0.1, jpeg_quality: int = 90,
+                max_occlusion: float = 0.35) -> bool:
     """True when ``root`` holds a finished tree generated with exactly these parameters (marker + every file)."""
     root = Path(root)
     want = _params(num_trainval, num_test, seed, image_size, max_objects, min_scale, max_scale,
-                   difficult_prob, jpeg_quality)
+                   difficult_prob, jpeg_quality, max_occlusion)
     try:
         if json.loads((root / _MARKER).read_text()) != want:
             return False
