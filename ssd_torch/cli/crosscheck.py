@@ -22,7 +22,8 @@ reference, and the tolerance it must meet (:data:`TOLERANCES`):
   detection agrees when the path has one of the same class with box and score within tolerance (scores tied
   within float32 rounding may swap places at the 200-detection cut, hence an agreement threshold below 1).
 
-Exit status 1 when any row leaves its tolerance. Test hook: ``SSD_CROSSCHECK_BREAK=torch-cpu:matching`` (a
+Exit status 1 when any row leaves its tolerance; a path that raises (a broken install, a kernel that fails
+to compile) fails all its rows with the error in the note, and the other paths are still checked. Test hook: ``SSD_CROSSCHECK_BREAK=torch-cpu:matching`` (a
 comma-separated list of ``path:check``), or the ``break_checks`` argument of :func:`run_crosscheck`,
 deliberately corrupts a path's result so that a test can prove the tool fails loudly.
 """
@@ -396,12 +397,22 @@ def run_crosscheck(batches: list[Any], model: Any, spec: Any, paths: Sequence[Fa
     ref = reference_results(spec, batches, outputs)
     rows: list[Row] = []
     for path in paths if paths is not None else available_paths():
-        got = path_results(path, spec, batches, outputs, ref)
+        try:
+            got = path_results(path, spec, batches, outputs, ref)
+        except Exception as e:  # a path that crashes (a broken install, a kernel that fails to compile) fails
+            rows += _error_rows(path.name, e)  # its rows; the other paths are still checked and reported
+            continue
         if path.name in breaks:
             got = break_results(got, breaks[path.name])
         rows += compare(path.name, ref, got)
     order = {c: i for i, c in enumerate(("priors", "matching", "targets", "loss", "detections"))}
     return sorted(rows, key=lambda r: order[r.check])  # stable: paths keep their order inside a check
+
+
+def _error_rows(path: str, error: Exception) -> list[Row]:
+    """One failing row per check for a path that raised: the table shows the error instead of a traceback."""
+    message = f"error: {type(error).__name__}: {error}".splitlines()[0][:160]
+    return [Row(check, path, 0.0, None, None, TOLERANCES[check], message) for check in CHECKS]
 
 
 def _fmt(v: float | None) -> str:

@@ -21,13 +21,20 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def computed(tree: Path) -> tuple[cc.Results, cc.Results]:
-    """Reference and torch-cpu results on one augmented batch of 2 images, random slim model outputs."""
+def setup(tree: Path) -> tuple[list, torch.nn.Module, object]:
+    """One augmented batch of 2 images and a seeded random slim model (with its config)."""
     batches = cc.load_batches([tree], "trainval", SYNTHETIC_CLASSES, batch_size=2, num_batches=1, seed=0)
     assert int(batches[0].counts.sum()) > 0  # real gt boxes reach the matching
     torch.manual_seed(0)
     cfg = ssd300_slim(num_classes=len(SYNTHETIC_CLASSES) + 1)
-    outputs = cc._model_outputs(model_from_config(cfg).eval(), batches)
+    return batches, model_from_config(cfg).eval(), cfg
+
+
+@pytest.fixture(scope="module")
+def computed(setup: tuple) -> tuple[cc.Results, cc.Results]:
+    """Reference and torch-cpu results on the batch, random slim model outputs."""
+    batches, model, cfg = setup
+    outputs = cc._model_outputs(model, batches)
     ref = cc.reference_results(cfg.prior_spec, batches, outputs)
     return ref, cc.path_results(TORCH_CPU, cfg.prior_spec, batches, outputs, ref)
 
@@ -60,6 +67,7 @@ def test_ambiguous_priors_flag_ties_only() -> None:
     assert cc.ambiguous_priors(np.zeros((0, 4)), priors).tolist() == [False] * 3
 
 
+@pytest.mark.slow
 def test_cli_fails_loudly_on_a_broken_path(tree: Path, monkeypatch: pytest.MonkeyPatch,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv(cc.BREAK_ENV, "torch-cpu:loss")
@@ -87,3 +95,23 @@ def test_cli_all_available_paths_pass_on_generated_data(capsys: pytest.CaptureFi
     for path in cc.available_paths():
         assert out.count(f" {path.name} ") == len(cc.CHECKS)
     assert "all paths within tolerance" in out
+
+
+@pytest.mark.slow
+def test_a_crashing_path_fails_its_rows_and_the_others_still_run(setup: tuple,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # simulate a path whose kernels cannot compile: path_results raises for it
+    real = cc.path_results
+
+    def flaky(path, *args):
+        if path.name == "broken":
+            raise AttributeError("module 'numpy' has no attribute 'row_stack'")
+        return real(path, *args)
+
+    monkeypatch.setattr(cc, "path_results", flaky)
+    batches, model, cfg = setup
+    rows = cc.run_crosscheck(batches, model, cfg.prior_spec, [cc.FastPath("broken", "cpu", "torch"), TORCH_CPU])
+    broken = [r for r in rows if r.path == "broken"]
+    assert len(broken) == len(cc.CHECKS) and not any(r.ok for r in broken)
+    assert all("AttributeError" in r.note for r in broken)
+    assert all(r.ok for r in rows if r.path == "torch-cpu")
