@@ -70,9 +70,10 @@ def make_config(device: str, quick: bool, repeats: Optional[int]) -> BenchConfig
 def timed(fn: Callable[[], Any], name: str, cfg: BenchConfig, slow: bool = False) -> Timing:
     """Median timing of ``fn``: wall clock on the CPU, CUDA events (plus a sync per call) on the GPU."""
     repeats = cfg.slow_repeats if slow else cfg.repeats
+    warmup = 1 if slow else cfg.warmup  # the Python loops have no JIT or autotuning to warm up
     if cfg.device.type != "cuda":
-        return time_call(fn, name=name, repeats=repeats, warmup=cfg.warmup)
-    for _ in range(cfg.warmup):
+        return time_call(fn, name=name, repeats=repeats, warmup=warmup)
+    for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
     samples = []
@@ -84,7 +85,7 @@ def timed(fn: Callable[[], Any], name: str, cfg: BenchConfig, slow: bool = False
         end.synchronize()
         samples.append(start.elapsed_time(end) / 1e3)
     return Timing(name=name, median_s=float(np.median(samples)), min_s=min(samples), max_s=max(samples),
-                  repeats=repeats, warmup=cfg.warmup, samples=samples)
+                  repeats=repeats, warmup=warmup, samples=samples)
 
 
 def table_rows(timings: Sequence[tuple[dict, Timing]], baseline: str) -> list[dict]:

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# One run on a lent GPU (H100/H200), under 6 minutes: environment, real-GPU tests, kernel benchmarks,
+# SSD300-VGG16 training / inference throughput. Usage:
+#
+#   benchmarks/gpu_suite.sh [OUTDIR]      # default: $OUT, else benchmarks/results/gpu-<UTC date>
+#
+# Writes at most 8 flat files into OUTDIR: env.txt, tests_gpu.log, bench_kernels.log, kernels_cuda.json,
+# bench_gpu_train.log, gpu_train_cuda.json, summary.txt. The package need not be installed: PYTHONPATH is set
+# to the repository root and plain `python3` is used (override with PYTHON=...). Every stage runs under
+# `timeout`, so a hang costs at most that stage's limit (sum of limits: 20 + 130 + 100 + 100 = 350 s worst
+# case; the expected total is 2-4 minutes). Exit status: non-zero when the GPU tests failed (or timed out).
+# Without CUDA the GPU tests skip with their reason and the benchmark stages are skipped; SUITE_CPU_SMOKE=1
+# runs tiny CPU versions of them instead (to check this script's flow on a machine without a GPU).
+set -u -o pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+OUTDIR="${1:-${OUT:-benchmarks/results/gpu-$(date -u +%Y%m%d-%H%M%S)}}"
+mkdir -p "$OUTDIR"
+OUTDIR="$(cd "$OUTDIR" && pwd)"
+PY="${PYTHON:-python3}"
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+SUMMARY="$OUTDIR/summary.txt"
+: > "$SUMMARY"
+
+note() { echo "$*" | tee -a "$SUMMARY"; }
+
+# stage NAME LIMIT_S LOGFILE CMD...: run CMD under `timeout`, log to LOGFILE, record rc and duration.
+stage() {
+    local name="$1" limit="$2" log="$3"
+    shift 3
+    local t0=$SECONDS
+    timeout -k 10 "$limit" "$@" > "$OUTDIR/$log" 2>&1
+    local rc=$?
+    local verdict="ok"
+    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then verdict="TIMED OUT after ${limit}s"; elif [ "$rc" -ne 0 ]; then verdict="FAILED (rc=$rc)"; fi
+    note "stage $name: $verdict in $((SECONDS - t0))s -> $log"
+    return "$rc"
+}
+
+note "gpu_suite $(date -u +%Y-%m-%dT%H:%M:%SZ) repo=$REPO commit=$(git rev-parse --short HEAD 2>/dev/null || echo none)"
+
+# 1. environment: GPU, library versions, and whether numba can compile for the device (NVVM found).
+stage env 20 env.txt bash -c '
+    nvidia-smi || echo "nvidia-smi not available"
+    "$1" - <<EOF
+import platform, sys
+import numpy, torch, torchvision, numba
+print("python", platform.python_version(), sys.executable)
+print("numpy", numpy.__version__, "torch", torch.__version__, "cuda", torch.version.cuda,
+      "torchvision", torchvision.__version__, "numba", numba.__version__)
+try:
+    import numba_cuda
+    print("numba-cuda", getattr(numba_cuda, "__version__", "?"))
+except ImportError:
+    print("numba-cuda not installed (numba built-in CUDA target)")
+print("torch.cuda.is_available", torch.cuda.is_available())
+if torch.cuda.is_available():
+    print("device", torch.cuda.get_device_name(0), "capability", torch.cuda.get_device_capability(0))
+from numba import cuda
+print("numba.cuda.is_available", cuda.is_available())
+if cuda.is_available():
+    from numba.cuda.cuda_paths import get_cuda_paths
+    for key, value in get_cuda_paths().items():
+        print("numba cuda path", key, value)
+    from kernels.nms import nms_kernel  # compiles on first launch: do one tiny launch now
+    import numpy as np
+    keep = cuda.to_device(np.zeros((1, 1, 2), np.uint8))
+    nms_kernel[1, 32](cuda.to_device(np.asarray([[[[0, 0, 1, 1], [0, 0, 1, 1]]]], np.float32)),
+                      cuda.to_device(np.asarray([[2]], np.int64)), np.float32(0.45), keep)
+    print("numba CUDA compile + launch ok, keep =", keep.copy_to_host().tolist())
+EOF
+' env-stage "$PY"
+
+HAS_CUDA=$("$PY" -c "from kernels.interop import cuda_available; print(int(cuda_available()))" 2>/dev/null || echo 0)
+note "CUDA usable by torch and numba: $HAS_CUDA"
+
+# 2. real-GPU tests (skip with their reason when there is no GPU).
+stage tests 130 tests_gpu.log "$PY" -m pytest -m gpu tests/kernels -q -rs -p no:cacheprovider
+TEST_RC=$?
+tail -n 3 "$OUTDIR/tests_gpu.log" | sed 's/^/  tests: /' | tee -a "$SUMMARY"
+
+# 3. kernel benchmarks and 4. training / inference throughput.
+if [ "$HAS_CUDA" = "1" ]; then
+    stage bench_kernels 100 bench_kernels.log "$PY" -m benchmarks.bench_kernels --device cuda --out "$OUTDIR"
+    stage bench_gpu_train 100 bench_gpu_train.log "$PY" -m benchmarks.bench_gpu_train --device cuda \
+        --preset ssd300_vgg16 --batch 64 --out "$OUTDIR"
+elif [ "${SUITE_CPU_SMOKE:-0}" = "1" ]; then
+    stage bench_kernels 300 bench_kernels.log "$PY" -m benchmarks.bench_kernels --device cpu --quick \
+        --repeats 1 --sections matcher --out "$OUTDIR"
+    stage bench_gpu_train 300 bench_gpu_train.log "$PY" -m benchmarks.bench_gpu_train --device cpu \
+        --preset ssd300_slim --batch 2 --warmup 1 --steps 1 --windows 1 --train-settings fp32:numba \
+        --inference-settings fp32:numba --out "$OUTDIR"
+else
+    note "no CUDA: benchmark stages skipped (SUITE_CPU_SMOKE=1 runs tiny CPU versions)"
+fi
+
+for log in bench_kernels.log bench_gpu_train.log; do
+    if [ -f "$OUTDIR/$log" ]; then
+        { echo "--- $log (last 70 lines)"; tail -n 70 "$OUTDIR/$log"; } >> "$SUMMARY"
+    fi
+done
+note "files: $(ls "$OUTDIR" | tr '\n' ' ')"
+note "gpu tests exit status: $TEST_RC"
+exit "$TEST_RC"
