@@ -318,9 +318,11 @@ def _value_row(check: str, path: str, ref: np.ndarray, got: np.ndarray, note: st
     if ref.size == 0:
         return Row(check, path, 1.0, 0.0, 0.0, tol, note or "nothing to compare")
     diff = np.abs(got - ref)
-    rel = diff / np.maximum(np.abs(ref), np.finfo(np.float64).tiny)
+    # relative differences only where the reference is clearly non-zero (|ref| > atol): near 0 they mean nothing
+    big = np.abs(ref) > max(tol.atol, np.finfo(np.float64).tiny)
+    rel = np.where(big, diff / np.where(big, np.abs(ref), 1.0), 0.0)
     agree = float(np.mean(diff <= tol.atol + tol.rtol * np.abs(ref)))
-    return Row(check, path, agree, float(diff.max()), float(np.where(diff > 0, rel, 0.0).max()), tol, note)
+    return Row(check, path, agree, float(diff.max()), float(rel.max()), tol, note)
 
 
 def _matching_rows(path: str, ref: Results, got: Results) -> list[Row]:
