@@ -13,6 +13,7 @@ cut at ``max_detections``.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Sequence
 
 import torch
@@ -179,7 +180,7 @@ def nms_keep_torch(boxes: torch.Tensor, counts: torch.Tensor, iou_threshold: flo
     """
     shape = boxes.shape[:-1]
     k = shape[-1]
-    flat = boxes.reshape(-1, k, 4)
+    flat = boxes.reshape(math.prod(shape[:-1]), k, 4)  # explicit size: -1 is ambiguous when K = 0
     counts = counts.reshape(-1).to(flat.device)
     suppressed = torch.arange(k, device=boxes.device)[None, :] >= counts[:, None]
     keep = torch.zeros_like(suppressed)

@@ -1,0 +1,202 @@
+"""ssd_torch.nms vs reference.nms: batched post-processing per image (float64 exact order, float32 on
+well-conditioned inputs), the blocked NMS keep mask, stable top-k, and hand-built threshold / tie cases."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import reference.boxes as rb
+import reference.coding as rc
+import reference.nms as rn
+from ssd_torch.nms import Detections, nms_keep_torch, postprocess, stable_topk
+from ssd_torch.priors import default_boxes
+from torch_cases import SMALL_SPEC
+
+PRI64 = default_boxes(SMALL_SPEC, dtype=torch.float64)  # 88 priors
+P = PRI64.shape[0]
+SETTINGS = st.fixed_dictionaries({
+    "score_threshold": st.sampled_from([0.01, 0.2]),
+    "top_k": st.sampled_from([400, 6]),
+    "nms_threshold": st.sampled_from([0.45, 0.3]),
+    "max_detections": st.sampled_from([200, 9]),
+})
+
+
+@st.composite
+def head_outputs_st(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
+    """``loc[B, P, 4]``, ``conf[B, P, C]`` float64, with duplicated logit rows (exact score ties)."""
+    b, c = draw(st.integers(1, 3)), draw(st.integers(2, 4))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    loc = rng.normal(scale=draw(st.sampled_from([0.3, 1.0])), size=(b, P, 4))
+    conf = rng.normal(scale=draw(st.sampled_from([1.0, 3.0])), size=(b, P, c))
+    for _ in range(draw(st.integers(0, 5))):  # exact ties: same logits for another prior (and its box)
+        i, j = rng.integers(0, P, size=2)
+        conf[:, j] = conf[:, i]
+        if draw(st.booleans()):
+            loc[:, j] = loc[:, i]
+    return loc, conf
+
+
+def _assert_same(ours: Detections, ref: tuple, atol: float) -> None:
+    boxes, scores, labels = ref
+    assert ours.labels.tolist() == labels.tolist()
+    np.testing.assert_allclose(ours.scores.numpy(), scores, rtol=0, atol=atol)
+    np.testing.assert_allclose(ours.boxes.numpy(), boxes, rtol=0, atol=atol)
+
+
+@given(head_outputs_st(), SETTINGS)
+def test_float64_equals_reference(head: tuple, kw: dict) -> None:
+    loc, conf = head
+    out = postprocess(torch.from_numpy(loc), torch.from_numpy(conf), PRI64, **kw)
+    assert len(out) == loc.shape[0]
+    for i, det in enumerate(out):
+        _assert_same(det, rn.postprocess(loc[i], conf[i], PRI64.numpy(), **kw), atol=1e-12)
+
+
+def _well_conditioned(loc: np.ndarray, conf: np.ndarray, priors: np.ndarray, kw: dict, margin: float) -> bool:
+    """No score within ``margin`` of the threshold or of another candidate's score, no same-class candidate
+    pair with IoU within ``margin`` of the NMS threshold (one image, float64)."""
+    probs = rn.softmax(conf, axis=1)[:, 1:]
+    cand = probs[probs > kw["score_threshold"] - margin]
+    if np.any(np.abs(cand - kw["score_threshold"]) < margin):
+        return False
+    s = np.sort(cand)
+    if np.any((np.diff(s) < margin) & (np.diff(s) > 0)):
+        return False
+    boxes = np.clip(rc.decode(loc, priors), 0.0, 1.0)
+    for c in range(probs.shape[1]):
+        idx = np.flatnonzero(probs[:, c] > kw["score_threshold"])
+        iou = rb.box_iou(boxes[idx], boxes[idx])
+        if np.any(np.abs(iou - kw["nms_threshold"]) < margin):
+            return False
+    return True
+
+
+@given(head_outputs_st(), SETTINGS)
+def test_float32_matches_reference_when_well_conditioned(head: tuple, kw: dict) -> None:
+    loc, conf = (x.astype(np.float32).astype(np.float64) for x in head)  # the exact float32 inputs
+    priors = PRI64.float().double().numpy()
+    assume(all(_well_conditioned(loc[i], conf[i], priors, kw, 1e-5) for i in range(len(loc))))
+    out = postprocess(torch.from_numpy(loc).float(), torch.from_numpy(conf).float(), PRI64.float(), **kw)
+    for i, det in enumerate(out):
+        assert det.scores.dtype == torch.float32 and det.labels.dtype == torch.int64
+        _assert_same(det, rn.postprocess(loc[i], conf[i], priors, **kw), atol=2e-6)
+
+
+def _priors_from_xyxy(boxes: list) -> torch.Tensor:
+    b = torch.tensor(boxes, dtype=torch.float64)
+    return torch.cat([(b[:, :2] + b[:, 2:]) / 2, b[:, 2:] - b[:, :2]], dim=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("height, kept", [(4.5, 2), (4.5 + 1 / 64, 1), (4.5 - 1 / 64, 2)])
+def test_nms_iou_exactly_at_threshold(dtype: torch.dtype, height: float, kept: int) -> None:
+    # A = [0, 0, 10, 10] / 32 contains B = [0, 0, 10, h] / 32: IoU = h / 10 = 0.45 exactly for h = 4.5 (all
+    # coordinates dyadic, so decode with zero offsets reproduces them exactly). Strict ">" keeps both at 0.45.
+    priors = _priors_from_xyxy([[0, 0, 10 / 32, 10 / 32], [0, 0, 10 / 32, height / 32]])
+    conf = torch.tensor([[[0.0, 2.0], [0.0, 1.0]]], dtype=torch.float64)
+    loc = torch.zeros(1, 2, 4, dtype=torch.float64)
+    det = postprocess(loc.to(dtype), conf.to(dtype), priors.to(dtype))[0]
+    ref = rn.postprocess(loc[0].numpy(), conf[0].numpy(), priors.numpy())
+    assert len(det.scores) == len(ref[1]) == kept
+    keep = nms_keep_torch(_priors_to_xyxy(priors).to(dtype)[None, None], torch.tensor([[2]]), 0.45)
+    assert int(keep.sum()) == kept
+
+
+def _priors_to_xyxy(p: torch.Tensor) -> torch.Tensor:
+    return torch.cat([p[:, :2] - p[:, 2:] / 2, p[:, :2] + p[:, 2:] / 2], dim=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_score_exactly_at_threshold(dtype: torch.dtype) -> None:
+    conf = torch.zeros(1, P, 4, dtype=dtype)  # softmax = 1/4 exactly for every class
+    loc = torch.zeros(1, P, 4, dtype=dtype)
+    assert len(postprocess(loc, conf, PRI64.to(dtype), score_threshold=0.25)[0].scores) == 0
+    below = float(np.nextafter(np.float32(0.25), np.float32(0)))
+    det = postprocess(loc, conf, PRI64.to(dtype), score_threshold=below, nms_threshold=1.0, top_k=3)[0]
+    ref = rn.postprocess(loc[0].double().numpy(), conf[0].double().numpy(), PRI64.numpy(), score_threshold=below,
+                         nms_threshold=1.0, top_k=3)
+    # every score ties: top-3 per class are priors 0, 1, 2 and the merge keeps class 1 first, then 2, then 3
+    assert det.labels.tolist() == ref[2].tolist() == [1, 1, 1, 2, 2, 2, 3, 3, 3]
+    np.testing.assert_allclose(det.boxes.double().numpy(), ref[0], rtol=0, atol=1e-7)
+
+
+def test_ties_keep_lower_prior_and_lower_class() -> None:
+    boxes = [[0.0, 0.0, 0.5, 0.5]] * 3 + [[0.5, 0.5, 1.0, 1.0]]
+    priors = _priors_from_xyxy(boxes)
+    conf = torch.tensor([[[0.0, 1.0, 1.0], [0.0, 1.0, 1.0], [0.0, 1.0, 1.0], [0.0, 0.0, 3.0]]])
+    det = postprocess(torch.zeros(1, 4, 4), conf, priors.float())[0]
+    ref = rn.postprocess(np.zeros((4, 4)), conf[0].double().numpy(), priors.numpy())
+    # scores: class 2 / prior 3 (0.91); then class 1 and class 2 tie on the three identical boxes (0.42 each):
+    # prior 0 survives NMS in both classes and class 1 comes first; last class 1 / prior 3 (0.045)
+    assert det.labels.tolist() == ref[2].tolist() == [2, 1, 2, 1]
+    assert det.scores[1] == det.scores[2]
+    torch.testing.assert_close(det.boxes.double(), torch.from_numpy(ref[0]), rtol=0, atol=1e-7)
+
+
+def test_empty_and_limits() -> None:
+    conf = torch.full((2, P, 3), -20.0)
+    conf[..., 0] = 20.0  # background everywhere: no candidate
+    det = postprocess(torch.zeros(2, P, 4), conf, PRI64.float())
+    assert [d.boxes.shape for d in det] == [(0, 4), (0, 4)] and det[0].labels.dtype == torch.int64
+    conf = torch.randn(1, P, 3)
+    det = postprocess(torch.zeros(1, P, 4), conf, PRI64.float(), score_threshold=0.0, max_detections=5)[0]
+    assert len(det.scores) == 5 and bool((det.scores[:-1] >= det.scores[1:]).all())
+    assert len(postprocess(torch.zeros(1, P, 4), conf, PRI64.float(), max_detections=0)[0].scores) == 0
+
+
+@given(st.integers(1, 4), st.integers(1, 40), st.integers(0, 2**31 - 1))
+def test_stable_topk_equals_stable_sort(rows: int, k: int, seed: int) -> None:
+    x = torch.from_numpy(np.random.default_rng(seed).integers(0, 5, size=(rows, 40)).astype(np.float32))
+    values, index = stable_topk(x, k)
+    ref_v, ref_i = x.sort(dim=1, descending=True, stable=True)
+    assert torch.equal(values, ref_v[:, :k]) and torch.equal(index, ref_i[:, :k])
+
+
+@settings(max_examples=40)
+@given(st.integers(1, 3), st.integers(1, 30), st.integers(0, 2**31 - 1), st.sampled_from([0.3, 0.5, 0.7]))
+def test_keep_mask_equals_reference_nms(groups: int, k: int, seed: int, t: float) -> None:
+    rng = np.random.default_rng(seed)
+    lo = rng.uniform(0, 0.6, size=(groups, k, 2))
+    boxes = np.concatenate([lo, lo + rng.uniform(0.05, 0.4, size=(groups, k, 2))], axis=-1)
+    counts = rng.integers(0, k + 1, size=groups)
+    for block in (4, 64):  # several blocks and one block
+        keep = nms_keep_torch(torch.from_numpy(boxes)[None], torch.from_numpy(counts)[None], t, block=block)[0]
+        for g in range(groups):
+            n = counts[g]
+            expected = np.zeros(k, dtype=bool)
+            # boxes are already in score order: equal scores make the reference keep the index order
+            expected[rn.nms(boxes[g, :n], np.zeros(n), t)] = True
+            assert keep[g].tolist() == expected.tolist()
+
+
+def test_backend_names_and_argument_errors() -> None:
+    loc, conf = torch.zeros(1, P, 4), torch.randn(1, P, 3)
+    with pytest.raises(ValueError, match="backend"):
+        postprocess(loc, conf, PRI64.float(), backend="cuda")
+    auto = postprocess(loc, conf, PRI64.float(), backend="auto")[0]
+    torch_ = postprocess(loc, conf, PRI64.float())[0]
+    assert all(torch.equal(a, b) for a, b in zip(auto, torch_))
+    with pytest.raises(ValueError, match="conf must have shape"):
+        postprocess(loc, conf[..., :1], PRI64.float())
+    with pytest.raises(ValueError, match="priors"):
+        postprocess(loc, conf, PRI64[:-1].float())
+    with pytest.raises(ValueError, match="top_k"):
+        postprocess(loc, conf, PRI64.float(), top_k=0)
+
+
+@pytest.mark.slow  # the first numba call compiles the kernels
+def test_numba_backend_agrees_or_explains() -> None:
+    g = torch.Generator().manual_seed(0)
+    loc, conf = torch.randn(2, P, 4, generator=g) * 0.5, torch.randn(2, P, 5, generator=g)
+    expected = postprocess(loc, conf, PRI64.float())
+    try:
+        got = postprocess(loc, conf, PRI64.float(), backend="numba")
+    except ImportError as exc:
+        assert "kernels.interop" in str(exc)
+        return
+    for a, b in zip(got, expected):
+        assert torch.equal(a.labels, b.labels) and torch.equal(a.scores, b.scores) and torch.equal(a.boxes, b.boxes)
