@@ -32,6 +32,8 @@ class Timing:
     repeats: int
     warmup: int
     samples: list[float] = field(default_factory=list)
+    #: median process CPU time per run (all threads): less sensitive than wall time to other load on the machine
+    cpu_median_s: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,12 +62,14 @@ def time_call(
         if sync is not None:
             sync()
     samples: list[float] = []
+    cpu: list[float] = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         if sync is not None:
             sync()
         samples.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
     return Timing(
         name=name,
         median_s=statistics.median(samples),
@@ -74,6 +78,7 @@ def time_call(
         repeats=repeats,
         warmup=warmup,
         samples=samples,
+        cpu_median_s=statistics.median(cpu),
     )
 
 
@@ -181,3 +186,8 @@ def _cell(value: Any) -> str:
 def ms(timing: Timing) -> float:
     """The median of a Timing in milliseconds (for tables)."""
     return timing.median_s * 1e3
+
+
+def cpu_ms(timing: Timing) -> float:
+    """The median process CPU time of a Timing in milliseconds (for tables)."""
+    return timing.cpu_median_s * 1e3

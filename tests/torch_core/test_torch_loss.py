@@ -86,7 +86,7 @@ def test_no_positive_gives_zero_with_gradient() -> None:
     for g in (0, 2):
         out = module(loc, conf, torch.zeros(3, g, 4, dtype=torch.float64), torch.zeros(3, g, dtype=torch.int64),
                      torch.zeros(3, dtype=torch.int64))
-        assert not any(torch.isnan(v).any() for v in out) and float(out.conf) == 0.0
+        assert not any(torch.isnan(v).any() for v in out) and float(out.conf.detach()) == 0.0
 
 
 def test_hard_negative_count_and_selection() -> None:
