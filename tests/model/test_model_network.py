@@ -73,6 +73,18 @@ def test_slim_forward_shapes_and_maps(batch_norm: bool) -> None:
     assert torch.isfinite(loc).all() and torch.isfinite(conf).all()
 
 
+@pytest.mark.parametrize("strided_stem", [True, False])
+def test_strided_stem_keeps_the_map_sizes(strided_stem: bool) -> None:
+    cfg = dataclasses.replace(ssd300_slim(num_classes=3), strided_stem=strided_stem,
+                              base_channels=((4,), (4,), (4,), (4,), (4,)))
+    model = model_from_config(cfg).eval()
+    first = model.vgg_convs()[0]
+    assert first.stride == ((2, 2) if strided_stem else (1, 1))
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model.lower) == (2 if strided_stem else 3)
+    with torch.no_grad():
+        assert [tuple(s.shape[-2:]) for s in model.sources(torch.zeros(1, 3, 300, 300))] == [(f, f) for f in MAPS]
+
+
 def test_wrong_input_shape_raises(slim: SSD300) -> None:
     for shape in [(1, 3, 301, 300), (1, 1, 300, 300), (3, 300, 300)]:
         with pytest.raises(ValueError, match="expects input"):
