@@ -88,13 +88,18 @@ def test_cli_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 @pytest.mark.slow
-def test_cli_all_available_paths_pass_on_generated_data(capsys: pytest.CaptureFixture[str]) -> None:
-    # no --data: a synthetic tree in a temporary folder; every path this machine has (numba-cpu at least)
+def test_cli_all_available_paths_pass_on_generated_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    # no --data: a synthetic tree in a temporary folder (kept under tmp_path); every path this machine has
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     assert cc.main(["--batches", "1", "--batch-size", "2"]) == 0, capsys.readouterr().out
     out = capsys.readouterr().out
     for path in cc.available_paths():
         assert out.count(f" {path.name} ") == len(cc.CHECKS)
     assert "all paths within tolerance" in out
+    assert not list(tmp_path.iterdir())  # the generated tree is removed afterwards
 
 
 @pytest.mark.slow
