@@ -25,7 +25,7 @@ import torch
 
 import reference.loss as ref_loss
 import reference.nms as ref_nms
-from benchmarks.common import Timing, format_table, ms, ratio, time_call, write_results
+from benchmarks.common import Timing, cpu_ms, format_table, ms, ratio, time_call, time_interleaved, write_results
 from ssd_torch.boxes import cxcywh_to_xyxy
 from ssd_torch.loss import MultiBoxLoss, multibox_loss_from_targets
 from ssd_torch.matching import match_batch
@@ -72,6 +72,20 @@ def tv_match_encode(matcher: Any, coder: Any, gt_list: list, label_list: list,
     return out
 
 
+def _numba_available() -> bool:
+    """Whether the optional numba backend (``kernels.interop``) imports."""
+    try:
+        import kernels.interop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _run(args: argparse.Namespace, fns: dict, names: dict, sync: Callable | None) -> dict[str, Timing]:
+    """Time the torch variants of one task round-robin (see ``benchmarks.common.time_interleaved``)."""
+    return time_interleaved(fns, names=names, repeats=args.repeats, warmup=args.warmup, sync=sync)
+
+
 def bench_matching(args: argparse.Namespace, tv: tuple, priors: torch.Tensor, sync: Callable | None) -> dict:
     """match + encode, B=32, P=8732, 1..20 gts per image."""
     model, matcher, coder = tv
@@ -79,16 +93,19 @@ def bench_matching(args: argparse.Namespace, tv: tuple, priors: torch.Tensor, sy
     gt_list = [boxes[i, :n] for i, n in enumerate(counts.tolist())]
     label_list = [labels[i, :n] for i, n in enumerate(counts.tolist())]
     anchors = cxcywh_to_xyxy(priors)
-    ours = time_call(lambda: match_batch(boxes, labels, counts, priors), name="ssd_torch.match_batch",
-                     repeats=args.repeats, warmup=args.warmup, sync=sync)
-    theirs = time_call(lambda: tv_match_encode(matcher, coder, gt_list, label_list, anchors),
-                       name="torchvision SSDMatcher+BoxCoder per image", repeats=args.repeats,
-                       warmup=args.warmup, sync=sync)
+    fns = {"ours": lambda: match_batch(boxes, labels, counts, priors),
+           "torchvision": lambda: tv_match_encode(matcher, coder, gt_list, label_list, anchors)}
+    names = {"ours": "ssd_torch.match_batch", "torchvision": "torchvision SSDMatcher+BoxCoder per image"}
+    if args.numba:
+        fns["ours_numba"] = lambda: match_batch(boxes, labels, counts, priors, backend="numba")
+        names["ours_numba"] = "ssd_torch.match_batch backend=numba"
+    out: dict[str, Any] = _run(args, fns, names, sync)
     np_pr, np_gt = priors.double().cpu().numpy(), [(b.double().cpu().numpy(), l.cpu().numpy())
                                                    for b, l in zip(gt_list, label_list)]
-    ref = time_call(lambda: [ref_loss.match_and_encode(b, l, np_pr) for b, l in np_gt],
-                    name="reference.loss.match_and_encode per image", repeats=args.ref_repeats, warmup=0)
-    return {"ours": ours, "torchvision": theirs, "reference": ref}
+    out["reference"] = time_call(lambda: [ref_loss.match_and_encode(b, l, np_pr) for b, l in np_gt],
+                                 name="reference.loss.match_and_encode per image", repeats=args.ref_repeats,
+                                 warmup=0)
+    return out
 
 
 def bench_postprocess(args: argparse.Namespace, tv: tuple, priors: torch.Tensor, sync: Callable | None,
@@ -102,16 +119,18 @@ def bench_postprocess(args: argparse.Namespace, tv: tuple, priors: torch.Tensor,
     conf = conf.to(priors.device)
     anchors = [cxcywh_to_xyxy(priors) * IMAGE_SIZE] * 8
     head = {"bbox_regression": loc, "cls_logits": conf}
-    ours = time_call(lambda: postprocess(loc, conf, priors), name="ssd_torch.postprocess", repeats=args.repeats,
-                     warmup=args.warmup, sync=sync)
-    theirs = time_call(lambda: model.postprocess_detections(head, anchors, [(IMAGE_SIZE, IMAGE_SIZE)] * 8),
-                       name="torchvision SSD.postprocess_detections", repeats=args.repeats,
-                       warmup=args.warmup, sync=sync)
+    fns = {"ours": lambda: postprocess(loc, conf, priors),
+           "torchvision": lambda: model.postprocess_detections(head, anchors, [(IMAGE_SIZE, IMAGE_SIZE)] * 8)}
+    names = {"ours": "ssd_torch.postprocess", "torchvision": "torchvision SSD.postprocess_detections"}
+    if args.numba:
+        fns["ours_numba"] = lambda: postprocess(loc, conf, priors, backend="numba")
+        names["ours_numba"] = "ssd_torch.postprocess backend=numba"
+    out: dict[str, Any] = _run(args, fns, names, sync)
     np_loc, np_conf, np_pr = (t.double().cpu().numpy() for t in (loc, conf, priors))
-    ref = time_call(lambda: [ref_nms.postprocess(np_loc[i], np_conf[i], np_pr) for i in range(8)],
-                    name="reference.nms.postprocess per image", repeats=args.ref_repeats, warmup=0)
-    candidates = (torch.softmax(conf, -1)[..., 1:] > 0.01).sum(1).float().mean().item()
-    return {"ours": ours, "torchvision": theirs, "reference": ref, "mean_candidates_per_class": candidates}
+    out["reference"] = time_call(lambda: [ref_nms.postprocess(np_loc[i], np_conf[i], np_pr) for i in range(8)],
+                                 name="reference.nms.postprocess per image", repeats=args.ref_repeats, warmup=0)
+    out["mean_candidates_per_class"] = (torch.softmax(conf, -1)[..., 1:] > 0.01).sum(1).float().mean().item()
+    return out
 
 
 def bench_loss(args: argparse.Namespace, tv: tuple, priors: torch.Tensor, sync: Callable | None) -> dict:
@@ -135,16 +154,15 @@ def bench_loss(args: argparse.Namespace, tv: tuple, priors: torch.Tensor, sync: 
         idx = [matcher(box_iou(t["boxes"], anchors_px)) for t in targets]
         return model.compute_loss(targets, head, [anchors_px] * 32, idx)
 
-    runs = {
-        "ours_from_targets": (lambda: multibox_loss_from_targets(loc, conf, m_labels, m_targets),
-                              "ssd_torch.multibox_loss_from_targets"),
-        "torchvision_from_matches": (lambda: model.compute_loss(targets, head, [anchors_px] * 32, matched),
-                                     "torchvision SSD.compute_loss"),
-        "ours_with_matching": (lambda: criterion(loc, conf, boxes, labels, counts), "ssd_torch.MultiBoxLoss"),
-        "torchvision_with_matching": (tv_full, "torchvision SSDMatcher per image + SSD.compute_loss"),
-    }
-    out: dict[str, Any] = {key: time_call(fn, name=name, repeats=args.repeats, warmup=args.warmup, sync=sync)
-                           for key, (fn, name) in runs.items()}
+    fns = {"ours_from_targets": lambda: multibox_loss_from_targets(loc, conf, m_labels, m_targets),
+           "torchvision_from_matches": lambda: model.compute_loss(targets, head, [anchors_px] * 32, matched),
+           "ours_with_matching": lambda: criterion(loc, conf, boxes, labels, counts),
+           "torchvision_with_matching": tv_full}
+    names = {"ours_from_targets": "ssd_torch.multibox_loss_from_targets",
+             "torchvision_from_matches": "torchvision SSD.compute_loss",
+             "ours_with_matching": "ssd_torch.MultiBoxLoss", "torchvision_with_matching":
+             "torchvision SSDMatcher per image + SSD.compute_loss"}
+    out: dict[str, Any] = _run(args, fns, names, sync)
     np_args = (loc.double().cpu().numpy(), conf.double().cpu().numpy(),
                [b.double().cpu().numpy() for b in (boxes[i, :n] for i, n in enumerate(counts.tolist()))],
                [lb.cpu().numpy() for lb in (labels[i, :n] for i, n in enumerate(counts.tolist()))],
@@ -154,17 +172,26 @@ def bench_loss(args: argparse.Namespace, tv: tuple, priors: torch.Tensor, sync: 
     return out
 
 
+def _cpu_ratio(slow: Timing, fast: Timing) -> float:
+    return slow.cpu_median_s / fast.cpu_median_s if fast.cpu_median_s > 0 else float("inf")
+
+
 def _rows(results: dict) -> list[list[Any]]:
-    """Table rows: task, implementation, median ms, torchvision / ours and reference / ours."""
+    """Table rows: task, implementation, median wall / CPU ms, torchvision / ours and reference / ours."""
     rows = []
     for task, res in results.items():
-        pairs = [("ours", "torchvision")] if "ours" in res else [("ours_from_targets", "torchvision_from_matches"),
-                                                               ("ours_with_matching", "torchvision_with_matching")]
+        if "ours" in res:
+            pairs = [("ours", "torchvision")] + ([("ours_numba", "torchvision")] if "ours_numba" in res else [])
+        else:
+            pairs = [("ours_from_targets", "torchvision_from_matches"),
+                     ("ours_with_matching", "torchvision_with_matching")]
         for ours_key, tv_key in pairs:
             ours, theirs = res[ours_key], res[tv_key]
-            rows.append([task, ours.name, ms(ours), "", ratio(res["reference"], ours)])
-            rows.append([task, theirs.name, ms(theirs), ratio(theirs, ours), ""])
-        rows.append([task, res["reference"].name, ms(res["reference"]), "", ""])
+            rows.append([task, ours.name, ms(ours), cpu_ms(ours), ratio(theirs, ours), _cpu_ratio(theirs, ours),
+                         ratio(res["reference"], ours)])
+        for key in dict.fromkeys(tv for _, tv in pairs):
+            rows.append([task, res[key].name, ms(res[key]), cpu_ms(res[key]), "", "", ""])
+        rows.append([task, res["reference"].name, ms(res["reference"]), cpu_ms(res["reference"]), "", "", ""])
     return rows
 
 
@@ -177,11 +204,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="results file name (default torch_<device>.json)")
+    p.add_argument("--no-numba", dest="numba", action="store_false",
+                   help="skip the backend='numba' rows (they are skipped anyway when kernels.interop is missing)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    args.numba = args.numba and _numba_available()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -195,9 +225,11 @@ def main(argv: list[str] | None = None) -> dict:
         "postprocess_B8_sparse": bench_postprocess(args, tv, priors, sync, background_boost=8.0),
         "loss_forward_B32": bench_loss(args, tv, priors, sync),
     }
-    print(format_table(["task", "implementation", "median ms", "torchvision/ours", "reference/ours"],
+    print(format_table(["task", "implementation", "wall ms", "cpu ms", "tv/this wall", "tv/this cpu",
+                        "ref/this wall"],
                        _rows(results)))
-    settings = {"repeats": args.repeats, "ref_repeats": args.ref_repeats, "warmup": args.warmup,
+    settings = {"repeats": args.repeats, "ref_repeats": args.ref_repeats, "warmup": args.warmup, "numba": args.numba,
+                "timing": "torch variants of a task interleaved round-robin; medians of wall and process CPU time",
                 "threads": torch.get_num_threads(), "device": str(device), "seed": args.seed}
     path = write_results(args.out or f"torch_{device.type}.json", {"settings": settings, "results": results})
     print(f"wrote {path}")

@@ -5,9 +5,38 @@ normalised to [0, 1], continuous (no +1). Every function keeps the input's devic
 """
 from __future__ import annotations
 
+import threading
+
 import torch
 
-__all__ = ["xyxy_to_cxcywh", "cxcywh_to_xyxy", "box_area", "box_iou", "pairwise_inter_union"]
+__all__ = ["xyxy_to_cxcywh", "cxcywh_to_xyxy", "box_area", "box_iou", "pairwise_inter_union", "scratch"]
+
+_SCRATCH = threading.local()
+
+
+def scratch(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, slot: int) -> torch.Tensor:
+    """An uninitialised ``Tensor[shape]`` for temporaries, reused across calls on the CPU.
+
+    On the CPU every fresh multi-MB tensor is a new mapping whose pages fault in on first touch, which costs
+    more than the arithmetic done in it (the [B, G, P] IoU of a batch is ~20 MB); the batched matcher and
+    NMS therefore keep a few growing per-thread buffers (``slot`` tells concurrent temporaries apart) and
+    write into them with ``out=`` / in-place ops. On CUDA the caching allocator already does this.
+    """
+    numel = 1
+    for n in shape:
+        numel *= n
+    device = torch.device(device)
+    if device.type != "cpu":
+        return torch.empty(shape, dtype=dtype, device=device)
+    pool = getattr(_SCRATCH, "pool", None)
+    if pool is None:
+        pool = _SCRATCH.pool = {}
+    key = (dtype, slot)
+    buf = pool.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = pool[key] = torch.empty(numel, dtype=dtype)
+    return buf[:numel].view(shape)
+
 
 
 def _check_boxes(b: torch.Tensor, name: str) -> None:
@@ -41,21 +70,28 @@ def box_area(b: torch.Tensor) -> torch.Tensor:
     return (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
 
 
-def pairwise_inter_union(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def pairwise_inter_union(a: torch.Tensor, b: torch.Tensor,
+                         use_scratch: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Intersection and union areas of ``xyxy`` boxes ``a[..., N, 4]`` x ``b[..., M, 4]`` -> two ``[..., N, M]``.
 
     The reference's arithmetic: ``inter = max(min(x1a, x1b) - max(x0a, x0b), 0) * (same for y)`` and
-    ``union = (area_a + area_b) - inter``. Computed on per-coordinate planes, in place where possible (on the
-    CPU a fresh multi-MB temporary per op costs more than the arithmetic).
+    ``union = (area_a + area_b) - inter``, on per-coordinate planes (long elementwise loops) and in place. With
+    ``use_scratch`` the results live in :func:`scratch` slots 0 and 1 (valid until the next such call).
     """
     ax0, ay0, ax1, ay1 = (c.unsqueeze(-1) for c in a.unbind(-1))  # [..., N, 1]
     bx0, by0, bx1, by1 = (c.contiguous().unsqueeze(-2) for c in b.unbind(-1))  # [..., 1, M]
-    w = torch.minimum(ax1, bx1).sub_(torch.maximum(ax0, bx0)).clamp_(min=0.0)
-    h = torch.minimum(ay1, by1).sub_(torch.maximum(ay0, by0)).clamp_(min=0.0)
-    inter = w.mul_(h)
-    area_a = ((ax1 - ax0) * (ay1 - ay0))
-    area_b = ((bx1 - bx0) * (by1 - by0))
-    union = torch.add(area_a, area_b).sub_(inter)
+    shape = torch.broadcast_shapes(ax0.shape, bx0.shape)
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    if use_scratch:
+        inter, union, tmp = (scratch(shape, dtype, a.device, slot) for slot in range(3))
+    else:
+        inter, union, tmp = (torch.empty(shape, dtype=dtype, device=a.device) for _ in range(3))
+    torch.minimum(ax1, bx1, out=inter).sub_(torch.maximum(ax0, bx0, out=tmp)).clamp_(min=0.0)
+    torch.minimum(ay1, by1, out=union).sub_(torch.maximum(ay0, by0, out=tmp)).clamp_(min=0.0)
+    inter.mul_(union)
+    area_a = (ax1 - ax0) * (ay1 - ay0)
+    area_b = (bx1 - bx0) * (by1 - by0)
+    torch.add(area_a, area_b, out=union).sub_(inter)
     return inter, union
 
 

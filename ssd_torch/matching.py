@@ -131,10 +131,16 @@ def _best_gt_per_prior(gt_boxes: torch.Tensor, valid: torch.Tensor,
     """
     far = torch.tensor(_FAR_BOX, dtype=gt_boxes.dtype, device=gt_boxes.device)
     boxes = torch.where(valid[:, :, None], gt_boxes, far)
-    inter, union = pairwise_inter_union(boxes, cxcywh_to_xyxy(priors))  # [B, G, P]
+    inter, union = pairwise_inter_union(boxes, cxcywh_to_xyxy(priors), use_scratch=True)  # [B, G, P]
     iou = inter.div_(union)  # real gts have positive area (validated), so union > 0 everywhere
-    best_iou, best_gt = iou.max(dim=1)  # [B, P]
     best_prior = iou.max(dim=2).indices  # [B, G]
+    best_iou = iou.amax(dim=1)  # [B, P]
+    # First gt attaining the max: the largest (G - g) among the maxima. max(dim=1)/argmax(dim=1) would do the
+    # same but reduce the middle axis several times slower than amax on the CPU.
+    g = iou.shape[1]
+    rank = torch.arange(g, 0, -1, dtype=iou.dtype, device=iou.device)[None, :, None]  # G - g
+    torch.where(iou == best_iou[:, None, :], rank, torch.zeros((), dtype=iou.dtype, device=iou.device), out=union)
+    best_gt = g - union.amax(dim=1).to(torch.int64)
     return best_iou, best_gt, best_prior
 
 

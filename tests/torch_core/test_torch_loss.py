@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reference.loss as rl
-from ssd_torch.loss import LossParts, MultiBoxLoss, hard_negative_mask, multibox_loss_from_targets
+from ssd_torch.loss import (LossParts, MultiBoxLoss, hard_negative_mask, hard_negative_sum,
+                            multibox_loss_from_targets)
 from ssd_torch.matching import match_batch
 from ssd_torch.priors import default_boxes
 from torch_cases import SMALL_SPEC, pad_batch, padded_batch_st
@@ -132,3 +133,17 @@ def test_errors() -> None:
         MultiBoxLoss(PRI64)(loc, conf, gt, lab, counts)
     with pytest.raises(ValueError, match="priors"):
         MultiBoxLoss(torch.zeros(3, 3))
+
+
+@given(st.integers(1, 4), st.integers(0, 2**31 - 1), st.sampled_from([3, 0.5, 10]))
+def test_topk_and_sort_mining_agree(rows: int, seed: int, ratio: float) -> None:
+    rng = np.random.default_rng(seed)
+    ce = torch.from_numpy(rng.integers(0, 4, size=(rows, 30)).astype(np.float64))  # many ties
+    positive = torch.from_numpy(rng.random((rows, 30)) < rng.random((rows, 1)))
+    by_sort = hard_negative_sum(ce, positive, ratio, use_topk=False)
+    by_topk = hard_negative_sum(ce, positive, ratio, use_topk=True)
+    expected = 0.0
+    for i in range(rows):  # the reference rule, literally
+        neg = np.sort(ce[i][~positive[i]].numpy())[::-1]
+        expected += neg[: min(int(ratio * int(positive[i].sum())), neg.size)].sum()
+    assert float(by_sort) == float(by_topk) == expected
