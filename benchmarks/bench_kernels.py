@@ -189,9 +189,32 @@ def bench_matcher(cfg: BenchConfig) -> list[dict]:
             (numba_name, lambda: match_batch_numba(gt, labels, counts, priors, 0.5, VARIANCES,
                                                    check_values=False), False),
         ]
+        if cfg.device.type == "cuda":
+            impls.append(("numba cuda, launches only", cuda_match_launches(gt, labels, counts, priors), False))
         for name, fn, slow in impls:
             timings.append((case, timed(fn, name, cfg, slow=slow)))
     return table_rows(timings, "torchvision")
+
+
+def cuda_match_launches(gt: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor,
+                        priors: torch.Tensor) -> Callable[[], Any]:
+    """The two matching kernels on prebuilt numba views (no validation, no allocation, no view creation):
+    the difference to the ``numba cuda`` row is the Python cost of ``kernels.interop``."""
+    from kernels.interop import _device_view, _launch_context
+    from kernels.matching import match_encode_cuda
+
+    out_labels = torch.empty(labels.shape[0], priors.shape[0], dtype=torch.int64, device=gt.device)
+    out_loc = torch.empty(labels.shape[0], priors.shape[0], 4, dtype=torch.float32, device=gt.device)
+    key = torch.zeros(labels.shape, dtype=torch.int64, device=gt.device)
+    views = [_device_view(t) for t in (priors, gt, labels, counts, out_labels, out_loc, key)]
+    gpu, stream = _launch_context(gt.device)
+
+    def run() -> None:
+        key.zero_()
+        with gpu:
+            match_encode_cuda(*views[:4], 0.5, *VARIANCES, *views[4:6], stream=stream, best_key=views[6])
+
+    return run
 
 
 # ---------------------------------------------------------------------------------------------- NMS
@@ -241,11 +264,29 @@ def bench_nms(cfg: BenchConfig) -> list[dict]:
             (f"numba {cfg.device.type}", lambda: nms_keep_numba(cand.boxes, cand.counts, 0.45,
                                                                 check_values=False), False),
         ]
+        if cfg.device.type == "cuda":
+            impls.append(("numba cuda, launch only", cuda_nms_launch(cand.boxes, cand.counts), False))
         if batch == 1:
             impls.append(("reference", reference_nms_groups(cand.boxes, cand.scores, cand.counts), True))
         for name, fn, slow in impls:
             timings.append((case, timed(fn, name, cfg, slow=slow)))
     return table_rows(timings, "torchvision batched_nms")
+
+
+def cuda_nms_launch(boxes: torch.Tensor, counts: torch.Tensor) -> Callable[[], Any]:
+    """The NMS kernel on prebuilt numba views (the rest of ``nms_keep_numba`` is Python overhead)."""
+    from kernels.interop import _device_view, _launch_context
+    from kernels.nms import nms_batched_cuda
+
+    keep = torch.empty(boxes.shape[:3], dtype=torch.uint8, device=boxes.device)
+    views = [_device_view(t.contiguous()) for t in (boxes, counts, keep)]
+    gpu, stream = _launch_context(boxes.device)
+
+    def run() -> None:
+        with gpu:
+            nms_batched_cuda(views[0], views[1], 0.45, views[2], stream=stream)
+
+    return run
 
 
 # ---------------------------------------------------------------------------------------------- post-processing

@@ -46,6 +46,7 @@ stage env 20 env.txt bash -c '
     nvidia-smi || echo "nvidia-smi not available"
     "$1" - <<EOF
 import platform, sys
+import kernels  # first: applies the NumPy >= 2.5 shim that numba-cuda 0.30 needs (kernels/_compat.py)
 import numpy, torch, torchvision, numba
 print("python", platform.python_version(), sys.executable)
 print("numpy", numpy.__version__, "torch", torch.__version__, "cuda", torch.version.cuda,
