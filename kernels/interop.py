@@ -16,7 +16,7 @@ unchecked bad count can never read out of bounds.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -107,7 +107,7 @@ def _variances(variances: Sequence[float]) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------------------------------- CUDA glue
-def _launch_context(device: torch.device):
+def _launch_context(device: torch.device) -> tuple[Any, Any]:
     """(numba GPU context manager, numba stream wrapping torch's current stream on ``device``)."""
     from numba import cuda
 
@@ -117,7 +117,7 @@ def _launch_context(device: torch.device):
     return cuda.gpus[index], stream
 
 
-def _device_view(t: torch.Tensor):
+def _device_view(t: torch.Tensor) -> Any:
     """Zero-copy numba view of a CUDA tensor; ``sync=False`` because we launch on the tensor's own stream."""
     from numba import cuda
 
