@@ -200,18 +200,17 @@ def cuda_match_launches(gt: torch.Tensor, labels: torch.Tensor, counts: torch.Te
                         priors: torch.Tensor) -> Callable[[], Any]:
     """The two matching kernels on prebuilt numba views (no validation, no allocation, no view creation):
     the difference to the ``numba cuda`` row is the Python cost of ``kernels.interop``."""
-    from kernels.interop import _device_view, _launch_context
+    from kernels.interop import _device_view, _torch_stream
     from kernels.matching import match_encode_cuda
 
     out_labels = torch.empty(labels.shape[0], priors.shape[0], dtype=torch.int64, device=gt.device)
     out_loc = torch.empty(labels.shape[0], priors.shape[0], 4, dtype=torch.float32, device=gt.device)
     key = torch.zeros(labels.shape, dtype=torch.int64, device=gt.device)
     views = [_device_view(t) for t in (priors, gt, labels, counts, out_labels, out_loc, key)]
-    gpu, stream = _launch_context(gt.device)
 
     def run() -> None:
         key.zero_()
-        with gpu:
+        with _torch_stream(gt.device) as stream:
             match_encode_cuda(*views[:4], 0.5, *VARIANCES, *views[4:6], stream=stream, best_key=views[6])
 
     return run
@@ -275,15 +274,14 @@ def bench_nms(cfg: BenchConfig) -> list[dict]:
 
 def cuda_nms_launch(boxes: torch.Tensor, counts: torch.Tensor) -> Callable[[], Any]:
     """The NMS kernel on prebuilt numba views (the rest of ``nms_keep_numba`` is Python overhead)."""
-    from kernels.interop import _device_view, _launch_context
+    from kernels.interop import _device_view, _torch_stream
     from kernels.nms import nms_batched_cuda
 
     keep = torch.empty(boxes.shape[:3], dtype=torch.uint8, device=boxes.device)
     views = [_device_view(t.contiguous()) for t in (boxes, counts, keep)]
-    gpu, stream = _launch_context(boxes.device)
 
     def run() -> None:
-        with gpu:
+        with _torch_stream(boxes.device) as stream:
             nms_batched_cuda(views[0], views[1], 0.45, views[2], stream=stream)
 
     return run

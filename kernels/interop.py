@@ -16,7 +16,8 @@ unchecked bad count can never read out of bounds.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+import contextlib
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
@@ -107,14 +108,19 @@ def _variances(variances: Sequence[float]) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------------------------------- CUDA glue
-def _launch_context(device: torch.device) -> tuple[Any, Any]:
-    """(numba GPU context manager, numba stream wrapping torch's current stream on ``device``)."""
+@contextlib.contextmanager
+def _torch_stream(device: torch.device) -> Iterator[Any]:
+    """Make ``device`` numba's current GPU and yield a numba stream wrapping torch's current stream there.
+
+    The stream is created inside the device context so that it is bound to that device's (primary) context,
+    the one torch uses too.
+    """
     from numba import cuda
 
     index = device.index if device.index is not None else torch.cuda.current_device()
     handle = torch.cuda.current_stream(index).cuda_stream
-    stream = cuda.external_stream(handle) if handle else cuda.default_stream()
-    return cuda.gpus[index], stream
+    with cuda.gpus[index]:
+        yield cuda.external_stream(handle) if handle else cuda.default_stream()
 
 
 def _device_view(t: torch.Tensor) -> Any:
@@ -148,10 +154,11 @@ def match_batch_numba(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: t
     v0, v1 = _variances(variances)
     if check_values if check_values is not None else device.type == "cpu":
         _check_ground_truth(gt_boxes, gt_labels, counts)
-    labels = torch.zeros((num_images, num_priors), dtype=torch.int64, device=device)
-    loc = torch.zeros((num_images, num_priors, 4), dtype=torch.float32, device=device)
     if num_images == 0 or max_gt == 0:  # G = 0: every prior is background, loc targets 0
-        return labels, loc
+        return (torch.zeros((num_images, num_priors), dtype=torch.int64, device=device),
+                torch.zeros((num_images, num_priors, 4), dtype=torch.float32, device=device))
+    labels = torch.empty((num_images, num_priors), dtype=torch.int64, device=device)  # the kernels write all
+    loc = torch.empty((num_images, num_priors, 4), dtype=torch.float32, device=device)
     if device.type == "cpu":
         _matching.match_encode_cpu(priors.numpy(), gt_boxes.numpy(), gt_labels.numpy(), counts.numpy(),
                                    float(iou_threshold), v0, v1, labels.numpy(), loc.numpy())
@@ -164,8 +171,7 @@ def _match_cuda(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: torch.T
                 iou_threshold: float, v0: float, v1: float, labels: torch.Tensor, loc: torch.Tensor) -> None:
     """Queue the two matching kernels on torch's current stream (the int64 key scratch is torch-allocated)."""
     best_key = torch.zeros(gt_labels.shape, dtype=torch.int64, device=gt_boxes.device)
-    gpu, stream = _launch_context(gt_boxes.device)
-    with gpu:
+    with _torch_stream(gt_boxes.device) as stream:
         _matching.match_encode_cuda(
             _device_view(priors), _device_view(gt_boxes), _device_view(gt_labels), _device_view(counts),
             iou_threshold, v0, v1, _device_view(labels), _device_view(loc),
@@ -198,8 +204,7 @@ def nms_keep_numba(boxes: torch.Tensor, counts: torch.Tensor, iou_threshold: flo
         _nms.nms_batched_cpu(boxes.numpy(), counts.numpy(), float(iou_threshold), keep.numpy())
         return keep
     keep = torch.empty((num_images, num_classes, k_max), dtype=torch.uint8, device=device)
-    gpu, stream = _launch_context(device)
-    with gpu:
+    with _torch_stream(device) as stream:
         _nms.nms_batched_cuda(_device_view(boxes), _device_view(counts), float(iou_threshold),
                               _device_view(keep), stream=stream)
     return keep.view(torch.bool)
