@@ -1,9 +1,11 @@
 """``numba.cuda.compile_ptx`` of every CUDA kernel for sm_80 (A100) and sm_90 (H100/H200).
 
 The simulator accepts Python that the CUDA target rejects (untyped constructs, float64 promotion, unsupported
-calls); compiling to PTX catches that without a GPU. It needs libNVVM + libdevice from a CUDA toolkit
-(numba-cuda finds them through ``CUDA_HOME``/``CUDA_PATH``, the ``cuda-toolkit``/``nvidia-cuda-nvcc`` pip
-packages, or a system install such as ``/usr/local/cuda``); without them the tests skip and say so.
+calls); compiling to PTX catches that without a GPU (no driver needed). It needs libNVVM + libdevice from a
+CUDA toolkit: numba-cuda (``numba.cuda.cuda_paths.get_cuda_paths``) looks at ``CUDA_HOME``/``CUDA_PATH``, the
+``cuda-toolkit``/``nvidia-cuda-nvcc`` pip wheels and a system search; on the CI machine it finds
+``/usr/local/cuda-13.0/lib/libnvvm.so.4`` by system search and ``/usr/local/cuda/nvvm/libdevice``. Without
+them the tests skip and say what is missing and where numba-cuda looked.
 """
 from __future__ import annotations
 
@@ -34,9 +36,20 @@ def _nvvm_missing() -> str | None:
         nvvm.NVVM()
         nvvm.LibDevice()
     except Exception as err:  # NvvmSupportError / OSError, depending on what exactly is missing
-        return (f"libNVVM/libdevice not found ({type(err).__name__}: {err}); install the CUDA toolkit's NVVM "
-                f"(e.g. pip install cuda-toolkit[nvvm] or set CUDA_HOME to a toolkit with nvvm/)")
+        return (f"libNVVM/libdevice not found ({type(err).__name__}: {err}); numba-cuda looked in: "
+                f"{_searched()}; install the CUDA toolkit's NVVM (e.g. pip install 'cuda-toolkit[nvvm]') or "
+                f"set CUDA_HOME to a toolkit that has nvvm/")
     return None
+
+
+def _searched() -> str:
+    """numba-cuda's view of where the toolkit pieces are (its own search order and results)."""
+    try:
+        from numba.cuda.cuda_paths import get_cuda_paths
+
+        return ", ".join(f"{key}={value}" for key, value in get_cuda_paths().items())
+    except Exception as err:
+        return f"(cuda_paths unavailable: {err})"
 
 
 @pytest.mark.slow
