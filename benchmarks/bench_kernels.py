@@ -30,7 +30,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from benchmarks.common import Timing, format_table, ms, time_call, write_results
+from benchmarks.common import Timing, format_table, time_call, write_results
 
 VARIANCES = (0.1, 0.2)
 IMAGE_SIZE = 300
