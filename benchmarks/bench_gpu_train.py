@@ -12,7 +12,8 @@
 The images, gt boxes (1..8 per image) and labels are generated once on the device, so no data loading is
 measured. Each setting: ``--warmup`` untimed steps (cuDNN autotuning), then ``--windows`` windows of
 ``--steps`` steps, each timed with CUDA events (wall clock on the CPU); the median window gives img/s.
-JSON to ``benchmarks/results/gpu_train_<device>.json`` (or ``--out``).
+JSON to ``benchmarks/results/gpu_train_<device>.json`` (or ``--out``), rewritten after every setting so that
+a run stopped by a time limit keeps what it measured.
 """
 from __future__ import annotations
 
@@ -119,14 +120,16 @@ def build(preset: str, device: torch.device) -> tuple[torch.nn.Module, torch.Ten
     return model, default_boxes(cfg.prior_spec, device=device), cfg.num_classes
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, save: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+    """All settings in turn; ``save(results)`` after each one, so a run cut short still leaves its numbers."""
     from ssd_torch.loss import MultiBoxLoss
 
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = True
     model, priors, num_classes = build(args.preset, device)
     data = synthetic_batch(args.batch, num_classes, device)
-    results: dict[str, Any] = {"preset": args.preset, "batch": args.batch, "train": [], "inference": []}
+    results: dict[str, Any] = {"preset": args.preset, "batch": args.batch, "channels_last": True,
+                               "train": [], "inference": []}
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
     model.train()
     for mode, backend in args.train_settings:
@@ -135,12 +138,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                       args.steps, args.windows)
         results["train"].append({"mode": mode, "match_backend": backend, **row})
         print(f"train     {mode:5s} match={backend:6s} {row['img_per_s']:9.1f} img/s", flush=True)
+        save(_with_memory(results, device))
     model.eval()
     for mode, backend in args.inference_settings:
         row = measure(inference_fn(model, priors, data, mode, backend), device, args.batch, args.warmup,
                       args.steps, args.windows)
         results["inference"].append({"mode": mode, "nms_backend": backend, **row})
         print(f"inference {mode:5s} nms={backend:6s}   {row['img_per_s']:9.1f} img/s", flush=True)
+        save(_with_memory(results, device))
+    return results
+
+
+def _with_memory(results: dict[str, Any], device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         results["max_memory_allocated_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
     return results
@@ -163,8 +172,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--preset", default="ssd300_vgg16", help="ssd_torch.config preset")
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=10, help="steps per timed window")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=8, help="steps per timed window")
     parser.add_argument("--windows", type=int, default=3)
     parser.add_argument("--train-settings", type=_settings, default=_settings("fp32:torch,bf16:torch,bf16:numba"))
     parser.add_argument("--inference-settings", type=_settings,
@@ -176,12 +185,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     print(f"device {args.device}, preset {args.preset}, batch {args.batch}", flush=True)
-    results = run(args)
+    filename = f"gpu_train_{torch.device(args.device).type}.json"
+    results = run(args, save=lambda partial: write_results(filename, partial, results_dir=args.out))
     rows = [["train", r["mode"], r["match_backend"], r["img_per_s"]] for r in results["train"]]
     rows += [["inference", r["mode"], r["nms_backend"], r["img_per_s"]] for r in results["inference"]]
     print(format_table(["what", "mode", "backend", "img/s"], rows))
-    path = write_results(f"gpu_train_{torch.device(args.device).type}.json", results, results_dir=args.out)
-    print(f"wrote {path}")
+    print(f"wrote {write_results(filename, results, results_dir=args.out)}")
     return 0
 
 

@@ -100,7 +100,7 @@ def table_rows(timings: Sequence[tuple[dict, Timing]], baseline: str) -> list[di
 
 
 def print_table(title: str, rows: list[dict], case_keys: Sequence[str]) -> None:
-    print(f"\n== {title}")
+    print(f"\n== {title}", flush=True)
     body = [[*(r[k] for k in case_keys), r["impl"], r["median_ms"],
              "-" if r["x_vs_torchvision"] is None else f"{r['x_vs_torchvision']:.2f}"] for r in rows]
     print(format_table([*case_keys, "impl", "median ms", "x tv"], body))
@@ -362,14 +362,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"torch threads {torch.get_num_threads()}", flush=True)
     payload: dict[str, Any] = {"device": cfg.device.type, "quick": args.quick, "repeats": cfg.repeats,
                                "slow_repeats": cfg.slow_repeats}
+    filename = f"kernels_{cfg.device.type}{'_quick' if args.quick else ''}.json"
     with torch.inference_mode():
         for name in sections:
             bench, keys = SECTIONS[name]
             payload[name] = bench(cfg)
             print_table(name, payload[name], keys)
-    suffix = "_quick" if args.quick else ""
-    path = write_results(f"kernels_{cfg.device.type}{suffix}.json", payload, results_dir=args.out)
-    print(f"\nwrote {path}")
+            path = write_results(filename, payload, results_dir=args.out)  # after each section: a cut-short
+            print(f"wrote {path}", flush=True)  # run (a time limit) keeps what it measured
     return 0
 
 

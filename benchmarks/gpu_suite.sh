@@ -7,7 +7,7 @@
 # Writes at most 8 flat files into OUTDIR: env.txt, tests_gpu.log, bench_kernels.log, kernels_cuda.json,
 # bench_gpu_train.log, gpu_train_cuda.json, summary.txt. The package need not be installed: PYTHONPATH is set
 # to the repository root and plain `python3` is used (override with PYTHON=...). Every stage runs under
-# `timeout`, so a hang costs at most that stage's limit (sum of limits: 20 + 130 + 100 + 100 = 350 s worst
+# `timeout`, so a hang costs at most that stage's limit (sum of limits: 20 + 120 + 90 + 120 = 350 s worst
 # case; the expected total is 2-4 minutes). Exit status: non-zero when the GPU tests failed (or timed out).
 # Without CUDA the GPU tests skip with their reason and the benchmark stages are skipped; SUITE_CPU_SMOKE=1
 # runs tiny CPU versions of them instead (to check this script's flow on a machine without a GPU).
@@ -78,14 +78,14 @@ HAS_CUDA=$("$PY" -c "from kernels.interop import cuda_available; print(int(cuda_
 note "CUDA usable by torch and numba: $HAS_CUDA"
 
 # 2. real-GPU tests (skip with their reason when there is no GPU).
-stage tests 130 tests_gpu.log "$PY" -m pytest -m gpu tests/kernels -q -rs -p no:cacheprovider
+stage tests 120 tests_gpu.log "$PY" -m pytest -m gpu tests/kernels -q -rs -p no:cacheprovider
 TEST_RC=$?
 tail -n 3 "$OUTDIR/tests_gpu.log" | sed 's/^/  tests: /' | tee -a "$SUMMARY"
 
 # 3. kernel benchmarks and 4. training / inference throughput.
 if [ "$HAS_CUDA" = "1" ]; then
-    stage bench_kernels 100 bench_kernels.log "$PY" -m benchmarks.bench_kernels --device cuda --out "$OUTDIR"
-    stage bench_gpu_train 100 bench_gpu_train.log "$PY" -m benchmarks.bench_gpu_train --device cuda \
+    stage bench_kernels 90 bench_kernels.log "$PY" -m benchmarks.bench_kernels --device cuda --out "$OUTDIR"
+    stage bench_gpu_train 120 bench_gpu_train.log "$PY" -m benchmarks.bench_gpu_train --device cuda \
         --preset ssd300_vgg16 --batch 64 --out "$OUTDIR"
 elif [ "${SUITE_CPU_SMOKE:-0}" = "1" ]; then
     stage bench_kernels 300 bench_kernels.log "$PY" -m benchmarks.bench_kernels --device cpu --quick \
