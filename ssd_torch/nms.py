@@ -108,8 +108,9 @@ def select_candidates(loc: torch.Tensor, conf: torch.Tensor, priors: torch.Tenso
     passing = scores > score_threshold  # strict (ARCHITECTURE.md); also False for NaN
     counts = passing.sum(dim=1).clamp(max=top_k)
     k = min(top_k, p, int(counts.max())) if counts.numel() else 0
-    # Scores are >= 0, so -1 puts every non-candidate (NaN included) behind every candidate.
-    values, index = stable_topk(scores.masked_fill(~passing, -1.0), k, floor=-1.0)
+    # Scores are >= 0, so -1 puts every non-candidate (NaN included) behind every candidate; in place, as
+    # ``scores`` is the reshape's own copy.
+    values, index = stable_topk(scores.masked_fill_(~passing, -1.0), k, floor=-1.0)
     index = index.view(b, c - 1, k)
     cand_boxes = torch.gather(boxes[:, None].expand(b, c - 1, p, 4), 2, index[..., None].expand(b, c - 1, k, 4))
     return Candidates(boxes=cand_boxes, scores=values.view(b, c - 1, k), counts=counts.view(b, c - 1))
@@ -168,7 +169,7 @@ def _resolve_block(above: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor
 
 
 def nms_keep_torch(boxes: torch.Tensor, counts: torch.Tensor, iou_threshold: float,
-                   block: int = 64) -> torch.Tensor:
+                   block: int = 16) -> torch.Tensor:
     """Greedy NMS of every (image, class) group at once -> ``keep[B, C, K]`` bool.
 
     boxes ``[B, C, K, 4]`` xyxy, already sorted by score (stable) inside each group; ``counts[B, C]`` valid
