@@ -19,6 +19,7 @@ from typing import NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 
+from .boxes import scratch
 from .coding import decode
 
 __all__ = ["Detections", "Candidates", "BACKENDS", "postprocess", "select_candidates", "stable_topk",
@@ -92,52 +93,74 @@ def _check_postprocess_args(loc: torch.Tensor, conf: torch.Tensor, priors: torch
         raise ValueError(f"top_k must be >= 1 and max_detections >= 0, got {top_k} and {max_detections}")
 
 
+def _topk_dense(scores: torch.Tensor, passing: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stable per-row top-k of ``scores[R, P]`` (candidates: ``passing``) with one ``topk`` over every prior;
+    the fast choice when most priors are candidates. Non-candidate slots hold -1."""
+    # Scores are >= 0, so -1 puts every non-candidate (NaN included) behind every candidate; in place, as
+    # ``scores`` is the caller's own copy.
+    return stable_topk(scores.masked_fill_(~passing, -1.0), k, floor=-1.0)
+
+
+def _topk_compact(scores: torch.Tensor, passing: torch.Tensor, top_k: int,
+                  k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same selection as :func:`_topk_dense` from the candidate list (``nonzero``) alone: a stable sort by
+    score descending, then a stable sort by row, puts each row's candidates in (score desc, prior asc) order;
+    their rank inside the row is their slot. Work is O(candidates), the fast choice for a trained detector
+    (tens of candidates per class out of 8732 priors)."""
+    rows, cols = passing.nonzero(as_tuple=True)  # row-major: rows, then prior index, ascending
+    vals = scores[rows, cols]
+    order = vals.argsort(descending=True, stable=True)
+    order = order[rows[order].argsort(stable=True)]
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    per_row = passing.sum(dim=1)
+    rank = torch.arange(rows.numel(), device=rows.device) - (per_row.cumsum(0) - per_row)[rows]
+    keep = rank < top_k
+    values = torch.full((scores.shape[0], k), -1.0, dtype=scores.dtype, device=scores.device)
+    index = torch.zeros((scores.shape[0], k), dtype=torch.int64, device=scores.device)
+    values[rows[keep], rank[keep]] = vals[keep]
+    index[rows[keep], rank[keep]] = cols[keep]
+    return values, index
+
+
 def select_candidates(loc: torch.Tensor, conf: torch.Tensor, priors: torch.Tensor,
                       variances: Sequence[float] = (0.1, 0.2), score_threshold: float = 0.01,
-                      top_k: int = 400) -> Candidates:
+                      top_k: int = 400, strategy: str = "auto") -> Candidates:
     """Decode + softmax + per-class strict threshold + stable top-k, for all images and classes at once.
 
     loc ``[B, P, 4]`` offsets, conf ``[B, P, C]`` logits, priors ``[P, 4]`` cxcywh. Boxes are decoded, clamped
     to [0, 1] and gathered per (image, class). Computed in at least float32. K = min(top_k, the largest count).
+    ``strategy`` (``"auto"``, ``"dense"``, ``"compact"``) only picks how the identical selection is computed:
+    auto uses the candidate list when there are fewer candidates than output slots.
     """
+    if strategy not in ("auto", "dense", "compact"):
+        raise ValueError(f"unknown candidate strategy {strategy!r}")
     dtype = torch.promote_types(conf.dtype, torch.float32)
     probs = F.softmax(conf.to(dtype), dim=-1)
     boxes = decode(loc.to(dtype), priors.to(device=loc.device, dtype=dtype), variances).clamp(0.0, 1.0)
     b, p, c = conf.shape
     scores = probs[:, :, 1:].transpose(1, 2).reshape(b * (c - 1), p)  # [B*(C-1), P], background dropped
     passing = scores > score_threshold  # strict (ARCHITECTURE.md); also False for NaN
-    counts = passing.sum(dim=1).clamp(max=top_k)
+    per_row = passing.sum(dim=1)
+    counts = per_row.clamp(max=top_k)
     k = min(top_k, p, int(counts.max())) if counts.numel() else 0
-    # Scores are >= 0, so -1 puts every non-candidate (NaN included) behind every candidate; in place, as
-    # ``scores`` is the reshape's own copy.
-    values, index = stable_topk(scores.masked_fill_(~passing, -1.0), k, floor=-1.0)
+    compact = strategy == "compact" or (strategy == "auto" and int(per_row.sum()) <= scores.shape[0] * k)
+    values, index = _topk_compact(scores, passing, top_k, k) if compact else _topk_dense(scores, passing, k)
     index = index.view(b, c - 1, k)
     cand_boxes = torch.gather(boxes[:, None].expand(b, c - 1, p, 4), 2, index[..., None].expand(b, c - 1, k, 4))
     return Candidates(boxes=cand_boxes, scores=values.view(b, c - 1, k), counts=counts.view(b, c - 1))
 
 
-class _Workspace:
-    """Preallocated buffers for the blocked IoU: on the CPU, allocating (and page-faulting) a fresh multi-MB
-    tensor per elementwise op costs more than the arithmetic itself, so every pass writes into these."""
-
-    def __init__(self, numel: int, dtype: torch.dtype, device: torch.device) -> None:
-        self.f = [torch.empty(numel, dtype=dtype, device=device) for _ in range(3)]
-
-    def views(self, shape: tuple[int, int, int]) -> list[torch.Tensor]:
-        n = shape[0] * shape[1] * shape[2]
-        return [f[:n].view(shape) for f in self.f]
-
-
-def _iou_block(coords: tuple[torch.Tensor, ...], rows: slice, cols: slice, ws: _Workspace) -> torch.Tensor:
+def _iou_block(coords: tuple[torch.Tensor, ...], rows: slice, cols: slice) -> torch.Tensor:
     """IoU of boxes ``i`` in ``rows`` with boxes ``j`` in ``cols`` of every group -> ``Tensor[R, len(rows),
-    len(cols)]`` (a view into ``ws``), with the reference's arithmetic ``inter / (area_i + area_j - inter)``.
+    len(cols)]`` (a view into a reused ``scratch`` buffer), with the reference's arithmetic
+    ``inter / (area_i + area_j - inter)``.
 
     ``coords = (x1, y1, x2, y2, area)``, each ``[R, K]``. Two empty boxes give 0/0 = NaN instead of the
     reference's 0; NaN compares False with any threshold, so the NMS decision is the same.
     """
     x1, y1, x2, y2, area = coords
     shape = (x1.shape[0], rows.stop - rows.start, cols.stop - cols.start)
-    inter, tmp, tmp2 = ws.views(shape)
+    inter, tmp, tmp2 = (scratch(shape, x1.dtype, x1.device, slot) for slot in range(3))
 
     def side(lo: torch.Tensor, hi: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         torch.minimum(hi[:, rows, None], hi[:, None, cols], out=out)
@@ -187,7 +210,6 @@ def nms_keep_torch(boxes: torch.Tensor, counts: torch.Tensor, iou_threshold: flo
     keep = torch.zeros_like(suppressed)
     if k == 0 or flat.shape[0] == 0:
         return keep.view(shape)
-    ws = _Workspace(flat.shape[0] * min(block, k) * k, flat.dtype, flat.device)
     order = counts.argsort(descending=True)  # groups with slots left at block s are a prefix of this order
     flat, sorted_counts = flat[order], counts[order]
     x1, y1, x2, y2 = (flat[..., i].contiguous() for i in range(4))
@@ -196,7 +218,7 @@ def nms_keep_torch(boxes: torch.Tensor, counts: torch.Tensor, iou_threshold: flo
     for s in range(0, k, block):
         e = min(s + block, k)
         r = int((sorted_counts > s).sum())  # only groups with a valid slot in this block do any work
-        iou = _iou_block(tuple(c[:r] for c in coords_all), slice(s, e), slice(s, k), ws)  # [r, W, K - s]
+        iou = _iou_block(tuple(c[:r] for c in coords_all), slice(s, e), slice(s, k))  # [r, W, K - s]
         kept = _resolve_block(iou[:, :, : e - s] > iou_threshold, ~sup[:r, s:e])
         kp[:r, s:e] = kept
         if e < k:

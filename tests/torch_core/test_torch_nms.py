@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import reference.boxes as rb
 import reference.coding as rc
 import reference.nms as rn
-from ssd_torch.nms import Detections, nms_keep_torch, postprocess, stable_topk
+from ssd_torch.nms import Detections, nms_keep_torch, postprocess, select_candidates, stable_topk
 from ssd_torch.priors import default_boxes
 from torch_cases import SMALL_SPEC
 
@@ -200,3 +200,19 @@ def test_numba_backend_agrees_or_explains() -> None:
         return
     for a, b in zip(got, expected):
         assert torch.equal(a.labels, b.labels) and torch.equal(a.scores, b.scores) and torch.equal(a.boxes, b.boxes)
+
+
+@given(st.integers(0, 2**31 - 1), st.sampled_from([0.0, 6.0]), st.sampled_from([400, 3]), st.booleans())
+def test_candidate_strategies_agree(seed: int, boost: float, top_k: int, quantise: bool) -> None:
+    g = torch.Generator().manual_seed(seed)
+    conf = torch.randn(2, P, 4, generator=g)
+    if quantise:  # many exact score ties
+        conf = conf.round()
+    conf[..., 0] += boost
+    loc = torch.randn(2, P, 4, generator=g) * 0.3
+    dense = select_candidates(loc, conf, PRI64.float(), top_k=top_k, strategy="dense")
+    compact = select_candidates(loc, conf, PRI64.float(), top_k=top_k, strategy="compact")
+    assert torch.equal(dense.counts, compact.counts) and dense.scores.shape == compact.scores.shape
+    valid = torch.arange(dense.scores.shape[-1])[None, None, :] < dense.counts[..., None]
+    assert torch.equal(dense.scores[valid], compact.scores[valid])
+    assert torch.equal(dense.boxes[valid], compact.boxes[valid])
