@@ -93,32 +93,37 @@ def _check_postprocess_args(loc: torch.Tensor, conf: torch.Tensor, priors: torch
         raise ValueError(f"top_k must be >= 1 and max_detections >= 0, got {top_k} and {max_detections}")
 
 
-def _topk_dense(scores: torch.Tensor, passing: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stable per-row top-k of ``scores[R, P]`` (candidates: ``passing``) with one ``topk`` over every prior;
-    the fast choice when most priors are candidates. Non-candidate slots hold -1."""
-    # Scores are >= 0, so -1 puts every non-candidate (NaN included) behind every candidate; in place, as
-    # ``scores`` is the caller's own copy.
-    return stable_topk(scores.masked_fill_(~passing, -1.0), k, floor=-1.0)
+def _topk_dense(probs: torch.Tensor, passing: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stable per-(image, class) top-k from ``probs[B, P, C]`` / ``passing[B, P, C-1]`` with one ``topk``
+    over every prior -> ``[B*(C-1), k]`` values (-1 in non-candidate slots) and prior indices; the fast choice
+    when most priors are candidates."""
+    b, p, c = probs.shape
+    scores = probs[:, :, 1:].transpose(1, 2).reshape(b * (c - 1), p)  # own copy: masked in place below
+    mask = passing.transpose(1, 2).reshape(b * (c - 1), p)
+    # Scores are >= 0, so -1 puts every non-candidate (NaN included) behind every candidate.
+    return stable_topk(scores.masked_fill_(~mask, -1.0), k, floor=-1.0)
 
 
-def _topk_compact(scores: torch.Tensor, passing: torch.Tensor, top_k: int,
+def _topk_compact(probs: torch.Tensor, passing: torch.Tensor, top_k: int,
                   k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The same selection as :func:`_topk_dense` from the candidate list (``nonzero``) alone: a stable sort by
-    score descending, then a stable sort by row, puts each row's candidates in (score desc, prior asc) order;
-    their rank inside the row is their slot. Work is O(candidates), the fast choice for a trained detector
-    (tens of candidates per class out of 8732 priors)."""
-    rows, cols = passing.nonzero(as_tuple=True)  # row-major: rows, then prior index, ascending
-    vals = scores[rows, cols]
-    order = vals.argsort(descending=True, stable=True)
+    score descending, then a stable sort by (image, class) row, puts each row's candidates in (score desc, prior
+    asc) order; their rank inside the row is their slot. Work is O(candidates): the fast choice for a trained
+    detector (tens of candidates per class out of 8732 priors)."""
+    b, _, c = probs.shape
+    img, prior, cls = passing.nonzero(as_tuple=True)  # ascending (image, prior, class)
+    vals = probs[img, prior, cls + 1]
+    rows = img * (c - 1) + cls
+    order = vals.argsort(descending=True, stable=True)  # ties keep (image, prior, class) order
     order = order[rows[order].argsort(stable=True)]
-    rows, cols, vals = rows[order], cols[order], vals[order]
-    per_row = passing.sum(dim=1)
+    rows, prior, vals = rows[order], prior[order], vals[order]
+    per_row = torch.bincount(rows, minlength=b * (c - 1))
     rank = torch.arange(rows.numel(), device=rows.device) - (per_row.cumsum(0) - per_row)[rows]
     keep = rank < top_k
-    values = torch.full((scores.shape[0], k), -1.0, dtype=scores.dtype, device=scores.device)
-    index = torch.zeros((scores.shape[0], k), dtype=torch.int64, device=scores.device)
+    values = torch.full((b * (c - 1), k), -1.0, dtype=probs.dtype, device=probs.device)
+    index = torch.zeros((b * (c - 1), k), dtype=torch.int64, device=probs.device)
     values[rows[keep], rank[keep]] = vals[keep]
-    index[rows[keep], rank[keep]] = cols[keep]
+    index[rows[keep], rank[keep]] = prior[keep]
     return values, index
 
 
@@ -138,16 +143,15 @@ def select_candidates(loc: torch.Tensor, conf: torch.Tensor, priors: torch.Tenso
     probs = F.softmax(conf.to(dtype), dim=-1)
     boxes = decode(loc.to(dtype), priors.to(device=loc.device, dtype=dtype), variances).clamp(0.0, 1.0)
     b, p, c = conf.shape
-    scores = probs[:, :, 1:].transpose(1, 2).reshape(b * (c - 1), p)  # [B*(C-1), P], background dropped
-    passing = scores > score_threshold  # strict (ARCHITECTURE.md); also False for NaN
-    per_row = passing.sum(dim=1)
+    passing = probs[:, :, 1:] > score_threshold  # [B, P, C-1]; strict (ARCHITECTURE.md); False for NaN
+    per_row = passing.sum(dim=1)  # [B, C-1]
     counts = per_row.clamp(max=top_k)
     k = min(top_k, p, int(counts.max())) if counts.numel() else 0
-    compact = strategy == "compact" or (strategy == "auto" and int(per_row.sum()) <= scores.shape[0] * k)
-    values, index = _topk_compact(scores, passing, top_k, k) if compact else _topk_dense(scores, passing, k)
+    compact = strategy == "compact" or (strategy == "auto" and int(per_row.sum()) <= counts.numel() * k)
+    values, index = _topk_compact(probs, passing, top_k, k) if compact else _topk_dense(probs, passing, k)
     index = index.view(b, c - 1, k)
     cand_boxes = torch.gather(boxes[:, None].expand(b, c - 1, p, 4), 2, index[..., None].expand(b, c - 1, k, 4))
-    return Candidates(boxes=cand_boxes, scores=values.view(b, c - 1, k), counts=counts.view(b, c - 1))
+    return Candidates(boxes=cand_boxes, scores=values.view(b, c - 1, k), counts=counts)
 
 
 def _iou_block(coords: tuple[torch.Tensor, ...], rows: slice, cols: slice) -> torch.Tensor:
