@@ -12,15 +12,16 @@ Run ``python -m benchmarks.bench_torch [--repeats N] [--threads T] [--device cpu
 * loss forward, B=32, C=21: ``multibox_loss_from_targets`` vs ``SSD.compute_loss`` (both given the matches),
   and ``MultiBoxLoss`` (matching included) vs ``SSDMatcher`` per image + ``compute_loss``.
 
-Medians over ``--repeats`` runs after warm-up are printed as a table and written to
-``benchmarks/results/torch_<device>.json``. The reference is timed with fewer repeats (it is slow by design).
+Where ``kernels.interop`` imports, the ``backend="numba"`` variants are timed too. The torch variants of a task
+run round-robin (``benchmarks.common.time_interleaved``) so that bursts of load on a shared machine hit them
+alike; medians of wall and process CPU time over ``--repeats`` runs after warm-up are printed as a table and
+written to ``benchmarks/results/torch_<device>.json``. The reference gets fewer repeats (it is slow by design).
 """
 from __future__ import annotations
 
 import argparse
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 import reference.loss as ref_loss
