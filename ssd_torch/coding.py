@@ -15,7 +15,7 @@ from reference.coding import DECODE_CLAMP
 
 from .boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
 
-__all__ = ["DECODE_CLAMP", "encode", "decode"]
+__all__ = ["DECODE_CLAMP", "encode", "encode_planes", "decode"]
 
 
 def _check_pair(x: torch.Tensor, priors: torch.Tensor, name: str) -> None:
@@ -35,6 +35,20 @@ def _variances(variances: Sequence[float]) -> tuple[float, float]:
     return float(variances[0]), float(variances[1])
 
 
+def encode_planes(gt_planes: Sequence[torch.Tensor], priors: torch.Tensor,
+                  variances: Sequence[float] = (0.1, 0.2)) -> list[torch.Tensor]:
+    """:func:`encode` on per-coordinate planes: ``(x0, y0, x1, y1)``, each ``[..., P]`` -> ``[t_x, t_y, t_w,
+    t_h]``, each ``[..., P]``. Long contiguous planes keep the elementwise loops fast; the batched matcher uses
+    it to mask background priors before the one final stack."""
+    v0, v1 = _variances(variances)
+    x0, y0, x1, y1 = gt_planes
+    d_cx, d_cy, d_w, d_h = priors.unbind(-1)
+    # Same operations as reference.boxes.xyxy_to_cxcywh + reference.coding.encode, in the same order.
+    g_cx, g_cy, g_w, g_h = (x0 + x1) / 2.0, (y0 + y1) / 2.0, x1 - x0, y1 - y0
+    return [(g_cx - d_cx) / (v0 * d_w), (g_cy - d_cy) / (v0 * d_h),
+            torch.log(g_w / d_w) / v1, torch.log(g_h / d_h) / v1]
+
+
 def encode(gt_xyxy: torch.Tensor, priors: torch.Tensor,
            variances: Sequence[float] = (0.1, 0.2)) -> torch.Tensor:
     """Offsets of matched gt boxes ``gt_xyxy[..., P, 4]`` (xyxy) to ``priors[P, 4]`` (cxcywh) -> ``[..., P, 4]``.
@@ -42,12 +56,9 @@ def encode(gt_xyxy: torch.Tensor, priors: torch.Tensor,
     Needs positive gt widths and heights (the log of a non-positive ratio is -inf / NaN).
     """
     _check_pair(gt_xyxy, priors, "gt_xyxy")
-    v0, v1 = _variances(variances)
-    # Per-coordinate [..., P] planes: long elementwise loops instead of [..., 2] slices.
-    g_cx, g_cy, g_w, g_h = xyxy_to_cxcywh(gt_xyxy).unbind(-1)
-    d_cx, d_cy, d_w, d_h = priors.unbind(-1)
-    return torch.stack([(g_cx - d_cx) / (v0 * d_w), (g_cy - d_cy) / (v0 * d_h),
-                        torch.log(g_w / d_w) / v1, torch.log(g_h / d_h) / v1], dim=-1)
+    if not gt_xyxy.is_floating_point():
+        raise TypeError(f"gt_xyxy must be a floating point tensor, got {gt_xyxy.dtype}")
+    return torch.stack(encode_planes(gt_xyxy.unbind(-1), priors, variances), dim=-1)
 
 
 def decode(loc: torch.Tensor, priors: torch.Tensor,

@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 
 from .boxes import cxcywh_to_xyxy, pairwise_inter_union
-from .coding import encode
+from .coding import encode_planes
 
 __all__ = ["BACKENDS", "match_batch"]
 
@@ -139,8 +139,8 @@ def _best_gt_per_prior(gt_boxes: torch.Tensor, valid: torch.Tensor,
     # same but reduce the middle axis several times slower than amax on the CPU.
     g = iou.shape[1]
     rank = torch.arange(g, 0, -1, dtype=iou.dtype, device=iou.device)[None, :, None]  # G - g
-    torch.where(iou == best_iou[:, None, :], rank, torch.zeros((), dtype=iou.dtype, device=iou.device), out=union)
-    best_gt = g - union.amax(dim=1).to(torch.int64)
+    is_max = torch.eq(iou, best_iou[:, None, :], out=union)  # 1.0 / 0.0, written into the free buffer
+    best_gt = g - is_max.mul_(rank).amax(dim=1).to(torch.int64)
     return best_iou, best_gt, best_prior
 
 
@@ -165,8 +165,10 @@ def _match_torch(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: torch.
     # An image without gt is all background even for a threshold <= 0 (its best IoU is a padding 0).
     matched = (best_iou >= iou_threshold) & (counts > 0)[:, None]
     labels = torch.where(matched, torch.gather(gt_labels, 1, best_gt), torch.zeros_like(best_gt))
-    matched_boxes = torch.gather(gt_boxes, 1, best_gt[:, :, None].expand(b, p, 4))  # [B, P, 4] xyxy
-    targets = encode(matched_boxes, priors, variances)
+    # Per-coordinate [B, P] planes (gather, encode, mask) and one final stack: [B, P, 4] ops loop over 4 lanes.
+    matched = [torch.gather(plane, 1, best_gt) for plane in gt_boxes.unbind(-1)]  # xyxy of each prior's gt
+    positive = labels > 0
+    zero = torch.zeros((), dtype=priors.dtype, device=priors.device)
     # Background priors may be "matched" to padding (log 0 = -inf): where() discards those lanes exactly.
-    loc_targets = torch.where((labels > 0)[:, :, None], targets, torch.zeros_like(targets))
-    return labels, loc_targets
+    targets = [torch.where(positive, t, zero) for t in encode_planes(matched, priors, variances)]
+    return labels, torch.stack(targets, dim=-1)
