@@ -102,7 +102,7 @@ def _ensure_synthetic(root: Path, num_trainval: int, num_test: int, seed: int, r
         from ssd_torch.data.synthetic import ensure_voc, is_complete
         if not is_complete(root, num_trainval, num_test, seed):
             print(f"generating the synthetic VOC tree in {root} ({num_trainval} trainval + {num_test} test)")
-        ensure_voc(root, num_trainval, num_test, seed, workers=min(2, os.cpu_count() or 1))
+        ensure_voc(root, num_trainval, num_test, seed)  # in-process: safe from any __main__
     if dist.is_initialized():
         dist.barrier()
 
@@ -132,7 +132,7 @@ def build_datasets(*, dataset: str, roots: Sequence[str], train_split: str, val_
 
 
 def build_model(*, preset: str, num_classes: int, batch_norm: bool | None, head_bias_prior: float | None,
-                backbone_weights: str | None) -> tuple[nn.Module, Any]:
+                backbone_weights: str | None, l2norm_scale: float | None = None) -> tuple[nn.Module, Any]:
     """(SSD300, its ModelConfig) from a ``ssd_torch.config`` preset; VGG16 weights loaded when given."""
     import dataclasses
     from ssd_torch.config import PRESETS as MODEL_PRESETS
@@ -143,6 +143,8 @@ def build_model(*, preset: str, num_classes: int, batch_norm: bool | None, head_
         cfg = MODEL_PRESETS[preset](num_classes=num_classes)
     if head_bias_prior is not None:
         cfg = dataclasses.replace(cfg, head_bias_prior=head_bias_prior)
+    if l2norm_scale is not None:
+        cfg = dataclasses.replace(cfg, l2norm_scale=l2norm_scale)
     model = model_from_config(cfg)
     if backbone_weights:
         from ssd_torch.weights import load_vgg16_backbone
@@ -204,7 +206,8 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
     torch.manual_seed(rt.seed)  # the same initial weights on every rank (DDP also broadcasts them)
     model, model_cfg = build_model(preset=cfg.model.preset, num_classes=len(class_names),
                                    batch_norm=cfg.model.batch_norm, head_bias_prior=cfg.model.head_bias_prior,
-                                   backbone_weights=cfg.model.backbone_weights)
+                                   backbone_weights=cfg.model.backbone_weights,
+                                   l2norm_scale=cfg.model.l2norm_scale)
     trainer = _build_trainer(cfg, model, model_cfg, train_set, val_set, class_names, device, info, run_dir)
     _resume(trainer, r.resume, run_dir, info)
     _say(info, f"training {model_cfg.name} on {len(train_set)} images, {trainer.sampler.global_batch} per step, "

@@ -43,6 +43,8 @@ def draw_detections(image: Image.Image, boxes: np.ndarray, scores: np.ndarray, l
             continue
         colour = class_colour(int(labels[i]))
         x0, y0, x1, y1 = boxes[i].tolist()
+        # a near-empty box in VOC pixels (+1 on the min corner) can come out with max < min: draw it as a point
+        x1, y1 = max(x0, x1), max(y0, y1)
         draw.rectangle([x0, y0, x1, y1], outline=colour, width=line_width)
         label = int(labels[i])
         name = class_names[label] if 0 <= label < len(class_names) else str(label)

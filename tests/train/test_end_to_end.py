@@ -1,0 +1,49 @@
+"""A short end-to-end run on a tiny generated synthetic VOC tree: train + eval + pictures, then resume."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from ssd_torch import demo, train
+from ssd_torch.checkpoint import load_checkpoint
+from ssd_torch.inference import load_model_for_inference
+from ssd_torch.train_config import TrainConfig
+
+
+@pytest.mark.slow
+def test_quick_demo_then_resume(tmp_path, capsys):
+    data, run = tmp_path / "syn", tmp_path / "run"
+    assert demo.main(["--quick", "--data-root", str(data), "--output-dir", str(run),
+                      "--set", "run.tensorboard=false"]) == 0
+    out = capsys.readouterr().out
+    assert "VOC07 11-point AP" in out and "mAP" in out
+    for name in ("config.json", "metrics.csv", "eval.csv", "curves.png", "checkpoints/last.pt",
+                 "checkpoints/best.pt", "checkpoints/step_00000002.pt"):
+        assert (run / name).is_file(), name
+    assert len(list((run / "detections").glob("*.png"))) == 6
+    cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    assert cfg.schedule.max_steps == 2 and cfg.data.roots == (str(data),)
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 2 and ckpt["class_names"][0] == "background" and 0.0 <= ckpt["metrics"]["mAP"] <= 1.0
+    model, mcfg, names = load_model_for_inference(run / "checkpoints" / "last.pt")  # the ssd-eval reader
+    assert names == ckpt["class_names"] and mcfg.name == "ssd300_slim"
+    # resume through the ssd-train CLI: one more step on top of the two
+    cfg_file = run / "config.json"
+    assert train.main(["--preset", "demo", "--config", str(cfg_file), "--resume", "auto", "--max-steps", "3"]) == 0
+    again = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert again["step"] == 3 and again["epoch"] == 0 and again["extra"]["step_in_epoch"] == 3
+    with (run / "metrics.csv").open() as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f)]
+    assert steps == [1, 2, 3]
+    moved = any(not torch.equal(ckpt["model"][k], again["model"][k]) for k in ckpt["model"])
+    assert moved
+
+
+def test_cli_reports_config_errors(capsys):
+    assert train.main(["--preset", "demo", "--set", "optim.batchsize=2"]) == 2
+    assert "unknown key 'batchsize'" in capsys.readouterr().err
+    assert train.main(["--preset", "demo", "--print-config", "--batch-size", "3"]) == 0
+    assert json.loads(capsys.readouterr().out)["optim"]["batch_size"] == 3
