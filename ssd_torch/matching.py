@@ -19,24 +19,16 @@ from typing import Sequence
 import torch
 
 from .boxes import cxcywh_to_xyxy, pairwise_inter_union
+from .backend import BACKENDS, resolve_backend
 from .coding import encode_planes
 
 __all__ = ["BACKENDS", "match_batch"]
 
-BACKENDS: tuple[str, ...] = ("torch", "numba", "auto")
 
 
-def _resolve_backend(backend: str, device: torch.device) -> str:
-    """Map ``backend`` to the implementation that runs: ``"auto"`` picks by device.
-
-    ``"auto"`` is ``"torch"`` on every device for now; this is the one place to change when the numba kernels'
-    benchmarks show where they win.
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown matching backend {backend!r}; expected one of {BACKENDS}")
-    if backend == "auto":
-        return "torch"
-    return backend
+def _resolve_backend(backend: str, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
+    """Map ``backend`` to the implementation that runs; ``"auto"`` follows :func:`ssd_torch.backend.resolve_backend`."""
+    return resolve_backend(backend, device, dtype, what="matching backend")
 
 
 def _check_inputs(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: torch.Tensor,
@@ -101,7 +93,7 @@ def match_batch(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: torch.T
     gt_labels, counts = gt_labels.to(device=device, dtype=torch.int64), counts.to(device=device, dtype=torch.int64)
     if validate:
         _validate_values(gt_boxes, gt_labels, counts)
-    if _resolve_backend(backend, device) == "numba":
+    if _resolve_backend(backend, device, dtype) == "numba":
         return _match_numba(gt_boxes, gt_labels, counts, priors, iou_threshold, variances)
     return _match_torch(gt_boxes, gt_labels, counts, priors, iou_threshold, variances)
 

@@ -19,13 +19,13 @@ from typing import NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 
+from .backend import BACKENDS, resolve_backend
 from .boxes import scratch
 from .coding import decode
 
 __all__ = ["Detections", "Candidates", "BACKENDS", "postprocess", "select_candidates", "stable_topk",
            "nms_keep_torch", "gather_detections"]
 
-BACKENDS: tuple[str, ...] = ("torch", "numba", "auto")
 
 
 class Detections(NamedTuple):
@@ -45,12 +45,9 @@ class Candidates(NamedTuple):
     counts: torch.Tensor
 
 
-def _resolve_backend(backend: str, device: torch.device) -> str:
-    """Map ``backend`` to the keep-mask implementation that runs; ``"auto"`` is ``"torch"`` for now (the one
-    place to change when the numba kernels' benchmarks show where they win)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown NMS backend {backend!r}; expected one of {BACKENDS}")
-    return "torch" if backend == "auto" else backend
+def _resolve_backend(backend: str, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
+    """Map ``backend`` to the keep-mask implementation; ``"auto"`` follows :func:`ssd_torch.backend.resolve_backend`."""
+    return resolve_backend(backend, device, dtype, what="NMS backend")
 
 
 def stable_topk(x: torch.Tensor, k: int, floor: float = float("-inf")) -> tuple[torch.Tensor, torch.Tensor]:
@@ -268,8 +265,8 @@ def postprocess(loc: torch.Tensor, conf: torch.Tensor, priors: torch.Tensor,
     ``backend`` picks the NMS keep-mask step: ``"torch"``, ``"numba"`` (``kernels.interop``) or ``"auto"``.
     """
     _check_postprocess_args(loc, conf, priors, top_k, max_detections)
-    which = _resolve_backend(backend, conf.device)
     cand = select_candidates(loc, conf, priors, variances, score_threshold, top_k)
+    which = _resolve_backend(backend, conf.device, cand.boxes.dtype)
     if which == "numba":
         keep = _nms_keep_numba(cand.boxes, cand.counts, nms_threshold)
     else:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
+from ssd_torch.backend import resolve_backend
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -159,7 +161,8 @@ def test_validation_errors() -> None:
 
 def test_backend_names() -> None:
     gt, lab, counts = pad_batch([np.array([[0.1, 0.2, 0.4, 0.6], [0.5, 0.5, 0.9, 0.8]])], [np.array([4, 2])])
-    expected = match_batch(gt, lab, counts, SSD300_32)
+    resolved = resolve_backend("auto", SSD300_32.device, SSD300_32.dtype)
+    expected = match_batch(gt, lab, counts, SSD300_32, backend=resolved)
     auto = match_batch(gt, lab, counts, SSD300_32, backend="auto")
     assert torch.equal(auto[0], expected[0]) and torch.equal(auto[1], expected[1])
     with pytest.raises(ValueError, match="backend"):

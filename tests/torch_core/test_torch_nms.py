@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
+from ssd_torch.backend import resolve_backend
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -178,7 +180,7 @@ def test_backend_names_and_argument_errors() -> None:
     with pytest.raises(ValueError, match="backend"):
         postprocess(loc, conf, PRI64.float(), backend="cuda")
     auto = postprocess(loc, conf, PRI64.float(), backend="auto")[0]
-    torch_ = postprocess(loc, conf, PRI64.float())[0]
+    torch_ = postprocess(loc, conf, PRI64.float(), backend=resolve_backend("auto", conf.device))[0]
     assert all(torch.equal(a, b) for a, b in zip(auto, torch_))
     with pytest.raises(ValueError, match="conf must have shape"):
         postprocess(loc, conf[..., :1], PRI64.float())
