@@ -20,7 +20,8 @@ def _worker(rank: int, world_size: int, store: str, out: str, batch: int, accumu
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
     try:
         cfg = tiny_config(batch_norm=False)  # the SSD300 topology, narrow: no batch statistics
-        t = make_trainer(cfg, ToyDetection(8), batch=batch, accumulation=accumulation, total_steps=STEPS, lr=LR, world_size=world_size, rank=rank)
+        t = make_trainer(cfg, ToyDetection(8), batch=batch, accumulation=accumulation, total_steps=STEPS, lr=LR,
+                         world_size=world_size, rank=rank)
         t.fit()
         if rank == 0:
             torch.save(t.model.module.state_dict(), out)
