@@ -29,7 +29,7 @@ class DataConfig:
 
     dataset: ``"voc"`` (``roots`` are VOC year folders, e.g. ``.../VOCdevkit/VOC2007``) or ``"synthetic"``
         (``roots[0]`` is the synthetic tree; generated there from ``synthetic_seed`` if missing).
-    train_split / val_split: ImageSets/Main split names; ``val_roots`` (default: the first root) hold the held-out split.
+    train_split / val_split: ImageSets/Main split names; ``val_roots`` hold the held-out split.
     augment: ``"ssd"`` (the full SSD augmentation), ``"light"`` (photometric + flip, no zoom/crop) or ``"none"``.
     max_train_images / max_val_images: use only the first n images of a split (quick runs, tests).
     """

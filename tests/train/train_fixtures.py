@@ -1,4 +1,5 @@
-"""Shared builders (imported by the tests as ``train_fixtures``) for the training-engine tests: a tiny SSD300-topology model and an in-memory dataset."""
+"""Shared builders for the training-engine tests (imported as ``train_fixtures``): a tiny SSD300-topology
+model and an in-memory dataset."""
 from __future__ import annotations
 
 import functools
