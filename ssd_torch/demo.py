@@ -36,7 +36,7 @@ def demo_config(*, data_root: str, output_dir: str, quick: bool, overrides: Sequ
 
 
 def draw_examples(checkpoint: Path, dataset: Any, out_dir: Path, count: int = 6,
-                  score_threshold: float = 0.4) -> list[Path]:
+                  score_threshold: float = 0.3) -> list[Path]:
     """Detections of ``checkpoint`` on the first ``count`` images of ``dataset`` drawn into ``out_dir``."""
     from ssd_torch.evaluate import run_inference
     from ssd_torch.inference import load_model_for_inference
