@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Hashable, Mapping, Sequence
+from typing import Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -119,9 +119,21 @@ def evaluate_voc(detections: Mapping[Hashable, tuple], ground_truth: Mapping[Has
     """
     gt_by_class, npos = _collect_ground_truth(ground_truth, num_classes)
     dets_by_class = _collect_detections(detections, ground_truth, num_classes)
+    tp_fp = {c: _class_tp_fp(dets_by_class[c], gt_by_class[c], iou_threshold) for c in range(1, num_classes)}
+    return summarize_tp_fp(tp_fp, npos, use_07_metric, class_names)
+
+
+def summarize_tp_fp(tp_fp: Mapping[int, tuple[np.ndarray, np.ndarray]], npos: Mapping[int, int],
+                    use_07_metric: bool = True, class_names: Sequence[str] | None = None,
+                    ap_fn: Callable[[np.ndarray, np.ndarray, bool], float] | None = None) -> VocResult:
+    """Per-class precision/recall/AP and the mAP from each class's TP/FP flags in score order.
+
+    ``tp_fp[c] = (tp[D_c], fp[D_c])`` float 0/1 flags (an ignored difficult detection has both 0); ``npos[c]``
+    counts non-difficult gt. ``ap_fn`` defaults to :func:`voc_ap` (a fast evaluator may pass an equal one).
+    """
+    ap_fn = voc_ap if ap_fn is None else ap_fn
     ap, recall, precision = {}, {}, {}
-    for c in range(1, num_classes):
-        tp, fp = _class_tp_fp(dets_by_class[c], gt_by_class[c], iou_threshold)
+    for c, (tp, fp) in tp_fp.items():
         tp, fp = np.cumsum(tp), np.cumsum(fp)
         # 0/0 guard: an ignored (difficult) first detection leaves tp + fp = 0
         precision[c] = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
@@ -129,11 +141,11 @@ def evaluate_voc(detections: Mapping[Hashable, tuple], ground_truth: Mapping[Has
             recall[c], ap[c] = np.full_like(tp, np.nan), math.nan
         else:
             recall[c] = tp / npos[c]
-            ap[c] = voc_ap(recall[c], precision[c], use_07_metric)
+            ap[c] = ap_fn(recall[c], precision[c], use_07_metric)
     valid = [v for v in ap.values() if not math.isnan(v)]
     mean_ap = float(np.mean(valid)) if valid else math.nan
     names = tuple(class_names) if class_names is not None else None
-    return VocResult(ap=ap, mAP=mean_ap, npos=npos, recall=recall, precision=precision, class_names=names)
+    return VocResult(ap=ap, mAP=mean_ap, npos=dict(npos), recall=recall, precision=precision, class_names=names)
 
 
 def _collect_ground_truth(ground_truth: Mapping[Hashable, tuple], num_classes: int

@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from reference.voc_eval import VocResult, voc_ap
+from reference.voc_eval import VocResult, summarize_tp_fp, voc_ap
 
 __all__ = ["evaluate_voc", "VocResult", "voc_ap", "match_detections"]
 
@@ -223,20 +223,9 @@ def evaluate_voc(
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2 (background + 1), got {num_classes!r}")
     flags, npos = match_detections(detections, ground_truth, int(num_classes), iou_threshold)
-    ap, recall, precision = {}, {}, {}
-    for c in range(1, num_classes):
-        # the reference's operations, in its order (cumsum, eps-guarded precision, recall = tp / npos)
-        tp, fp = np.cumsum(flags[c][0]), np.cumsum(flags[c][1])
-        precision[c] = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
-        if npos[c] == 0:
-            recall[c], ap[c] = np.full_like(tp, np.nan), math.nan
-        else:
-            recall[c] = tp / npos[c]
-            ap[c] = _ap(recall[c], precision[c], use_07_metric)
-    valid = [v for v in ap.values() if not math.isnan(v)]
-    mean_ap = float(np.mean(valid)) if valid else math.nan
-    names = tuple(class_names) if class_names is not None else None
-    return VocResult(ap=ap, mAP=mean_ap, npos=npos, recall=recall, precision=precision, class_names=names)
+    # the reference's summary (cumsum, eps-guarded precision, recall = tp / npos), with the vectorised envelope
+    return summarize_tp_fp({c: flags[c] for c in range(1, int(num_classes))}, npos, use_07_metric, class_names,
+                           ap_fn=_ap)
 
 
 def _ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool) -> float:
