@@ -15,6 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from ssd_torch.data.voc import normalized_to_pixel
+
 __all__ = ["run_inference", "evaluate_detections", "ground_truth_of", "normalized_to_voc_pixels",
            "format_ap_table", "evaluate_model"]
 
@@ -39,10 +41,9 @@ def _collate(items: list[tuple[int, Tensor]]) -> tuple[list[int], Tensor]:
 
 
 def normalized_to_voc_pixels(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
-    """xyxy normalised ``[D, 4]`` -> VOC pixel boxes ``[D, 4]`` (float64, 1-based inclusive corners)."""
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    scale = np.array([width, height, width, height], dtype=np.float64)
-    return b * scale + np.array([1.0, 1.0, 0.0, 0.0])
+    """xyxy normalised ``[D, 4]`` -> VOC pixel boxes ``[D, 4]`` (float64, 1-based inclusive corners): the data
+    layer's :func:`ssd_torch.data.voc.normalized_to_pixel`, kept under this name for the evaluation callers."""
+    return normalized_to_pixel(np.asarray(boxes).reshape(-1, 4), width, height)
 
 
 @torch.no_grad()

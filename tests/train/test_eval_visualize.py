@@ -2,33 +2,23 @@
 from __future__ import annotations
 
 import csv
-from typing import NamedTuple
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from ssd_torch.data.voc import pixel_to_normalized
+from ssd_torch.data.voc import Annotation, pixel_to_normalized
 from ssd_torch.evaluate import evaluate_detections, format_ap_table, normalized_to_voc_pixels
 from ssd_torch.visualize import draw_detections, plot_training_curves
-
-
-class _Ann(NamedTuple):
-    image_id: str
-    width: int
-    height: int
-    boxes: np.ndarray
-    labels: np.ndarray
-    difficult: np.ndarray
 
 
 class _FakeSet:
     class_names = ("a", "b")
 
     def __init__(self):
-        self.anns = [_Ann("x", 100, 50, np.array([[1.0, 1.0, 50.0, 25.0], [60.0, 10.0, 90.0, 40.0]]),
+        self.anns = [Annotation("x", 100, 50, np.array([[1.0, 1.0, 50.0, 25.0], [60.0, 10.0, 90.0, 40.0]]),
                           np.array([1, 2]), np.array([False, False])),
-                     _Ann("y", 80, 80, np.array([[11.0, 11.0, 30.0, 30.0]]), np.array([2]), np.array([True]))]
+                     Annotation("y", 80, 80, np.array([[11.0, 11.0, 30.0, 30.0]]), np.array([2]), np.array([True]))]
 
     def __len__(self):
         return len(self.anns)
