@@ -75,17 +75,25 @@ def _prior_corners(priors, p):
     return x0, y0, x1, y1, (x1 - x0) * (y1 - y0)
 
 
-@njit(inline="always", cache=False)
-def _write_target_cpu(priors, gt_boxes, gt_labels, b, p, n, g, iou, thr, v0, v1, out_labels, out_loc):
-    """Label and loc target of prior ``p`` given its (forced) best gt ``g`` and IoU; zeros for background."""
-    if n > 0 and iou >= thr:
-        out_labels[b, p] = gt_labels[b, g]
-        encode_cpu(gt_boxes[b, g, 0], gt_boxes[b, g, 1], gt_boxes[b, g, 2], gt_boxes[b, g, 3],
+def _make_write_target(encode):
+    """The label/target writer around ``encode`` (the CPU or the device build of ``_boxmath.encode_scalar``), so
+    one body serves the CPU twin and the CUDA kernel, as ``_boxmath`` does for the arithmetic."""
+
+    def write_target(priors, gt_boxes, gt_labels, b, p, n, g, iou, thr, v0, v1, out_labels, out_loc):
+        """Label and loc target of prior ``p`` given its (forced) best gt ``g`` and IoU; zeros for background."""
+        if n > 0 and iou >= thr:
+            out_labels[b, p] = gt_labels[b, g]
+            encode(gt_boxes[b, g, 0], gt_boxes[b, g, 1], gt_boxes[b, g, 2], gt_boxes[b, g, 3],
                    priors[p, 0], priors[p, 1], priors[p, 2], priors[p, 3], v0, v1, out_loc[b, p])
-    else:
-        out_labels[b, p] = 0
-        for k in range(4):
-            out_loc[b, p, k] = np.float32(0.0)
+        else:
+            out_labels[b, p] = 0
+            for k in range(4):
+                out_loc[b, p, k] = np.float32(0.0)
+
+    return write_target
+
+
+_write_target_cpu = njit(inline="always", cache=False)(_make_write_target(encode_cpu))
 
 
 # ---------------------------------------------------------------------------------------------- CUDA
@@ -190,17 +198,7 @@ def assign_kernel(priors, gt_boxes, gt_labels, counts, best_key, iou_threshold, 
                            np.float32(iou_threshold), np.float32(v0), np.float32(v1), out_labels, out_loc)
 
 
-@cuda.jit(device=True, inline=True)
-def _write_target_cuda(priors, gt_boxes, gt_labels, b, p, n, g, iou, thr, v0, v1, out_labels, out_loc):
-    """As ``_write_target_cpu``, for the device."""
-    if n > 0 and iou >= thr:
-        out_labels[b, p] = gt_labels[b, g]
-        encode_cuda(gt_boxes[b, g, 0], gt_boxes[b, g, 1], gt_boxes[b, g, 2], gt_boxes[b, g, 3],
-                    priors[p, 0], priors[p, 1], priors[p, 2], priors[p, 3], v0, v1, out_loc[b, p])
-    else:
-        out_labels[b, p] = 0
-        for k in range(4):
-            out_loc[b, p, k] = np.float32(0.0)
+_write_target_cuda = cuda.jit(device=True, inline=True)(_make_write_target(encode_cuda))
 
 
 def match_encode_cuda(priors, gt_boxes, gt_labels, counts, iou_threshold: float, v0: float, v1: float,
