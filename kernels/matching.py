@@ -23,6 +23,7 @@ import numpy as np
 from numba import config, cuda, int64, njit, prange
 
 from ._boxmath import encode_cpu, encode_cuda, iou_cpu, iou_cuda
+from ._cache import enable_kernel_cache
 
 __all__ = ["match_encode_cpu", "match_encode_cuda", "best_prior_kernel", "assign_kernel",
            "GT_CHUNK", "INV_MASK", "DEFAULT_THREADS"]
@@ -33,6 +34,7 @@ DEFAULT_THREADS = 256
 
 
 # ---------------------------------------------------------------------------------------------- CPU twin
+@enable_kernel_cache  # disk cache stamped by every kernels source (kernels/_cache.py)
 @njit(parallel=True, cache=False)
 def match_encode_cpu(priors, gt_boxes, gt_labels, counts, iou_threshold, v0, v1, out_labels, out_loc):
     """Match and encode every image of the batch (see the module docstring for shapes and rules)."""

@@ -19,6 +19,7 @@ import numpy as np
 from numba import cuda, njit, prange, uint64
 
 from ._boxmath import iou_cpu, iou_cuda
+from ._cache import enable_kernel_cache
 
 __all__ = ["nms_batched_cpu", "nms_batched_cuda", "nms_kernel", "MAX_K", "MASK_WORDS", "DEFAULT_THREADS"]
 
@@ -27,6 +28,7 @@ MAX_K = 64 * MASK_WORDS  # 448 >= the SSD top_k of 400
 DEFAULT_THREADS = 256
 
 
+@enable_kernel_cache  # disk cache stamped by every kernels source (kernels/_cache.py)
 @njit(parallel=True, cache=False)
 def nms_batched_cpu(boxes, counts, iou_threshold, keep):
     """Greedy NMS of every (image, class) of ``boxes[B, C, K, 4]`` into ``keep[B, C, K]`` (bool)."""
