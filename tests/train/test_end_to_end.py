@@ -47,3 +47,23 @@ def test_cli_reports_config_errors(capsys):
     assert "unknown key 'batchsize'" in capsys.readouterr().err
     assert train.main(["--preset", "demo", "--print-config", "--batch-size", "3"]) == 0
     assert json.loads(capsys.readouterr().out)["optim"]["batch_size"] == 3
+
+
+@pytest.mark.slow
+def test_compiled_run_checkpoints_plain_weights_and_resumes_uncompiled(tmp_path, capsys):
+    """``runtime.compile=true`` (torch.compile, inductor on the CPU): the checkpoint holds the plain module's
+    keys (no ``_orig_mod.`` prefix), loads for inference, and a plain (uncompiled) run resumes from it."""
+    data, run = tmp_path / "syn", tmp_path / "run"
+    assert demo.main(["--quick", "--data-root", str(data), "--output-dir", str(run), "--set", "run.tensorboard=false",
+                      "--set", "runtime.compile=true"]) == 0
+    assert "mAP" in capsys.readouterr().out
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 2 and ckpt["train_config"]["runtime"]["compile"] is True
+    assert not [k for k in ckpt["model"] if "_orig_mod" in k or k.startswith("module.")]
+    model, _, _ = load_model_for_inference(run / "checkpoints" / "last.pt")
+    assert set(model.state_dict()) == set(ckpt["model"])
+    assert train.main(["--preset", "demo", "--config", str(run / "config.json"), "--resume", "auto",
+                       "--max-steps", "3", "--set", "runtime.compile=false"]) == 0
+    again = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert again["step"] == 3 and again["train_config"]["runtime"]["compile"] is False
+    assert any(not torch.equal(ckpt["model"][k], again["model"][k]) for k in ckpt["model"])
