@@ -4,9 +4,10 @@
 #
 #   benchmarks/gpu_suite.sh [OUTDIR]      # default: $OUT, else benchmarks/results/gpu-<UTC date>
 #
-# Writes at most 8 flat files into OUTDIR: env.txt, tests_gpu.log, bench_kernels.log, kernels_cuda.json,
-# bench_gpu_train.log, gpu_train_cuda.json, summary.txt. The package need not be installed: PYTHONPATH is set
-# to the repository root and plain `python3` is used (override with PYTHON=...). Every stage runs under
+# Writes 8 flat files into OUTDIR (the most a device call brings back: add none without removing one): env.txt,
+# tests_gpu.log, bench_kernels.log, kernels_cuda.json, bench_gpu_train.log, gpu_train_cuda.json, goals.json
+# (the speed goals: met / MISSED / not measured) and summary.txt. The package need not be installed:
+# PYTHONPATH is set to the repository root and plain `python3` is used (override with PYTHON=...). Every stage runs under
 # `timeout`, so a hang costs at most that stage's limit (sum of limits: 20 + 120 + 90 + 120 = 350 s worst
 # case; the expected total is 2-4 minutes). Exit status: non-zero when the GPU tests failed (or timed out).
 # Without CUDA the GPU tests skip with their reason and the benchmark stages are skipped; SUITE_CPU_SMOKE=1
@@ -96,6 +97,11 @@ elif [ "${SUITE_CPU_SMOKE:-0}" = "1" ]; then
 else
     note "no CUDA: benchmark stages skipped (SUITE_CPU_SMOKE=1 runs tiny CPU versions)"
 fi
+
+# 5. the speed goals, read back from the JSON above (met / MISSED / not measured; never fails the suite).
+GOALS_DEVICE=cpu
+if [ "$HAS_CUDA" = "1" ]; then GOALS_DEVICE=cuda; fi
+"$PY" -m benchmarks.goals "$OUTDIR" --device "$GOALS_DEVICE" 2>&1 | tee -a "$SUMMARY"
 
 for log in bench_kernels.log bench_gpu_train.log; do
     if [ -f "$OUTDIR/$log" ]; then

@@ -28,11 +28,18 @@ def test_suite_flow_on_cpu(tmp_path: Path) -> None:
     for stage in ("env", "tests", "bench_kernels", "bench_gpu_train"):
         assert f"stage {stage}: ok" in summary, summary
     assert "CUDA usable by torch and numba: 0" in summary
+    goals = json.loads((tmp_path / "goals.json").read_text())
+    assert goals["device"] == "cpu" and [g["name"] for g in goals["goals"]] == ["post-processing", "matcher",
+                                                                                "bf16 training"]
+    # the smoke run times the matcher at B=8 only, no post-processing and no bf16: nothing can count as met
+    assert all(g["verdict"] == "not measured" for g in goals["goals"]), goals
+    assert "not measured" in summary
     tests_log = (tmp_path / "tests_gpu.log").read_text()
     assert " skipped" in tests_log and "no CUDA device" in tests_log and "passed" not in tests_log, tests_log
     written = {p.name for p in tmp_path.iterdir()}
     assert written == {"summary.txt", "env.txt", "tests_gpu.log", "bench_kernels.log", "bench_gpu_train.log",
-                       "kernels_cpu_quick.json", "gpu_train_cpu.json"}, written
+                       "kernels_cpu_quick.json", "gpu_train_cpu.json", "goals.json"}, written
+    assert len(written) <= 8  # the most files a device call brings back
     env_txt = (tmp_path / "env.txt").read_text()
     assert "torch.cuda.is_available False" in env_txt and "numba" in env_txt
     train = json.loads((tmp_path / "gpu_train_cpu.json").read_text())
