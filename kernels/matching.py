@@ -130,18 +130,26 @@ def _stage_gt_chunk(gt_boxes, b, g0, m, sgt):
         sgt[t, 4] = (x1 - x0) * (y1 - y0)
 
 
+@cuda.jit(device=True, inline=True)
+def _thread_prior(priors):
+    """This thread's prior ``p`` (grid x), whether it exists, and its corners + area (zeros past the last prior:
+    such threads still take part in staging and barriers, so they must not return early)."""
+    p = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    if p < priors.shape[0]:
+        dx0, dy0, dx1, dy1, area_d = _prior_corners_cuda(priors, p)
+        return p, True, dx0, dy0, dx1, dy1, area_d
+    zero = np.float32(0.0)
+    return p, False, zero, zero, zero, zero, zero
+
+
 @cuda.jit
 def best_prior_kernel(priors, gt_boxes, counts, best_key):
     """Grid ``(ceil(P / threads), B)``; ``best_key[B, G]`` int64, zeroed by the caller, gets the packed argmax."""
-    p = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    p, active, dx0, dy0, dx1, dy1, area_d = _thread_prior(priors)
     b = cuda.blockIdx.y
-    active = p < priors.shape[0]
     n = min(max(counts[b], 0), gt_boxes.shape[1])
     sgt = cuda.shared.array((GT_CHUNK, 5), np.float32)
     skey = cuda.shared.array(GT_CHUNK, np.int64)
-    dx0 = dy0 = dx1 = dy1 = area_d = np.float32(0.0)
-    if active:
-        dx0, dy0, dx1, dy1, area_d = _prior_corners_cuda(priors, p)
     inv = int64(INV_MASK) - int64(p)
     for g0 in range(0, n, GT_CHUNK):  # n is uniform over the block, so every thread reaches each barrier
         m = min(GT_CHUNK, n - g0)
@@ -165,15 +173,11 @@ def best_prior_kernel(priors, gt_boxes, counts, best_key):
 @cuda.jit
 def assign_kernel(priors, gt_boxes, gt_labels, counts, best_key, iou_threshold, v0, v1, out_labels, out_loc):
     """Grid ``(ceil(P / threads), B)``: best gt (lower index on ties), forcing, label and encoding per prior."""
-    p = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    p, active, dx0, dy0, dx1, dy1, area_d = _thread_prior(priors)
     b = cuda.blockIdx.y
-    active = p < priors.shape[0]
     n = min(max(counts[b], 0), gt_boxes.shape[1])
     sgt = cuda.shared.array((GT_CHUNK, 5), np.float32)
     sforced = cuda.shared.array(GT_CHUNK, np.int64)
-    dx0 = dy0 = dx1 = dy1 = area_d = np.float32(0.0)
-    if active:
-        dx0, dy0, dx1, dy1, area_d = _prior_corners_cuda(priors, p)
     best_iou = np.float32(-1.0)
     best_g = 0
     forced = -1
