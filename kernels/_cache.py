@@ -14,6 +14,7 @@ fall back to compiling in every process and a warning says why — never a wrong
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import warnings
@@ -40,6 +41,7 @@ def cache_enabled() -> bool:
     return os.environ.get("SSD_NUMBA_CACHE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+@functools.lru_cache(maxsize=None)
 def _cache_class() -> type:
     """A ``numba.core.caching.FunctionCache`` whose locators stamp with :func:`sources_stamp`."""
     from numba.core import caching

@@ -95,6 +95,16 @@ def _replace_output(module: nn.Module, value: torch.Tensor) -> torch.utils.hooks
     return module.register_forward_hook(lambda mod, inp, out: value.to(out.dtype))
 
 
+def _forward_with(model: SSD300, handles: list[torch.utils.hooks.RemovableHandle]) -> tuple[torch.Tensor, ...]:
+    """``model`` on two blank 300x300 images with the head-replacing ``handles`` in place, then removed."""
+    try:
+        with torch.no_grad():
+            return model(torch.zeros(2, 3, 300, 300))
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def test_loc_rows_follow_the_reference_prior_order(slim: SSD300) -> None:
     """Each loc head emits, per cell and box, the prior the DESIGN.md formula gives for (map, row, col, box)
     in NCHW channel a*4 + coord; the flattened output must then equal reference.priors.default_boxes."""
@@ -111,12 +121,7 @@ def test_loc_rows_follow_the_reference_prior_order(slim: SSD300) -> None:
             out[:, 4 * a + 1] = centre.view(f, 1)  # y varies along rows i
             out[:, 4 * a + 2], out[:, 4 * a + 3] = w, h
         handles.append(_replace_output(head, out))
-    try:
-        with torch.no_grad():
-            loc, _ = slim(torch.zeros(2, 3, 300, 300))
-    finally:
-        for h in handles:
-            h.remove()
+    loc, _ = _forward_with(slim, handles)
     expected = default_boxes(dataclasses.replace(SPEC, clip=False))
     np.testing.assert_allclose(loc[0].double().numpy(), expected, rtol=0, atol=1e-6)
     np.testing.assert_allclose(loc[1].double().numpy(), expected, rtol=0, atol=1e-6)
@@ -137,12 +142,7 @@ def test_one_hot_head_output_lands_on_its_prior_row(slim: SSD300, seed: int) -> 
         conf_out[1, c_num * a + cls, i, j] = k + 1
         want_loc[(1, row, c)], want_conf[(1, row, cls)] = k + 1, k + 1
         handles += [_replace_output(slim.loc_heads[k], loc_out), _replace_output(slim.conf_heads[k], conf_out)]
-    try:
-        with torch.no_grad():
-            loc, conf = slim(torch.zeros(2, 3, 300, 300))
-    finally:
-        for h in handles:
-            h.remove()
+    loc, conf = _forward_with(slim, handles)
     for out, want in ((loc, want_loc), (conf, want_conf)):
         got = {tuple(int(v) for v in idx): float(out[tuple(idx)]) for idx in out.nonzero()}
         assert got == want
