@@ -7,8 +7,8 @@
 # Writes 8 flat files into OUTDIR (the most a device call brings back: add none without removing one): env.txt,
 # tests_gpu.log, bench_kernels.log, kernels_cuda.json, bench_gpu_train.log, gpu_train_cuda.json, goals.json
 # (the speed goals: met / MISSED / not measured) and summary.txt. The package need not be installed:
-# PYTHONPATH is set to the repository root and plain `python3` is used (override with PYTHON=...). Every stage runs under
-# `timeout`, so a hang costs at most that stage's limit (sum of limits: 20 + 120 + 90 + 120 = 350 s worst
+# PYTHONPATH is set to the repository root and plain `python3` is used (override with PYTHON=...). Every stage
+# runs under `timeout`, so a hang costs at most that stage's limit (sum of limits: 20 + 120 + 90 + 120 = 350 s worst
 # case; the expected total is 2-4 minutes). Exit status: non-zero when the GPU tests failed (or timed out).
 # Without CUDA the GPU tests skip with their reason and the benchmark stages are skipped; SUITE_CPU_SMOKE=1
 # runs tiny CPU versions of them instead (to check this script's flow on a machine without a GPU).

@@ -68,13 +68,17 @@ def match_encode_cpu(priors, gt_boxes, gt_labels, counts, iou_threshold, v0, v1,
                               out_labels, out_loc)
 
 
-@njit(inline="always", cache=False)
-def _prior_corners(priors, p):
+def _prior_corners_scalar(priors, p):
     """Prior ``p`` (cxcywh) as xyxy corners plus area, in float32 (``x0 = cx - w / 2`` as the reference)."""
     cx, cy, w, h = priors[p, 0], priors[p, 1], priors[p, 2], priors[p, 3]
     two = np.float32(2.0)
     x0, y0, x1, y1 = cx - w / two, cy - h / two, cx + w / two, cy + h / two
     return x0, y0, x1, y1, (x1 - x0) * (y1 - y0)
+
+
+# one body for both targets, as ``_boxmath`` does, so the twin and the kernels build the same corners
+_prior_corners = njit(inline="always", cache=False)(_prior_corners_scalar)
+_prior_corners_cuda = cuda.jit(device=True, inline=True)(_prior_corners_scalar)
 
 
 def _make_write_target(encode):
@@ -110,15 +114,6 @@ else:
     def _float_bits(x):
         """Bit pattern of a float32 as int32 (``__float_as_int``: a register move, no memory round trip)."""
         return libdevice.float_as_int(x)
-
-
-@cuda.jit(device=True, inline=True)
-def _prior_corners_cuda(priors, p):
-    """As ``_prior_corners`` (same float32 arithmetic), for the device."""
-    cx, cy, w, h = priors[p, 0], priors[p, 1], priors[p, 2], priors[p, 3]
-    two = np.float32(2.0)
-    x0, y0, x1, y1 = cx - w / two, cy - h / two, cx + w / two, cy + h / two
-    return x0, y0, x1, y1, (x1 - x0) * (y1 - y0)
 
 
 @cuda.jit(device=True, inline=True)
