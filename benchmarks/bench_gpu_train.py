@@ -111,8 +111,8 @@ def inference_fn(model: torch.nn.Module, priors: torch.Tensor, data: dict[str, t
 
 def build(preset: str, device: torch.device) -> tuple[torch.nn.Module, torch.Tensor, int]:
     """The model (channels_last, on ``device``), its priors and its number of classes."""
-    from ssd_torch.config import PRESETS
-    from ssd_torch.model import model_from_config
+    from ssd_torch.modeling.model_config import PRESETS
+    from ssd_torch.modeling.model import model_from_config
     from ssd_torch.priors import default_boxes
 
     cfg = PRESETS[preset]()
@@ -170,7 +170,7 @@ def _settings(text: str) -> list[tuple[str, str]]:
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--preset", default="ssd300_vgg16", help="ssd_torch.config preset")
+    parser.add_argument("--preset", default="ssd300_vgg16", help="ssd_torch.modeling.model_config preset")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=8, help="steps per timed window")

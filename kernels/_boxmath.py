@@ -2,7 +2,7 @@
 
 Each function is written once in plain Python and compiled twice, so the CPU twin, the CUDA kernel and the
 CUDA simulator all run the *same* arithmetic in the *same* order as ``reference.boxes.box_iou`` and
-``reference.coding.encode`` (DESIGN.md "Matching", "Encoding"), only in float32:
+``reference.coding.encode`` (docs/CONTRACT.md "Matching", "Encoding"), only in float32:
 
 * ``iou = inter / (area_a + area_b - inter)``, intersection clamped at 0 per axis, IoU 0 when the union is 0;
 * ``t = ((g_cx - d_cx) / (v0 * d_w), (g_cy - d_cy) / (v0 * d_h), log(g_w / d_w) / v1, log(g_h / d_h) / v1)``.
@@ -40,7 +40,8 @@ def iou_scalar(ax0: float, ay0: float, ax1: float, ay1: float, area_a: float,
 def encode_scalar(gx0: float, gy0: float, gx1: float, gy1: float,
                   dcx: float, dcy: float, dw: float, dh: float,
                   v0: float, v1: float, out: np.ndarray) -> None:
-    """Offsets of gt box ``g`` (xyxy) from prior ``d`` (cxcywh) into ``out[4]`` (DESIGN.md "Encoding"); float32."""
+    """Offsets of gt box ``g`` (xyxy) from prior ``d`` (cxcywh) into ``out[4]`` (docs/CONTRACT.md
+    "Encoding"); float32."""
     gcx = (gx0 + gx1) / np.float32(2.0)
     gcy = (gy0 + gy1) / np.float32(2.0)
     gw = gx1 - gx0

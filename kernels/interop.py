@@ -84,7 +84,7 @@ def _check_counts(counts: torch.Tensor, upper: int, name: str) -> None:
 
 
 def _check_ground_truth(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: torch.Tensor) -> None:
-    """DESIGN.md "Matching" step 6 on the valid (non-padding) gts: positive finite size, label >= 1."""
+    """docs/CONTRACT.md "Matching" step 6 on the valid (non-padding) gts: positive finite size, label >= 1."""
     _check_counts(counts, gt_boxes.shape[1], "counts")
     valid = torch.arange(gt_boxes.shape[1], device=gt_boxes.device)[None, :] < counts[:, None]
     wh = gt_boxes[..., 2:] - gt_boxes[..., :2]
@@ -135,7 +135,7 @@ def match_batch_numba(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: t
                       priors: torch.Tensor, iou_threshold: float = 0.5,
                       variances: Sequence[float] = (0.1, 0.2), *,
                       check_values: Optional[bool] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Match + encode a padded batch (DESIGN.md "Matching", "Encoding") with the numba kernels.
+    """Match + encode a padded batch (docs/CONTRACT.md "Matching", "Encoding") with the numba kernels.
 
     gt_boxes ``Tensor[B, G, 4]`` float32 xyxy normalised, gt_labels ``Tensor[B, G]`` int (1..C-1), counts
     ``Tensor[B]`` int (gts ``g >= counts[b]`` are padding), priors ``Tensor[P, 4]`` float32 cxcywh
@@ -181,7 +181,7 @@ def _match_cuda(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: torch.T
 # ---------------------------------------------------------------------------------------------- NMS
 def nms_keep_numba(boxes: torch.Tensor, counts: torch.Tensor, iou_threshold: float = 0.45, *,
                    check_values: Optional[bool] = None) -> torch.Tensor:
-    """Greedy NMS of every (image, class) at once (DESIGN.md "NMS and post-processing").
+    """Greedy NMS of every (image, class) at once (docs/CONTRACT.md "NMS and post-processing").
 
     boxes ``Tensor[B, C, K, 4]`` float32 xyxy, each (image, class) already sorted by score descending
     (stable); counts ``Tensor[B, C]`` int, entries ``k >= counts[b, c]`` are padding. Returns

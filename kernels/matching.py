@@ -1,11 +1,11 @@
-"""Batched gt ↔ prior matching fused with target encoding (DESIGN.md "Matching" + "Encoding"; SSD paper §2.2).
+"""Batched gt ↔ prior matching fused with target encoding (docs/CONTRACT.md "Matching" + "Encoding"; SSD paper §2.2).
 
 Inputs (all layers): ``priors[P, 4]`` float32 cxcywh normalised; padded ground truth ``gt_boxes[B, G, 4]``
 float32 xyxy normalised, ``gt_labels[B, G]`` int64 (1..C-1), ``counts[B]`` int64 (gts ``g >= counts[b]`` are
 padding and never match). Outputs ``out_labels[B, P]`` int64 (0 = background) and ``out_loc[B, P, 4]`` float32
 encoded offsets of the matched gt (0 for background priors, as ``reference.loss.match_and_encode``).
 
-Rules, exactly DESIGN.md's: ``best_gt[p]`` and ``best_prior[g]`` are argmaxes that keep the *lower* index on
+Rules, exactly docs/CONTRACT.md's: ``best_gt[p]`` and ``best_prior[g]`` are argmaxes that keep the *lower* index on
 ties; forcing runs g = 0..G-1 in order so a later gt wins a prior two gts want; ``label = gt_label[best_gt]``
 when ``best_iou >= t`` (forced priors count as IoU 2); G = 0 / counts 0 -> every prior is background.
 Value checks (degenerate gt boxes, counts outside [0, G]) belong to the caller (``kernels.interop``); the

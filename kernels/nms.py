@@ -1,4 +1,4 @@
-"""Batched greedy NMS per (image, class) (DESIGN.md "NMS and post-processing").
+"""Batched greedy NMS per (image, class) (docs/CONTRACT.md "NMS and post-processing").
 
 Input: ``boxes[B, C, K, 4]`` float32 xyxy normalised, already sorted by score descending (stable) inside each
 (image, class); ``counts[B, C]`` int64 valid candidates (entries ``k >= counts[b, c]`` are padding). Output:

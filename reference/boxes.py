@@ -1,4 +1,4 @@
-"""Box formats and IoU (DESIGN.md "Conventions"): NumPy float64, the oracle for ``ssd_torch.boxes``.
+"""Box formats and IoU (docs/CONTRACT.md "Conventions"): NumPy float64, the oracle for ``ssd_torch.boxes``.
 
 Formats: ``xyxy`` = (x_min, y_min, x_max, y_max) and ``cxcywh`` = (centre x, centre y, width, height), both
 normalised to [0, 1] and continuous (no +1 pixel widths; the devkit's +1 lives only in ``voc_eval``).

@@ -1,4 +1,4 @@
-"""Box encoding against priors (DESIGN.md "Encoding"; SSD paper eq. 2, with ssd.pytorch's variances).
+"""Box encoding against priors (docs/CONTRACT.md "Encoding"; SSD paper eq. 2, with ssd.pytorch's variances).
 
 ``encode``: ``t = ((g_cx - d_cx) / (v0 * d_w), (g_cy - d_cy) / (v0 * d_h), log(g_w / d_w) / v1, log(g_h / d_h) / v1)``.
 ``decode``: the inverse, with the exponent argument clamped at ``DECODE_CLAMP = log(1000 / 16)`` before ``exp``

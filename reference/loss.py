@@ -1,4 +1,4 @@
-"""MultiBox loss with hard negative mining (DESIGN.md "Loss"; SSD paper §2.2 "Training objective", "Hard
+"""MultiBox loss with hard negative mining (docs/CONTRACT.md "Loss"; SSD paper §2.2 "Training objective", "Hard
 negative mining").
 
 Per image: match the gt to the priors and encode the offsets (``match_and_encode``), then

@@ -1,6 +1,6 @@
-"""Ground-truth ↔ prior matching for one image (DESIGN.md "Matching"; SSD paper §2.2 "Matching strategy").
+"""Ground-truth ↔ prior matching for one image (docs/CONTRACT.md "Matching"; SSD paper §2.2 "Matching strategy").
 
-A literal transcription of DESIGN.md steps 1-6, with a Python loop for the forcing step: this is the oracle,
+A literal transcription of docs/CONTRACT.md steps 1-6, with a Python loop for the forcing step: this is the oracle,
 readability wins over speed.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ __all__ = ["match", "validate_ground_truth"]
 def validate_ground_truth(gt_boxes: np.ndarray, gt_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Check ``gt_boxes[G, 4]`` (xyxy) and ``gt_labels[G]`` (ints >= 1); return them as float64 / int64.
 
-    DESIGN.md step 6: a gt box with zero or negative width/height (or a non-finite coordinate) is an input
+    docs/CONTRACT.md step 6: a gt box with zero or negative width/height (or a non-finite coordinate) is an input
     error -> ValueError naming the index.
     """
     boxes = np.asarray(gt_boxes, dtype=np.float64)

@@ -1,4 +1,4 @@
-"""Non-maximum suppression and SSD post-processing (DESIGN.md "NMS and post-processing"; ARCHITECTURE.md
+"""Non-maximum suppression and SSD post-processing (docs/CONTRACT.md "NMS and post-processing"; ARCHITECTURE.md
 "Tie-break rules").
 
 ``nms``: greedy, in stable score-descending order (lower index first on ties); a box is dropped when its IoU

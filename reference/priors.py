@@ -1,4 +1,5 @@
-"""Default boxes (priors) of SSD300 (DESIGN.md "Default boxes"; SSD paper §2.2 "Choosing scales and aspect ratios").
+"""Default boxes (priors) of SSD300 (docs/CONTRACT.md "Default boxes"; SSD paper §2.2 "Choosing scales and
+aspect ratios").
 
 ``default_boxes(spec) -> [P, 4]`` cxcywh, normalised. Order: feature maps in order, cells row-major
 (row i, then column j), and inside a cell ``(s_k, s_k)``, ``(s'_k, s'_k)`` with ``s'_k = sqrt(s_k * s_{k+1})``,
@@ -73,7 +74,7 @@ class PriorSpec:
             _positive("image_size", (self.image_size,), integral=True)
 
 
-#: The seed's SSD300 layout (DESIGN.md): 8732 priors, centres ``(j + 0.5) / f_k``.
+#: The seed's SSD300 layout (docs/CONTRACT.md): 8732 priors, centres ``(j + 0.5) / f_k``.
 SSD300 = PriorSpec(
     feature_maps=(38, 19, 10, 5, 3, 1),
     scales=(0.1, 0.2, 0.375, 0.55, 0.725, 0.9, 1.0),
@@ -103,7 +104,7 @@ def num_priors(spec: PriorSpec) -> int:
 
 
 def _cell_sizes(s_k: float, s_next: float, aspect_ratios: tuple) -> list[tuple[float, float]]:
-    """``(w, h)`` of the boxes of one cell, in DESIGN.md order."""
+    """``(w, h)`` of the boxes of one cell, in docs/CONTRACT.md order."""
     sizes = [(s_k, s_k)]
     s_prime = math.sqrt(s_k * s_next)  # the extra square box of scale s'_k (paper §2.2)
     sizes.append((s_prime, s_prime))
@@ -115,7 +116,7 @@ def _cell_sizes(s_k: float, s_next: float, aspect_ratios: tuple) -> list[tuple[f
 
 
 def default_boxes(spec: PriorSpec = SSD300) -> np.ndarray:
-    """All priors of ``spec`` -> ``[P, 4]`` cxcywh float64, normalised, in DESIGN.md order."""
+    """All priors of ``spec`` -> ``[P, 4]`` cxcywh float64, normalised, in docs/CONTRACT.md order."""
     rows: list[tuple[float, float, float, float]] = []
     for k, f in enumerate(spec.feature_maps):
         sizes = _cell_sizes(spec.scales[k], spec.scales[k + 1], spec.aspect_ratios[k])

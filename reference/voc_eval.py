@@ -1,4 +1,4 @@
-"""PASCAL VOC detection evaluation with the devkit's rules (DESIGN.md "VOC evaluation"; ``VOCevaldet.m`` and
+"""PASCAL VOC detection evaluation with the devkit's rules (docs/CONTRACT.md "VOC evaluation"; ``VOCevaldet.m`` and
 ``VOCap.m`` of the VOC2012 devkit).
 
 Per class, over all images: detections sorted by score (stable); each detection takes the gt box of its class

@@ -1,4 +1,4 @@
-"""Box formats and IoU on tensors (DESIGN.md "Conventions"): the torch twin of ``reference.boxes``.
+"""Box formats and IoU on tensors (docs/CONTRACT.md "Conventions"): the torch twin of ``reference.boxes``.
 
 Formats: ``xyxy`` = (x_min, y_min, x_max, y_max) and ``cxcywh`` = (centre x, centre y, width, height), both
 normalised to [0, 1], continuous (no +1). Every function keeps the input's device and dtype.

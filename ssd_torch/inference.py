@@ -1,59 +1,25 @@
 """Load a trained SSD300 for inference from a checkpoint (ARCHITECTURE.md "Checkpoint format").
 
-Only four keys matter here: ``format`` (``"ssd300-checkpoint/1"``), ``model`` (the state dict), ``model_config``
-(``ModelConfig.to_dict()``) and ``class_names`` (``"background"`` first, ``len == num_classes``). Every way a
-file can fail to be such a checkpoint gets a :class:`CheckpointError` (a ``ValueError``) that names the file
-and the problem, so that the CLIs can print it without a traceback.
+The file is read by the one checkpoint reader, ``ssd_torch.training.checkpoint.read_checkpoint`` (weights
+only: loading never runs code). Four keys matter here: ``format``, ``model`` (the state dict),
+``model_config`` (``ModelConfig.to_dict()``) and ``class_names`` (``"background"`` first,
+``len == num_classes``). Every way a file can fail to be such a checkpoint gets a :class:`CheckpointError`
+(a ``ValueError``) that names the file and the problem, so that the CLIs can print it without a traceback.
 """
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ssd_torch.config import ModelConfig
+from ssd_torch.errors import CheckpointError
+from ssd_torch.modeling.model_config import ModelConfig
+from ssd_torch.training.checkpoint import read_checkpoint
 
-__all__ = ["CheckpointError", "CHECKPOINT_FORMAT", "REQUIRED_KEYS", "read_checkpoint", "check_state_dict",
-           "load_model_for_inference"]
+__all__ = ["CheckpointError", "check_state_dict", "load_model_for_inference"]
 
-CHECKPOINT_FORMAT = "ssd300-checkpoint/1"
-REQUIRED_KEYS = ("format", "model", "model_config", "class_names")
 _MAX_LISTED = 8  # keys named in a mismatch message; the rest are counted
-
-
-class CheckpointError(ValueError):
-    """A file that is not a usable SSD300 checkpoint; the message names the file and the problem."""
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """``torch.load`` the checkpoint at ``path`` onto the CPU and check its format tag and required keys.
-
-    The file is unpickled in full (``weights_only=False``) because training checkpoints carry optimizer and
-    NumPy RNG states: load only checkpoints you trust.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path}: file not found")
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path}: not a file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, OSError, AttributeError,
-            ModuleNotFoundError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path}: not a PyTorch checkpoint ({type(e).__name__}: {e})") from e
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f"checkpoint {path}: expected a dict with keys {list(REQUIRED_KEYS)}, "
-                              f"got a {type(ckpt).__name__}")
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"checkpoint {path}: format tag {ckpt.get('format')!r}, expected "
-                              f"{CHECKPOINT_FORMAT!r} (not written by ssd_torch.checkpoint?)")
-    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
-    if missing:
-        raise CheckpointError(f"checkpoint {path}: missing keys {missing}")
-    return ckpt
 
 
 def _config_and_classes(ckpt: dict[str, Any], path: Path) -> tuple[ModelConfig, list[str]]:
@@ -104,18 +70,19 @@ def check_state_dict(model: torch.nn.Module, state: Any, source: str) -> None:
 
 
 def load_model_for_inference(
-    path: str | Path, device: str | torch.device = "cpu"
+    path: str | Path, device: str | torch.device = "cpu", *, trust_checkpoint: bool = False
 ) -> tuple[torch.nn.Module, ModelConfig, list[str]]:
     """``(model in eval mode on device, ModelConfig, class_names)`` from a checkpoint file.
 
-    The model maps ``x[B, 3, 300, 300]`` to ``(loc[B, P, 4], conf[B, P, C])`` (ssd_torch.model.SSD300).
+    The model maps ``x[B, 3, 300, 300]`` to ``(loc[B, P, 4], conf[B, P, C])`` (ssd_torch.modeling.model.SSD300).
     Raises :class:`CheckpointError` for a file that is not a checkpoint, a wrong format tag, missing keys, a
     class count that disagrees with the config, or a state dict that does not match the config.
+    ``trust_checkpoint``: unpickle in full (``weights_only=False``), for an old file you trust.
     """
-    from ssd_torch.model import model_from_config  # the model module is heavy; config errors come first
+    from ssd_torch.modeling.model import model_from_config  # the model module is heavy; config errors come first
 
     path = Path(path)
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path, trust=trust_checkpoint)
     cfg, names = _config_and_classes(ckpt, path)
     model = model_from_config(cfg)
     check_state_dict(model, ckpt["model"], f"checkpoint {path}")

@@ -1,4 +1,4 @@
-"""MultiBox loss with batched hard-negative mining (DESIGN.md "Loss"; SSD paper §2.2 "Training objective" and
+"""MultiBox loss with batched hard-negative mining (docs/CONTRACT.md "Loss"; SSD paper §2.2 "Training objective" and
 "Hard negative mining"): the torch twin of ``reference.loss.multibox_loss``.
 
 ``ce[b, p] = logsumexp(conf[b, p]) - conf[b, p, label[b, p]]``; positives are ``label > 0`` (``n_i`` per image,

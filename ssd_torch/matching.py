@@ -1,4 +1,4 @@
-"""Batched prior matching + target encoding for a padded batch (DESIGN.md "Matching" and "Encoding").
+"""Batched prior matching + target encoding for a padded batch (docs/CONTRACT.md "Matching" and "Encoding").
 
 One call handles ``B`` images with up to ``G`` ground-truth boxes each (padded; ``counts[b]`` are real) against
 ``P`` priors with no Python loop over images or boxes. Rules, per image (SSD paper §2.2 "Matching strategy"):
@@ -51,7 +51,7 @@ def _check_inputs(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: torch
 
 def _validate_values(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: torch.Tensor) -> None:
     """Value checks (they synchronise with the device), the reference's rules for real (non-padded) gts:
-    counts in [0, G], finite non-degenerate boxes (DESIGN.md matching step 6), labels >= 1."""
+    counts in [0, G], finite non-degenerate boxes (docs/CONTRACT.md matching step 6), labels >= 1."""
     g = gt_boxes.shape[1]
     if bool(((counts < 0) | (counts > g)).any()):
         raise ValueError(f"counts must lie in [0, G={g}], got {counts.tolist()}")
@@ -117,9 +117,9 @@ _FAR_BOX = (-10.0, -10.0, -9.0, -9.0)
 
 def _best_gt_per_prior(gt_boxes: torch.Tensor, valid: torch.Tensor,
                        priors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``best_iou[B, P]``, ``best_gt[B, P]`` and ``best_prior[B, G]`` (DESIGN.md matching steps 1-3).
+    """``best_iou[B, P]``, ``best_gt[B, P]`` and ``best_prior[B, G]`` (docs/CONTRACT.md matching steps 1-3).
 
-    ``torch.max(dim)`` documents that it returns the first maximal index, the tie rule of DESIGN.md.
+    ``torch.max(dim)`` documents that it returns the first maximal index, the tie rule of docs/CONTRACT.md.
     """
     far = torch.tensor(_FAR_BOX, dtype=gt_boxes.dtype, device=gt_boxes.device)
     boxes = torch.where(valid[:, :, None], gt_boxes, far)
@@ -153,7 +153,7 @@ def _match_torch(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: torch.
     forced.scatter_reduce_(1, best_prior, src, reduce="amax", include_self=True)
     is_forced = forced >= 0
     best_gt = torch.where(is_forced, forced, best_gt)
-    best_iou = best_iou.masked_fill(is_forced, 2.0)  # DESIGN.md step 4: a forced prior counts as IoU 2
+    best_iou = best_iou.masked_fill(is_forced, 2.0)  # docs/CONTRACT.md step 4: a forced prior counts as IoU 2
     # An image without gt is all background even for a threshold <= 0 (its best IoU is a padding 0).
     matched = (best_iou >= iou_threshold) & (counts > 0)[:, None]
     labels = torch.where(matched, torch.gather(gt_labels, 1, best_gt), torch.zeros_like(best_gt))

@@ -1,5 +1,5 @@
 """Batched SSD post-processing: decode, softmax, per-class candidates, NMS, top detections per image
-(DESIGN.md "NMS and post-processing"; ARCHITECTURE.md "Tie-break rules"): the torch twin of
+(docs/CONTRACT.md "NMS and post-processing"; ARCHITECTURE.md "Tie-break rules"): the torch twin of
 ``reference.nms.postprocess``, for a whole batch with no Python loop over classes.
 
 Pipeline: ``select_candidates`` (shared by every backend) turns ``loc[B, P, 4]``, ``conf[B, P, C]`` into a

@@ -1,8 +1,8 @@
-"""Default boxes (priors) of SSD300 on any device (DESIGN.md "Default boxes"; SSD paper §2.2).
+"""Default boxes (priors) of SSD300 on any device (docs/CONTRACT.md "Default boxes"; SSD paper §2.2).
 
 The torch twin of ``reference.priors.default_boxes``: the layout comes from a ``reference.priors.PriorSpec``
 (presets ``SSD300``, ``SSD300_STEPS`` live there and are re-exported here, never copied). Boxes are ``cxcywh``
-normalised, ordered by feature map, then cells row-major (row i, column j), then the per-cell order of DESIGN.md.
+normalised, ordered by feature map, then cells row-major (row i, column j), then the per-cell order of docs/CONTRACT.md.
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ __all__ = ["PriorSpec", "SSD300", "SSD300_STEPS", "default_boxes", "boxes_per_ce
 
 
 def _cell_sizes(s_k: float, s_next: float, aspect_ratios: tuple) -> list[tuple[float, float]]:
-    """``(w, h)`` of one cell's boxes in DESIGN.md order, computed in Python floats (float64) like the reference."""
+    """``(w, h)`` of one cell's boxes in docs/CONTRACT.md "Default boxes" order, computed in Python floats
+    (float64) like the reference."""
     s_prime = math.sqrt(s_k * s_next)  # extra square box of scale s'_k = sqrt(s_k s_k+1) (paper §2.2)
     sizes = [(s_k, s_k), (s_prime, s_prime)]
     for ar in aspect_ratios:

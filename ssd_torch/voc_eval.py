@@ -2,7 +2,7 @@
 
 Same signature and result as :func:`reference.voc_eval.evaluate_voc` — the same AP floats, bit for bit — but
 without a Python loop over detections: 5,000 images x 200 detections (20 classes) score in ~0.4 s on a quiet
-16-core Xeon, 35-40x faster than the reference loop (``python -m benchmarks.bench_voc_eval``). The rules (DESIGN.md "VOC evaluation") and how they are vectorised:
+16-core Xeon, 35-40x faster than the reference loop (``python -m benchmarks.bench_voc_eval``). The rules (docs/CONTRACT.md "VOC evaluation") and how they are vectorised:
 
 1. Each detection takes the gt box *of its class in its image* with the highest IoU (pixels, +1 widths, overlap
    only when ``iw > 0 and ih > 0``; first gt wins a tie). This does not depend on which boxes are already
@@ -175,7 +175,7 @@ def match_detections(
     _check_labels("detection", det_lab, num_classes)
     if np.isnan(det_score).any():
         raise ValueError("detection scores contain NaN")
-    # class-major, score-descending, stable on the concatenation order (DESIGN.md: "sort by score (stable)")
+    # class-major, score-descending, stable on the concatenation order (docs/CONTRACT.md: "sort by score (stable)")
     by_score = np.argsort(-det_score, kind="stable")
     # labels fit in int16 (checked above): NumPy's stable sort is then a linear-time radix sort
     small = det_lab.astype(np.int16) if num_classes <= np.iinfo(np.int16).max else det_lab
@@ -212,7 +212,7 @@ def evaluate_voc(
     use_07_metric: bool = True,
     class_names: Sequence[str] | None = None,
 ) -> VocResult:
-    """VOC AP per class and mAP (DESIGN.md "VOC evaluation"); equal, float for float, to the reference.
+    """VOC AP per class and mAP (docs/CONTRACT.md "VOC evaluation"); equal, float for float, to the reference.
 
     detections: ``{image_id: (boxes[D,4] pixels xyxy, scores[D], labels[D])}`` (NumPy arrays or tensors).
     ground_truth: ``{image_id: (boxes[G,4] pixels xyxy as in the XML, labels[G], difficult[G] bool)}`` for

@@ -38,7 +38,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ssd_torch.cli import UserError, run_cli
+from ssd_torch.cli import UserError, add_trust_flag, run_cli
 
 __all__ = ["Tolerance", "TOLERANCES", "CHECKS", "FastPath", "Row", "available_paths", "parse_breaks",
            "load_batches", "run_crosscheck", "format_rows", "main"]
@@ -159,17 +159,18 @@ def _class_names_for(root: Path) -> tuple[str, ...]:
 
 
 def load_batches(roots: Sequence[Path], split: str, class_names: Sequence[str], batch_size: int,
-                 num_batches: int, seed: int) -> list[Any]:
+                 num_batches: int, seed: int, preprocess: Any = None) -> list[Any]:
     """The first ``num_batches`` padded batches (``collate.Batch``) of the split through the training
     augmentation, with torch's RNG seeded so that every run sees the same batches."""
     import torch
 
     from ssd_torch.data.collate import collate_detection
+    from ssd_torch.data.preprocess import IMAGENET
     from ssd_torch.data.transforms import SSDTrainTransform
     from ssd_torch.data.voc import DatasetError, VOCDataset
 
     try:
-        ds = VOCDataset(list(roots), split, class_names=tuple(class_names), transform=SSDTrainTransform())
+        ds = VOCDataset(list(roots), split, class_names=tuple(class_names), transform=SSDTrainTransform(preprocess=preprocess or IMAGENET))
     except DatasetError as e:
         raise UserError(str(e)) from e
     if len(ds) < batch_size:
@@ -191,16 +192,17 @@ def _model_outputs(model: Any, batches: list[Any]) -> list[tuple[Any, Any]]:
         return [tuple(t.float().cpu() for t in model(batch.images)) for batch in batches]
 
 
-def _model_and_classes(checkpoint: Path | None, class_names: Sequence[str] | None, seed: int) -> tuple[Any, Any, list[str]]:
+def _model_and_classes(checkpoint: Path | None, class_names: Sequence[str] | None, seed: int,
+                       trust_checkpoint: bool = False) -> tuple[Any, Any, list[str]]:
     """The checkpoint's model, or a seeded random slim SSD300 for ``class_names``."""
     import torch
 
-    from ssd_torch.config import ssd300_slim
+    from ssd_torch.modeling.model_config import ssd300_slim
     from ssd_torch.inference import load_model_for_inference
-    from ssd_torch.model import model_from_config
+    from ssd_torch.modeling.model import model_from_config
 
     if checkpoint is not None:
-        model, cfg, names = load_model_for_inference(checkpoint, "cpu")
+        model, cfg, names = load_model_for_inference(checkpoint, "cpu", trust_checkpoint=trust_checkpoint)
         return model, cfg, names
     torch.manual_seed(seed)
     cfg = ssd300_slim(num_classes=len(class_names) + 1)
@@ -223,7 +225,7 @@ TIE_EPS = 1e-5
 def ambiguous_priors(gt_boxes: np.ndarray, priors: np.ndarray, iou_threshold: float = 0.5) -> np.ndarray:
     """``[P]`` bool: priors whose match a float32 implementation may legitimately decide the other way.
 
-    DESIGN.md "Matching" compares IoUs three times; a prior is ambiguous when one comparison is a tie within
+    docs/CONTRACT.md "Matching" compares IoUs three times; a prior is ambiguous when one comparison is a tie within
     :data:`TIE_EPS`: its best IoU sits at the threshold (step 5), it is (near) the best prior of some gt (the
     forcing of step 3/4: symmetric priors often tie exactly in real arithmetic, and rounding picks one), or
     its two best gts overlap it equally (step 2).
@@ -242,7 +244,7 @@ def ambiguous_priors(gt_boxes: np.ndarray, priors: np.ndarray, iou_threshold: fl
 
 
 def reference_results(spec: Any, batches: list[Any], outputs: list[tuple[Any, Any]]) -> Results:
-    """The NumPy float64 reference on every batch (DESIGN.md: matching, encoding, loss, post-processing)."""
+    """The NumPy float64 reference on every batch (docs/CONTRACT.md: matching, encoding, loss, post-processing)."""
     from reference.loss import match_and_encode, multibox_loss
     from reference.nms import postprocess
     from reference.priors import default_boxes
@@ -446,6 +448,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="augmentation / random model seed")
     p.add_argument("--paths", default=None,
                    help="comma-separated subset of the paths to check (default: every available one)")
+    add_trust_flag(p)
     return p
 
 
@@ -465,8 +468,9 @@ def _crosscheck(args: argparse.Namespace, roots: list[Path]) -> list[Row]:
     names_given = None
     if args.checkpoint is None:
         names_given = _class_names_for(roots[0])
-    model, cfg, names = _model_and_classes(args.checkpoint, names_given, args.seed)
-    batches = load_batches(roots, args.split, names[1:], args.batch_size, args.batches, args.seed)
+    model, cfg, names = _model_and_classes(args.checkpoint, names_given, args.seed, args.trust_checkpoint)
+    batches = load_batches(roots, args.split, names[1:], args.batch_size, args.batches, args.seed,
+                           cfg.preprocess)
     paths = _select_paths(args.paths)
     print(f"{len(batches)} batches x {args.batch_size} images from {', '.join(map(str, roots))} ({args.split}), "
           f"model: {args.checkpoint or f'random {cfg.name} (seed {args.seed})'}; "

@@ -1,7 +1,8 @@
 """``ssd-detect CHECKPOINT IMAGE_OR_FOLDER --out DIR``: draw the detections of a checkpoint on images.
 
 For every image (a file, or every ``.jpg/.jpeg/.png/.bmp`` in a folder, sorted): the eval transform (resize to
-300 + ImageNet normalisation), the network, post-processing (DESIGN.md "NMS and post-processing"), then the
+300 + the checkpoint's ``ModelConfig.preprocess``), the network, post-processing (docs/CONTRACT.md "NMS and
+post-processing"), then the
 detections with score >= ``--score-threshold`` drawn on the original image (``<stem>.png`` in ``--out``) and
 listed in ``--out/detections.json``: per image its size and, per detection, ``box`` as pixel xyxy in the
 image's continuous coordinates (``x = x_norm * width``, 0-based; what PIL draws), the normalised box, the
@@ -16,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ssd_torch.cli import UserError, resolve_device, run_cli
+from ssd_torch.cli import UserError, add_trust_flag, resolve_device, run_cli
 
 __all__ = ["IMAGE_SUFFIXES", "find_images", "read_image", "detect_images", "main"]
 
@@ -71,16 +72,18 @@ def _record(path: Path, size: tuple[int, int], det: Any, names: Sequence[str], t
 
 
 def detect_images(checkpoint: Path, inputs: Sequence[Path], out_dir: Path, *, score_threshold: float = 0.3,
-                  device: str = "auto", backend: str = "torch", batch_size: int = 8) -> dict[str, Any]:
+                  device: str = "auto", backend: str = "torch", batch_size: int = 8,
+                  trust_checkpoint: bool = False) -> dict[str, Any]:
     """Run the checkpoint on ``inputs``, write ``<stem>.png`` per image and ``detections.json``; return the JSON."""
     from ssd_torch.data.transforms import SSDEvalTransform
     from ssd_torch.inference import load_model_for_inference
     from ssd_torch.priors import default_boxes
-    from ssd_torch.visualize import draw_detections
+    from ssd_torch.evaluation.visualize import draw_detections
 
     dev = resolve_device(device)
-    model, cfg, names = load_model_for_inference(checkpoint, dev)
-    priors, transform = default_boxes(cfg.prior_spec, device=dev), SSDEvalTransform(size=cfg.image_size)
+    model, cfg, names = load_model_for_inference(checkpoint, dev, trust_checkpoint=trust_checkpoint)
+    priors = default_boxes(cfg.prior_spec, device=dev)
+    transform = SSDEvalTransform(size=cfg.image_size, preprocess=cfg.preprocess)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = []
     for start in range(0, len(inputs), batch_size):
@@ -109,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: %(default)s)")
     p.add_argument("--backend", choices=("torch", "numba", "auto"), default="torch", help="NMS backend")
     p.add_argument("--batch-size", type=int, default=8)
+    add_trust_flag(p)
     return p
 
 
@@ -119,7 +123,8 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     doc = detect_images(args.checkpoint, find_images(args.images), args.out, score_threshold=args.score_threshold,
-                        device=args.device, backend=args.backend, batch_size=args.batch_size)
+                        device=args.device, backend=args.backend, batch_size=args.batch_size,
+                       trust_checkpoint=args.trust_checkpoint)
     for rec in doc["images"]:
         print(f"{rec['file']}: {len(rec['detections'])} detections")
     print(f"drawings and detections.json in {args.out}")

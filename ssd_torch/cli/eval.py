@@ -1,6 +1,7 @@
 """``ssd-eval CHECKPOINT --data ROOT --split test``: VOC07 mAP of a checkpoint on a VOC split.
 
-Batched inference (``ssd_torch.evaluate.run_inference``, backend ``torch`` / ``numba`` / ``auto``, progress bar),
+Batched inference (``ssd_torch.evaluation.evaluate.run_inference``, backend ``torch`` / ``numba`` / ``auto``,
+progress bar),
 scored with the fast devkit-exact evaluator (``ssd_torch.voc_eval``): the 11-point AP by default, ``--metric
 area`` for the all-point AP. Prints the per-class AP table and writes ``results_<metric>.json`` into ``--out``.
 
@@ -24,7 +25,7 @@ from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 
-from ssd_torch.cli import UserError, resolve_device, run_cli
+from ssd_torch.cli import UserError, add_trust_flag, resolve_device, run_cli
 
 __all__ = ["inference_settings", "cache_key", "save_detections", "load_detections", "coco_metrics",
            "evaluate_checkpoint", "main"]
@@ -136,8 +137,10 @@ def coco_metrics(detections: Detections, ground_truth: Mapping[Hashable, tuple],
     return {name: float(v) for name, v in zip(COCO_STAT_NAMES, evaluator.stats)}
 
 
-def _open_dataset(roots: Sequence[Path], split: str, class_names: Sequence[str]) -> Any:
-    """``VOCDataset`` with the checkpoint's classes; a missing split file or an unknown class is a UserError."""
+def _open_dataset(roots: Sequence[Path], split: str, class_names: Sequence[str], cfg: Any) -> Any:
+    """``VOCDataset`` with the checkpoint's classes and input convention (``cfg``: its ``ModelConfig``); a
+    missing split file or an unknown class is a UserError."""
+    from ssd_torch.data.transforms import SSDEvalTransform
     from ssd_torch.data.voc import DatasetError, VOCDataset
 
     for root in roots:
@@ -145,7 +148,8 @@ def _open_dataset(roots: Sequence[Path], split: str, class_names: Sequence[str])
             raise UserError(f"data root {root} does not exist (expected a VOC year folder, e.g. "
                             f"VOCdevkit/VOC2007)")
     try:
-        return VOCDataset([Path(r) for r in roots], split, class_names=tuple(class_names))
+        return VOCDataset([Path(r) for r in roots], split, class_names=tuple(class_names),
+                          transform=SSDEvalTransform(cfg.image_size, preprocess=cfg.preprocess))
     except DatasetError as e:
         hint = f" (the checkpoint's classes are {list(class_names)})" if "class" in str(e) else ""
         raise UserError(f"{e}{hint}") from e
@@ -154,7 +158,7 @@ def _open_dataset(roots: Sequence[Path], split: str, class_names: Sequence[str])
 def _detections(model: Any, cfg: Any, dataset: Any, settings: dict[str, Any], cache: Path,
                 device: Any, progress: bool) -> tuple[Detections, bool, float]:
     """Cached detections when ``cache`` exists and covers the dataset, else run the model (and write it)."""
-    from ssd_torch.evaluate import run_inference
+    from ssd_torch.evaluation.evaluate import run_inference
     from ssd_torch.priors import default_boxes
 
     if cache.is_file():
@@ -175,17 +179,18 @@ def _detections(model: Any, cfg: Any, dataset: Any, settings: dict[str, Any], ca
 
 def evaluate_checkpoint(checkpoint: Path, roots: Sequence[Path], split: str, out_dir: Path, *,
                         backend: str = "torch", device: str = "auto", batch_size: int = 32,
-                        use_07_metric: bool = True, coco: bool = False, progress: bool = True) -> dict[str, Any]:
+                        use_07_metric: bool = True, coco: bool = False, progress: bool = True,
+                        trust_checkpoint: bool = False) -> dict[str, Any]:
     """Inference (or the cache) + VOC scoring; returns the results dict that ``results_<metric>.json`` holds."""
-    from ssd_torch.evaluate import ground_truth_of
+    from ssd_torch.evaluation.evaluate import ground_truth_of
     from ssd_torch.inference import load_model_for_inference
     from ssd_torch.voc_eval import evaluate_voc
 
     if coco:
         _require_pycocotools()
     dev = resolve_device(device)
-    model, cfg, names = load_model_for_inference(checkpoint, dev)
-    dataset = _open_dataset(roots, split, names[1:])
+    model, cfg, names = load_model_for_inference(checkpoint, dev, trust_checkpoint=trust_checkpoint)
+    dataset = _open_dataset(roots, split, names[1:], cfg)
     settings = inference_settings(backend, dev.type, batch_size)
     cache = out_dir / f"detections-{cache_key(checkpoint, roots, split, settings)}.npz"
     dets, cached, seconds = _detections(model, cfg, dataset, settings, cache, dev, progress)
@@ -219,11 +224,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="results + detection cache folder (default: eval_<split> next to the checkpoint)")
     p.add_argument("--coco", action="store_true", help="also COCO-style AP (needs pycocotools)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_trust_flag(p)
     return p
 
 
 def _print_results(out: dict[str, Any], names: Sequence[str]) -> None:
-    from ssd_torch.evaluate import format_ap_table
+    from ssd_torch.evaluation.evaluate import format_ap_table
 
     source = "cached detections" if out["from_cache"] else f"inference {out['inference_seconds']:.1f} s"
     print(f"{out['split']}: {out['num_images']} images, {out['num_detections']} detections ({source}), "
@@ -240,7 +246,8 @@ def _main(argv: Sequence[str] | None) -> int:
     out_dir = args.out if args.out is not None else args.checkpoint.parent / f"eval_{args.split}"
     out = evaluate_checkpoint(args.checkpoint, args.data, args.split, out_dir, backend=args.backend,
                               device=args.device, batch_size=args.batch_size, use_07_metric=args.metric == "07",
-                              coco=args.coco, progress=not args.no_progress)
+                              coco=args.coco, progress=not args.no_progress,
+                              trust_checkpoint=args.trust_checkpoint)
     _print_results(out, out["_result"].class_names)
     path = out_dir / f"results_{'voc07' if args.metric == '07' else 'area'}.json"
     path.write_text(json.dumps({k: v for k, v in out.items() if k != "_result"}, indent=2) + "\n")

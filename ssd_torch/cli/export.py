@@ -1,9 +1,10 @@
 """``ssd-export CHECKPOINT --onnx model.onnx``: the network as ONNX, with priors and a JSON sidecar.
 
-The ONNX graph is the network only: input ``images`` ``[B, 3, 300, 300]`` float32 (RGB, resized to 300x300,
-``(x / 255 - mean) / std``), outputs ``loc`` ``[B, P, 4]`` (encoded offsets, DESIGN.md "Encoding") and ``conf``
+The ONNX graph is the network only: input ``images`` ``[B, 3, 300, 300]`` float32 (resized to 300x300 and
+converted by the checkpoint's ``ModelConfig.preprocess``, written to the sidecar), outputs ``loc``
+``[B, P, 4]`` (encoded offsets, docs/CONTRACT.md "Encoding") and ``conf``
 ``[B, P, C]`` (logits), with a dynamic batch axis. Beside it: ``<name>.priors.npy`` (``[P, 4]`` float32
-cxcywh normalised) and ``<name>.json`` (class names, normalisation mean/std, variances, post-processing
+cxcywh normalised) and ``<name>.json`` (class names, the preprocessing spec, variances, post-processing
 parameters, the model config, and whether/how the export was checked).
 
 Post-processing (softmax, decode, per-class NMS, top-k) stays in our code, run on the ONNX outputs::
@@ -30,7 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ssd_torch.cli import UserError, run_cli
+from ssd_torch.cli import UserError, add_trust_flag, run_cli
 
 __all__ = ["SIDECAR_FORMAT", "sidecar_paths", "export_onnx", "check_onnx", "export_checkpoint", "main"]
 
@@ -93,21 +94,21 @@ def _postprocess_defaults() -> dict[str, Any]:
 
 
 def export_checkpoint(checkpoint: Path, onnx_path: Path, *, opset: int = 17, check: bool = True,
-                      atol: float = 1e-4) -> dict[str, Any]:
+                      atol: float = 1e-4, trust_checkpoint: bool = False) -> dict[str, Any]:
     """Export ``checkpoint`` to ``onnx_path`` + priors + sidecar JSON; returns the sidecar's content."""
-    from ssd_torch.data.transforms import IMAGENET_MEAN, IMAGENET_STD
     from ssd_torch.inference import load_model_for_inference
     from ssd_torch.priors import default_boxes
 
-    model, cfg, names = load_model_for_inference(checkpoint, "cpu")
+    model, cfg, names = load_model_for_inference(checkpoint, "cpu", trust_checkpoint=trust_checkpoint)
     export_onnx(model, onnx_path, cfg.image_size, opset)
     priors_path, json_path = sidecar_paths(onnx_path)
     np.save(priors_path, default_boxes(cfg.prior_spec).numpy().astype(np.float32))
     meta = {"format": SIDECAR_FORMAT, "checkpoint": str(checkpoint), "onnx": onnx_path.name,
             "priors": priors_path.name, "input": {"name": "images", "shape": ["B", 3, cfg.image_size, cfg.image_size],
-                                                  "layout": "NCHW RGB float32, (x / 255 - mean) / std"},
+                                                  "layout": "NCHW float32, x[c] = (pixel[order[c]] * pixel_scale "
+                                                            "/ 255 - mean[c]) / std[c] (see preprocess)"},
             "outputs": {"loc": ["B", cfg.num_priors, 4], "conf": ["B", cfg.num_priors, cfg.num_classes]},
-            "class_names": names, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+            "class_names": names, "preprocess": cfg.preprocess.to_dict(),
             "variances": [0.1, 0.2], "postprocess": _postprocess_defaults(), "opset": opset,
             "model_config": cfg.to_dict(),
             "check": check_onnx(onnx_path, model, cfg.image_size, atol=atol) if check else None}
@@ -122,6 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--atol", type=float, default=1e-4, help="tolerance of the onnxruntime check")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
+    add_trust_flag(p)
     return p
 
 
@@ -130,7 +132,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.onnx.suffix != ".onnx":
         raise UserError(f"--onnx must name a .onnx file, got {args.onnx}")
     meta = export_checkpoint(args.checkpoint, args.onnx, opset=args.opset, check=not args.no_check,
-                             atol=args.atol)
+                             atol=args.atol, trust_checkpoint=args.trust_checkpoint)
     priors, sidecar = sidecar_paths(args.onnx)
     print(f"exported {args.onnx} (+ {priors.name}, {sidecar.name})")
     check = meta["check"]

@@ -1,4 +1,5 @@
-"""Padded detection batches (DESIGN.md "Conventions": ``boxes[B, G_max, 4]``, ``labels[B, G_max]``, ``counts[B]``)."""
+"""Padded detection batches (docs/CONTRACT.md "Conventions": ``boxes[B, G_max, 4]``, ``labels[B, G_max]``,
+``counts[B]``)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -26,7 +27,7 @@ class Batch(NamedTuple):
 def collate_detection(samples: Sequence[tuple[torch.Tensor, Mapping[str, torch.Tensor]]]) -> Batch:
     """Stack ``(image[3, S, S], {"boxes": [G_i, 4], "labels": [G_i]})`` samples into a zero-padded :class:`Batch`.
 
-    Padding instead of a list keeps the loss/matching free of Python loops over images (DESIGN.md).
+    Padding instead of a list keeps the loss/matching free of Python loops over images (docs/CONTRACT.md).
     """
     if len(samples) == 0:
         raise ValueError("collate_detection needs at least one sample")

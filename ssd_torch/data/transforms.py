@@ -1,7 +1,8 @@
 """SSD augmentation (SSD paper, section 2.2 "Data augmentation") and the evaluation transform.
 
 Both transforms map ``(PIL.Image, boxes[G, 4] xyxy normalised, labels[G]) -> (Tensor[3, S, S] float32
-normalised with (x / 255 - mean) / std, boxes[G', 4] xyxy normalised float32, labels[G'] int64)``.
+network input, boxes[G', 4] xyxy normalised float32, labels[G'] int64)``; the input follows the model's
+:class:`ssd_torch.data.preprocess.Preprocess` (default: RGB, ImageNet mean/std).
 
 :class:`SSDTrainTransform` = photometric distortion -> zoom-out (canvas up to ``max_expand`` x, filled with the
 mean colour) -> min-IoU random crop (ssd.pytorch's sample options: whole image, min IoU 0.1/0.3/0.5/0.7/0.9, any
@@ -35,14 +36,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageStat
 
+from .preprocess import IMAGENET, Preprocess
+
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "CROP_OPTIONS", "SSDTrainTransform", "SSDEvalTransform",
-    "to_normalized_tensor", "sample_zoom_out", "sample_iou_crop", "photometric_matrix",
-    "build_v2_train_transform",
+    "CROP_OPTIONS", "SSDTrainTransform", "SSDEvalTransform", "sample_zoom_out", "sample_iou_crop",
+    "photometric_matrix", "build_v2_train_transform",
 ]
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 #: ssd.pytorch's sample options: ``None`` = keep the whole image, a float = min IoU, ``-inf`` = any crop.
 CROP_OPTIONS: tuple[Optional[float], ...] = (None, 0.1, 0.3, 0.5, 0.7, 0.9, float("-inf"))
 
@@ -63,30 +63,19 @@ def _as_targets(boxes: BoxesLike, labels: BoxesLike) -> tuple[torch.Tensor, torc
     return b, lab
 
 
-def to_normalized_tensor(image: Image.Image, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """RGB PIL image -> ``Tensor[3, H, W]`` float32, ``(x / 255 - mean) / std`` per channel."""
-    rgb = image if image.mode == "RGB" else image.convert("RGB")
-    w, h = rgb.size
-    hwc = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8).view(h, w, 3)
-    t = hwc.permute(2, 0, 1).contiguous().to(torch.float32)  # uint8 copy first: 4x less memory traffic
-    shift = torch.tensor([255.0 * m for m in mean]).view(3, 1, 1)
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(3, 1, 1)
-    return t.sub_(shift).mul_(scale)
-
-
 class SSDEvalTransform:
-    """Resize to ``size x size`` (bilinear) and normalise; boxes (xyxy normalised) and labels pass unchanged."""
+    """Resize to ``size x size`` (bilinear) and apply ``preprocess``; boxes (xyxy normalised) and labels pass
+    unchanged."""
 
-    def __init__(self, size: int = 300, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD) -> None:
-        self.size, self.mean, self.std = int(size), tuple(mean), tuple(std)
+    def __init__(self, size: int = 300, preprocess: Preprocess = IMAGENET) -> None:
+        self.size, self.preprocess = int(size), preprocess
 
     def __call__(self, image: Image.Image, boxes: BoxesLike,
                  labels: BoxesLike) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, lab = _as_targets(boxes, labels)
         rgb = image if image.mode == "RGB" else image.convert("RGB")
         resized = rgb.resize((self.size, self.size), Image.BILINEAR, reducing_gap=3.0)
-        return to_normalized_tensor(resized, self.mean, self.std), b, lab
+        return self.preprocess.to_tensor(resized), b, lab
 
 
 def sample_zoom_out(width: float, height: float, max_ratio: float, p: float,
@@ -244,16 +233,16 @@ class SSDTrainTransform:
     are dropped together with their labels. Randomness: ``generator`` or torch's global RNG only.
     """
 
-    def __init__(self, size: int = 300, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD, max_expand: float = 4.0, p_expand: float = 0.5,
-                 p_photometric: float = 0.5, p_flip: float = 0.5, crop_options: Sequence[Optional[float]] = CROP_OPTIONS,
+    def __init__(self, size: int = 300, preprocess: Preprocess = IMAGENET, max_expand: float = 4.0,
+                 p_expand: float = 0.5, p_photometric: float = 0.5, p_flip: float = 0.5,
+                 crop_options: Sequence[Optional[float]] = CROP_OPTIONS,
                  min_size: float = 1.0, generator: Optional[torch.Generator] = None) -> None:
-        self.size, self.mean, self.std = int(size), tuple(mean), tuple(std)
+        self.size, self.preprocess = int(size), preprocess
         self.max_expand, self.p_expand = float(max_expand), float(p_expand)
         self.p_photometric, self.p_flip = float(p_photometric), float(p_flip)
         self.crop_options, self.min_size, self.generator = tuple(crop_options), float(min_size), generator
-        # zoom-out fill = the mean colour, which normalises to ~0 (the paper's "mean values")
-        self.fill = tuple(int(round(255 * m)) for m in self.mean)
+        # zoom-out fill = the mean colour, which becomes ~0 at the input (the paper's "mean values")
+        self.fill = preprocess.neutral_pixel()
 
     def __call__(self, image: Image.Image, boxes: BoxesLike,
                  labels: BoxesLike) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -277,11 +266,10 @@ class SSDTrainTransform:
             out = out.transpose(Image.FLIP_LEFT_RIGHT)
             b = torch.stack([1.0 - b[:, 2], b[:, 1], 1.0 - b[:, 0], b[:, 3]], dim=1)
         ok = ((b[:, 2] - b[:, 0]) * self.size >= self.min_size) & ((b[:, 3] - b[:, 1]) * self.size >= self.min_size)
-        return to_normalized_tensor(out, self.mean, self.std), b[ok].contiguous(), lab[ok]
+        return self.preprocess.to_tensor(out), b[ok].contiguous(), lab[ok]
 
 
-def build_v2_train_transform(size: int = 300, mean: Sequence[float] = IMAGENET_MEAN,
-                             std: Sequence[float] = IMAGENET_STD):
+def build_v2_train_transform(size: int = 300, preprocess: Preprocess = IMAGENET):
     """The same augmentation as a pure ``torchvision.transforms.v2`` chain (slower; kept for comparison).
 
     Returns a callable with the :class:`SSDTrainTransform` signature. Note RandomIoUCrop's quirks: it must be
@@ -290,12 +278,15 @@ def build_v2_train_transform(size: int = 300, mean: Sequence[float] = IMAGENET_M
     from torchvision import tv_tensors
     from torchvision.transforms import v2
 
-    fill = [int(round(255 * m)) for m in mean]
+    if preprocess.channel_order != "RGB":
+        raise ValueError("the torchvision v2 chain is kept for comparison with RGB models only")
+    fill = list(preprocess.neutral_pixel())
+    scale = preprocess.pixel_scale
     chain = v2.Compose([
         v2.RandomPhotometricDistort(p=0.5), v2.RandomZoomOut(fill=fill, side_range=(1.0, 4.0), p=0.5),
         v2.RandomIoUCrop(), v2.RandomHorizontalFlip(0.5), v2.Resize((size, size)),
         v2.SanitizeBoundingBoxes(min_size=1.0), v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(list(mean), list(std)),
+        v2.Lambda(lambda x: x * scale), v2.Normalize(list(preprocess.mean), list(preprocess.std)),
     ])
 
     def transform(image: Image.Image, boxes: BoxesLike, labels: BoxesLike):

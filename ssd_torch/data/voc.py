@@ -28,7 +28,7 @@ With ``skip_bad=True`` every bad item is skipped, logged (``logging.warning`` wi
 ``ds.skipped`` as ``(path, reason)``.
 
 An image whose objects are *all* ``difficult`` is kept: with ``keep_difficult=False`` its training target is
-empty (``G = 0``, every prior background, no hard negatives per DESIGN.md "Loss"), and it stays in the dataset so
+empty (``G = 0``, every prior background, no hard negatives per docs/CONTRACT.md "Loss"), and it stays in the dataset so
 that the evaluator still sees it (detections on it are false positives, as in the devkit).
 """
 from __future__ import annotations
@@ -43,6 +43,8 @@ from typing import NamedTuple, Optional, Union
 import numpy as np
 import torch
 from PIL import Image
+
+from ssd_torch.errors import DatasetError
 
 __all__ = [
     "VOC_CLASSES", "BOX_TOLERANCE_PX", "DatasetError", "Annotation", "parse_annotation",
@@ -61,19 +63,6 @@ BOX_TOLERANCE_PX = 1.0
 PathLike = Union[str, os.PathLike]
 # Tail window searched for the JPEG end-of-image marker (some encoders append a few padding bytes).
 _JPEG_TAIL_BYTES = 4096
-
-
-class DatasetError(ValueError):
-    """A bad data file: ``str(err)`` is ``"<path>: <problem>"``; ``err.path`` and ``err.reason`` hold the parts.
-
-    ``DatasetError(message)`` (one argument) is accepted too, so that ``DataLoader`` can re-raise a worker's
-    error in the main process as a ``DatasetError`` whose message still names the file.
-    """
-
-    def __init__(self, path: PathLike, reason: Optional[str] = None) -> None:
-        super().__init__(str(path) if reason is None else f"{path}: {reason}")
-        self.path = str(path)
-        self.reason = "" if reason is None else reason
 
 
 class Annotation(NamedTuple):

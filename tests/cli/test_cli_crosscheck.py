@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from ssd_torch.cli import crosscheck as cc
-from ssd_torch.config import ssd300_slim
+from ssd_torch.modeling.model_config import ssd300_slim
 from ssd_torch.data.synthetic import SYNTHETIC_CLASSES, generate_voc
-from ssd_torch.model import model_from_config
+from ssd_torch.modeling.model import model_from_config
 
 TORCH_CPU = cc.FastPath("torch-cpu", "cpu", "torch")
 

@@ -35,7 +35,7 @@ def _same(a: float, b: float) -> bool:
 def _reference_map(out_dir: Path, results: dict, tree: Path, use_07: bool) -> float:
     """Re-score the cached detections with the reference evaluator (ground truth from the XML files)."""
     from ssd_torch.data.voc import VOCDataset
-    from ssd_torch.evaluate import ground_truth_of
+    from ssd_torch.evaluation.evaluate import ground_truth_of
 
     dets = eval_cli.load_detections(Path(results["detections_cache"]))
     gt = ground_truth_of(VOCDataset(tree, "test", class_names=SYNTHETIC_CLASSES))
@@ -53,12 +53,12 @@ def test_eval_scores_then_rescores_from_the_cache(tree: Path, checkpoint: Path, 
     assert set(first["ap"]) == set(SYNTHETIC_CLASSES)
     assert _same(first["mAP"], _reference_map(out, first, tree, True))
 
-    import ssd_torch.evaluate
+    import ssd_torch.evaluation.evaluate
 
     def must_not_run(*args, **kwargs):  # the cache must make inference unnecessary
         raise AssertionError("inference re-ran although the detections are cached")
 
-    monkeypatch.setattr(ssd_torch.evaluate, "run_inference", must_not_run)
+    monkeypatch.setattr(ssd_torch.evaluation.evaluate, "run_inference", must_not_run)
     assert eval_cli.main(base + ["--metric", "area"]) == 0
     second = json.loads((out / "results_area.json").read_text())
     assert second["from_cache"] and second["detections_cache"] == first["detections_cache"]

@@ -25,7 +25,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int]
 
 
 def test_sidecar_files(exported: tuple[Path, Path, int]) -> None:
-    from ssd_torch.config import ModelConfig
+    from ssd_torch.modeling.model_config import ModelConfig
     from ssd_torch.priors import default_boxes
 
     _, onnx_path, code = exported
@@ -35,7 +35,8 @@ def test_sidecar_files(exported: tuple[Path, Path, int]) -> None:
     assert meta["class_names"] == NAMES and meta["priors"] == priors_path.name and meta["variances"] == [0.1, 0.2]
     assert meta["postprocess"] == {"score_threshold": 0.01, "top_k": 400, "nms_threshold": 0.45,
                                    "max_detections": 200}
-    assert meta["outputs"]["conf"] == ["B", 8732, 3] and len(meta["mean"]) == len(meta["std"]) == 3
+    assert meta["outputs"]["conf"] == ["B", 8732, 3] and meta["preprocess"]["channel_order"] == "RGB"
+    assert len(meta["preprocess"]["mean"]) == 3
     priors = np.load(priors_path)
     assert priors.shape == (8732, 4) and priors.dtype == np.float32
     np.testing.assert_array_equal(priors, default_boxes(ModelConfig.from_dict(meta["model_config"]).prior_spec))

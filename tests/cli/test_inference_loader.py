@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from cli_fixtures import save_checkpoint, tiny_checkpoint_dict
-from ssd_torch.config import ModelConfig
+from ssd_torch.modeling.model_config import ModelConfig
 from ssd_torch.inference import CheckpointError, load_model_for_inference
-from ssd_torch.model import model_from_config
+from ssd_torch.modeling.model import model_from_config
 
 NAMES = ["background", "cat", "dog"]
 

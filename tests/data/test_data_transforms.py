@@ -12,9 +12,9 @@ from PIL import Image, ImageDraw
 
 from ssd_torch.data.transforms import _GRAY as _LUMA
 from ssd_torch.data.transforms import _hue_rotation
-from ssd_torch.data.transforms import (CROP_OPTIONS, IMAGENET_MEAN, IMAGENET_STD, SSDEvalTransform,
-                                       SSDTrainTransform, build_v2_train_transform, photometric_matrix,
-                                       sample_iou_crop, to_normalized_tensor)
+from ssd_torch.data.preprocess import CAFFE_BGR, IMAGENET, IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from ssd_torch.data.transforms import (CROP_OPTIONS, SSDEvalTransform, SSDTrainTransform,
+                                       build_v2_train_transform, photometric_matrix, sample_iou_crop)
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
@@ -39,13 +39,33 @@ def image_and_boxes(draw: st.DrawFn) -> tuple[Image.Image, torch.Tensor, torch.T
     return Image.fromarray(arr), torch.tensor(rows, dtype=torch.float32).reshape(-1, 4), labels
 
 
-def test_to_normalized_tensor_formula() -> None:
+def test_imagenet_preprocess_formula() -> None:
     img = Image.fromarray(np.array([[[0, 128, 255], [10, 20, 30]]], dtype=np.uint8))
-    got = to_normalized_tensor(img, IMAGENET_MEAN, IMAGENET_STD)
+    got = IMAGENET.to_tensor(img)
     raw = torch.tensor([[[0.0, 10.0]], [[128.0, 20.0]], [[255.0, 30.0]]])
     want = (raw / 255.0 - MEAN) / STD
     assert got.shape == (3, 1, 2) and got.dtype == torch.float32
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+def test_caffe_bgr_preprocess_hand_computed_pixel() -> None:
+    """RGB pixel (200, 100, 50) -> BGR 0-255 minus (104, 117, 123): (50 - 104, 100 - 117, 200 - 123)."""
+    img = Image.new("RGB", (1, 1), (200, 100, 50))
+    assert CAFFE_BGR.to_tensor(img).flatten().tolist() == [-54.0, -17.0, 77.0]
+    assert CAFFE_BGR.neutral_pixel() == (123, 117, 104)
+    assert IMAGENET.neutral_pixel() == (124, 116, 104)
+
+
+def test_preprocess_validates_and_round_trips() -> None:
+    assert Preprocess.from_dict(CAFFE_BGR.to_dict()) == CAFFE_BGR
+    with pytest.raises(ValueError, match="channel_order"):
+        Preprocess("GBR")
+    with pytest.raises(ValueError, match="pixel_scale"):
+        Preprocess(pixel_scale=2.0)
+    with pytest.raises(ValueError, match="std"):
+        Preprocess(std=(1.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match="unknown keys"):
+        Preprocess.from_dict({"order": "RGB"})
 
 
 def test_eval_transform_resizes_and_keeps_targets() -> None:

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reference.priors import SSD300, SSD300_STEPS, PriorSpec, boxes_per_cell
-from ssd_torch.config import PRESETS, ModelConfig, ssd300_slim, ssd300_vgg16
+from ssd_torch.modeling.model_config import PRESETS, ModelConfig, ssd300_slim, ssd300_vgg16
 
 
 def test_presets_share_the_seed_geometry() -> None:

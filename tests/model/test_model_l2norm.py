@@ -6,7 +6,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ssd_torch.model import L2Norm
+from ssd_torch.modeling.model import L2Norm
 
 
 def _oracle(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -12,8 +12,8 @@ from torch import nn
 
 from reference.priors import SSD300 as SPEC
 from reference.priors import default_boxes
-from ssd_torch.config import ssd300_slim, ssd300_vgg16
-from ssd_torch.model import SSD300, model_from_config, num_priors
+from ssd_torch.modeling.model_config import ssd300_slim, ssd300_vgg16
+from ssd_torch.modeling.model import SSD300, model_from_config, num_priors
 
 MAPS = (38, 19, 10, 5, 3, 1)
 BOXES = (4, 6, 6, 6, 4, 4)
@@ -106,7 +106,7 @@ def _forward_with(model: SSD300, handles: list[torch.utils.hooks.RemovableHandle
 
 
 def test_loc_rows_follow_the_reference_prior_order(slim: SSD300) -> None:
-    """Each loc head emits, per cell and box, the prior the DESIGN.md formula gives for (map, row, col, box)
+    """Each loc head emits, per cell and box, the prior the docs/CONTRACT.md formula gives for (map, row, col, box)
     in NCHW channel a*4 + coord; the flattened output must then equal reference.priors.default_boxes."""
     handles = []
     for k, (f, head) in enumerate(zip(MAPS, slim.loc_heads)):
@@ -130,7 +130,7 @@ def test_loc_rows_follow_the_reference_prior_order(slim: SSD300) -> None:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_one_hot_head_output_lands_on_its_prior_row(slim: SSD300, seed: int) -> None:
     """A single non-zero head output at (box a, coord/class c, row i, col j) of map k, image 1, must appear
-    exactly at output row offset_k + (i * f + j) * boxes_k + a, column c of image 1 (DESIGN.md order)."""
+    exactly at output row offset_k + (i * f + j) * boxes_k + a, column c of image 1 (docs/CONTRACT.md order)."""
     gen = torch.Generator().manual_seed(seed)
     c_num = slim.num_classes
     handles, want_loc, want_conf = [], {}, {}

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torchvision
 
-from ssd_torch.config import ssd300_slim, ssd300_vgg16
-from ssd_torch.model import SSD300, model_from_config
-from ssd_torch.weights import load_vgg16_backbone
+from ssd_torch.modeling.model_config import ssd300_slim, ssd300_vgg16
+from ssd_torch.modeling.model import SSD300, model_from_config
+from ssd_torch.modeling.weights import load_vgg16_backbone
 
 # ssd.pytorch's vgg ModuleList: VGG16 cfg [64, 64, M, 128, 128, M, 256, 256, 256, C, 512, 512, 512, M,
 # 512, 512, 512, pool5, fc6 (3x3 dil 6), ReLU, fc7 (1x1), ReLU] -> conv index: weight shape.

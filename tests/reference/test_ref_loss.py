@@ -108,7 +108,7 @@ COARSE = default_boxes(SSD300)[7942:]  # the 10x10 map and above: 790 priors, so
        st.integers(0, 2 ** 32 - 1))
 def test_loss_nonnegative_and_permutation_invariant(gts: list[np.ndarray], seed: int) -> None:
     """Precondition for the invariance: each gt's best prior is unique (an exact IoU tie is broken by prior
-    index, DESIGN.md step 3, so a permutation may then pick another prior legitimately)."""
+    index, docs/CONTRACT.md step 3, so a permutation may then pick another prior legitimately)."""
     rng = np.random.default_rng(seed)
     gts = [np.clip(g, 0.0, 1.0) for g in gts]
     gts = [g[np.all(g[:, 2:] - g[:, :2] > 1e-3, axis=1)] for g in gts]

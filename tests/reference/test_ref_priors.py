@@ -36,7 +36,7 @@ def test_seed_scale_table_third_map() -> None:
 
 
 def test_seed_scale_table_last_map_unclipped_and_clipped() -> None:
-    """DESIGN.md "k=5, ar=2: w=1.27": the sixth map (1x1, s = 0.9), 0.9·√2 = 1.2728, unclipped."""
+    """docs/CONTRACT.md "k=5, ar=2: w=1.27": the sixth map (1x1, s = 0.9), 0.9·√2 = 1.2728, unclipped."""
     last = default_boxes(UNCLIPPED)[OFFSETS[5]:]
     np.testing.assert_allclose(last[:, :2], 0.5)
     np.testing.assert_allclose(last[:, 2:], [[0.9, 0.9], [0.9487, 0.9487], [1.2728, 0.6364], [0.6364, 1.2728]],

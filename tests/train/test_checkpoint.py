@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from ssd_torch import checkpoint as ck
-from ssd_torch.checkpoint import (FORMAT, CheckpointManager, atomic_save, build_checkpoint, capture_rng,
-                                  load_checkpoint, restore_rng)
+from ssd_torch.training import checkpoint as ck
+from ssd_torch.training.checkpoint import (FORMAT, CheckpointManager, atomic_save, build_checkpoint, capture_rng,
+                                  read_checkpoint, restore_rng)
 
 
 def _ckpt(step, value=0.0):
@@ -20,7 +20,7 @@ def _ckpt(step, value=0.0):
 
 def test_format_and_round_trip(tmp_path):
     path = atomic_save(_ckpt(7, 1.5), tmp_path / "c.pt")
-    got = load_checkpoint(path)
+    got = read_checkpoint(path)
     assert got["format"] == FORMAT and got["step"] == 7 and got["class_names"][0] == "background"
     assert torch.equal(got["model"]["weight"], torch.full((3, 2), 1.5))
     for key in ("model", "model_config", "class_names", "step", "epoch", "optimizer", "scheduler", "scaler",
@@ -41,7 +41,7 @@ def test_crash_mid_write_keeps_previous_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         atomic_save(_ckpt(2, 2.0), path)
     monkeypatch.setattr(ck.torch, "save", real_save)
-    got = load_checkpoint(path)
+    got = read_checkpoint(path)
     assert got["step"] == 1 and torch.equal(got["model"]["weight"], torch.full((3, 2), 1.0))
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temp file left behind
 
@@ -51,23 +51,23 @@ def test_keep_last_k_and_best(tmp_path):
     for step in (10, 20, 30, 40):
         mgr.save(_ckpt(step))
     assert [p.name for p in mgr.step_files()] == ["step_00000030.pt", "step_00000040.pt"]
-    assert load_checkpoint(mgr.latest())["step"] == 40
+    assert read_checkpoint(mgr.latest())["step"] == 40
     mgr.save_best(_ckpt(20))
     mgr.save(_ckpt(50))
-    assert load_checkpoint(tmp_path / "best.pt")["step"] == 20
+    assert read_checkpoint(tmp_path / "best.pt")["step"] == 20
     assert [p.name for p in mgr.step_files()] == ["step_00000040.pt", "step_00000050.pt"]
-    assert load_checkpoint(tmp_path / "last.pt")["step"] == 50
+    assert read_checkpoint(tmp_path / "last.pt")["step"] == 50
 
 
 def test_bad_files_named(tmp_path):
     (tmp_path / "x.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="x.pt"):
-        load_checkpoint(tmp_path / "x.pt")
+        read_checkpoint(tmp_path / "x.pt")
     torch.save({"format": "other/1"}, tmp_path / "y.pt")
     with pytest.raises(ValueError, match="y.pt.*format"):
-        load_checkpoint(tmp_path / "y.pt")
-    with pytest.raises(ValueError, match="does not exist"):
-        load_checkpoint(tmp_path / "missing.pt")
+        read_checkpoint(tmp_path / "y.pt")
+    with pytest.raises(ValueError, match="file not found"):
+        read_checkpoint(tmp_path / "missing.pt")
     with pytest.raises(ValueError, match="background"):
         build_checkpoint(model=torch.nn.Linear(1, 1), model_config={}, class_names=["a"], step=0, epoch=0)
 

@@ -7,10 +7,11 @@ import json
 import pytest
 import torch
 
-from ssd_torch import demo, train
-from ssd_torch.checkpoint import load_checkpoint
+from ssd_torch.cli import train
+from ssd_torch.training import demo
+from ssd_torch.training.checkpoint import read_checkpoint
 from ssd_torch.inference import load_model_for_inference
-from ssd_torch.train_config import TrainConfig
+from ssd_torch.training.train_config import TrainConfig
 
 
 @pytest.mark.slow
@@ -26,14 +27,14 @@ def test_quick_demo_then_resume(tmp_path, capsys):
     assert len(list((run / "detections").glob("*.png"))) == 6
     cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
     assert cfg.schedule.max_steps == 2 and cfg.data.roots == (str(data),)
-    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    ckpt = read_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["step"] == 2 and ckpt["class_names"][0] == "background" and 0.0 <= ckpt["metrics"]["mAP"] <= 1.0
     model, mcfg, names = load_model_for_inference(run / "checkpoints" / "last.pt")  # the ssd-eval reader
     assert names == ckpt["class_names"] and mcfg.name == "ssd300_slim"
     # resume through the ssd-train CLI: one more step on top of the two
     cfg_file = run / "config.json"
     assert train.main(["--preset", "demo", "--config", str(cfg_file), "--resume", "auto", "--max-steps", "3"]) == 0
-    again = load_checkpoint(run / "checkpoints" / "last.pt")
+    again = read_checkpoint(run / "checkpoints" / "last.pt")
     assert again["step"] == 3 and again["epoch"] == 0 and again["extra"]["step_in_epoch"] == 3
     with (run / "metrics.csv").open() as f:
         steps = [int(r["step"]) for r in csv.DictReader(f)]
@@ -57,13 +58,13 @@ def test_compiled_run_checkpoints_plain_weights_and_resumes_uncompiled(tmp_path,
     assert demo.main(["--quick", "--data-root", str(data), "--output-dir", str(run), "--set", "run.tensorboard=false",
                       "--set", "runtime.compile=true"]) == 0
     assert "mAP" in capsys.readouterr().out
-    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    ckpt = read_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["step"] == 2 and ckpt["train_config"]["runtime"]["compile"] is True
     assert not [k for k in ckpt["model"] if "_orig_mod" in k or k.startswith("module.")]
     model, _, _ = load_model_for_inference(run / "checkpoints" / "last.pt")
     assert set(model.state_dict()) == set(ckpt["model"])
     assert train.main(["--preset", "demo", "--config", str(run / "config.json"), "--resume", "auto",
                        "--max-steps", "3", "--set", "runtime.compile=false"]) == 0
-    again = load_checkpoint(run / "checkpoints" / "last.pt")
+    again = read_checkpoint(run / "checkpoints" / "last.pt")
     assert again["step"] == 3 and again["train_config"]["runtime"]["compile"] is False
     assert any(not torch.equal(ckpt["model"][k], again["model"][k]) for k in ckpt["model"])

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from ssd_torch.checkpoint import CheckpointManager, load_checkpoint
+from ssd_torch.training.checkpoint import CheckpointManager, read_checkpoint
 from ssd_torch.data.collate import collate_detection
-from ssd_torch.engine import NonFiniteGuard, TrainingDiverged, train_step
+from ssd_torch.training.engine import NonFiniteGuard, TrainingDiverged, train_step
 
 from train_fixtures import ToyDetection, components, make_trainer, tiny_config
 
@@ -55,7 +55,7 @@ def test_resume_is_bit_identical(tmp_path):
     first = make_trainer(cfg, data, batch=2, total_steps=6, stop_at=3,
                          checkpoints=CheckpointManager(tmp_path, keep_last=1))
     first.fit()
-    ckpt = load_checkpoint(tmp_path / "last.pt")
+    ckpt = read_checkpoint(tmp_path / "last.pt")
     assert (ckpt["step"], ckpt["epoch"], ckpt["extra"]["step_in_epoch"]) == (3, 0, 3)
     torch.rand(5)  # a disturbed global RNG must not matter
     resumed = make_trainer(cfg, data, batch=2, total_steps=6, seed=0)
@@ -78,7 +78,7 @@ def test_resume_refuses_another_effective_batch(tmp_path):
     t.fit()
     other = make_trainer(cfg, data, batch=4, total_steps=1)
     with pytest.raises(ValueError, match="images per step"):
-        other.load_state(load_checkpoint(tmp_path / "last.pt"))
+        other.load_state(read_checkpoint(tmp_path / "last.pt"))
 
 
 class _NaNAt:
@@ -135,7 +135,7 @@ def test_too_many_nan_steps_stop_with_advice():
 
 
 def test_guard_window_forgets_old_skips():
-    from ssd_torch.engine import StepOutcome
+    from ssd_torch.training.engine import StepOutcome
     bad = StepOutcome(loss=math.nan, loc=math.nan, conf=0.0, num_pos=1, images=1, finite_loss=False,
                       finite_grad=False, stepped=False, grad_norm=math.nan)
     g = NonFiniteGuard(max_skips=1, window=5)

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from ssd_torch.data.voc import Annotation, pixel_to_normalized
-from ssd_torch.evaluate import evaluate_detections, format_ap_table, normalized_to_voc_pixels
-from ssd_torch.visualize import draw_detections, plot_training_curves
+from ssd_torch.evaluation.evaluate import evaluate_detections, format_ap_table, normalized_to_voc_pixels
+from ssd_torch.evaluation.visualize import draw_detections, plot_training_curves
 
 
 class _FakeSet:

@@ -1,11 +1,11 @@
-"""LR rules of ssd_torch.schedule: linear scaling, rescaled milestones, warmup, accumulation independence."""
+"""LR rules of ssd_torch.training.schedule: linear scaling, rescaled milestones, warmup, accumulation independence."""
 import math
 
 import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from ssd_torch.schedule import (LRFactor, build_lr_factor, build_scheduler, effective_batch, rescale_steps,
+from ssd_torch.training.schedule import (LRFactor, build_lr_factor, build_scheduler, effective_batch, rescale_steps,
                                 scaled_lr, schedule_lengths)
 
 

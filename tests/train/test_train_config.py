@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from ssd_torch.train import config_from_args, parse_args
-from ssd_torch.train_config import TrainConfig, apply_overrides, demo, resolve_config, save_config, voc07
+from ssd_torch.cli.train import config_from_args, parse_args
+from ssd_torch.training.train_config import TrainConfig, apply_overrides, demo, resolve_config, save_config, voc07
 
 
 def test_presets_are_valid_and_differ():

@@ -7,14 +7,14 @@ import functools
 import pytest
 import torch
 
-from ssd_torch.config import ModelConfig
+from ssd_torch.modeling.model_config import ModelConfig
 from ssd_torch.data.collate import collate_detection
-from ssd_torch.engine import NonFiniteGuard, SeededDataset, StepSampler, Trainer, param_groups
+from ssd_torch.training.engine import NonFiniteGuard, SeededDataset, StepSampler, Trainer, param_groups
 from ssd_torch.loss import multibox_loss_from_targets
 from ssd_torch.matching import match_batch
-from ssd_torch.model import model_from_config
+from ssd_torch.modeling.model import model_from_config
 from ssd_torch.priors import default_boxes
-from ssd_torch.schedule import build_lr_factor, build_scheduler
+from ssd_torch.training.schedule import build_lr_factor, build_scheduler
 
 NUM_CLASSES = 4
 

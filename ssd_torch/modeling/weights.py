@@ -19,7 +19,7 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from ssd_torch.config import VGG16_BASE
+from ssd_torch.modeling.model_config import VGG16_BASE
 
 __all__ = ["LoadReport", "load_vgg16_backbone", "reduce_fc6", "reduce_fc7", "VGG_CONV_NAMES"]
 

@@ -1,7 +1,7 @@
 """Model configuration: a frozen ``ModelConfig`` plus the ``ssd300_vgg16`` and ``ssd300_slim`` presets.
 
 The config is the single description of a network that checkpoints store (``to_dict`` / ``from_dict``);
-``ssd_torch.model.model_from_config`` is the one place that unpacks it into ``SSD300``'s keyword arguments.
+``ssd_torch.modeling.model.model_from_config`` is the one place that unpacks it into ``SSD300``'s keyword arguments.
 Both presets share the seed's prior layout (``reference.priors.SSD300``: maps 38/19/10/5/3/1 at 300x300,
 4/6/6/6/4/4 boxes per cell, 8732 priors); they differ only in channel widths and normalisation.
 """
@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from reference.priors import SSD300 as SSD300_SPEC
 from reference.priors import PriorSpec, boxes_per_cell, num_priors
+from ssd_torch.data.preprocess import IMAGENET, Preprocess
 
 __all__ = ["ModelConfig", "ssd300_vgg16", "ssd300_slim", "PRESETS", "VGG16_BASE", "VGG16_EXTRAS"]
 
@@ -36,7 +37,7 @@ def _int_tuple(name: str, value: Any) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to build an ``SSD300`` (SSD paper §2.1, Fig. 2; DESIGN.md "Default boxes").
+    """Everything needed to build an ``SSD300`` (SSD paper §2.1, Fig. 2; docs/CONTRACT.md "Default boxes").
 
     name: preset name (informational, stored in checkpoints).
     num_classes: C including background (label 0); VOC: 21.
@@ -52,6 +53,8 @@ class ModelConfig:
     strided_stem: conv1_1 with stride 2 replaces pool1 (same map sizes; stage 1 runs at 150x150, not 300x300).
     head_bias_prior: if set, the initial softmax probability of background at every prior (conf biases
         initialised so that softmax gives it; e.g. 0.99). None: zero biases, as ssd.pytorch.
+    preprocess: the input convention the weights expect (``ssd_torch.data.preprocess``); every consumer reads
+        it from here. A checkpoint written before the field existed loads with the default (ImageNet RGB).
     """
 
     name: str
@@ -66,6 +69,7 @@ class ModelConfig:
     batch_norm: bool = False
     strided_stem: bool = False
     head_bias_prior: float | None = None
+    preprocess: Preprocess = IMAGENET
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # normalise lists (e.g. from JSON) to tuples: hashable, truly frozen
@@ -106,6 +110,8 @@ class ModelConfig:
                 raise TypeError(f"ModelConfig.{flag} must be a bool, got {getattr(self, flag)!r}")
         if not self.l2norm_scale > 0:
             raise ValueError(f"ModelConfig.l2norm_scale must be > 0, got {self.l2norm_scale}")
+        if not isinstance(self.preprocess, Preprocess):
+            raise TypeError(f"ModelConfig.preprocess must be a Preprocess, got {type(self.preprocess).__name__}")
         p = self.head_bias_prior
         if p is not None and not (isinstance(p, (int, float)) and not isinstance(p, bool) and 0.0 < p < 1.0):
             raise ValueError(f"ModelConfig.head_bias_prior must be None or a probability in (0, 1), got {p!r}")
@@ -119,6 +125,7 @@ class ModelConfig:
         """Plain-Python dict (lists, numbers, strings, None) for checkpoints; ``from_dict`` inverts it exactly."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["prior_spec"] = {f.name: _plain(getattr(self.prior_spec, f.name)) for f in dataclasses.fields(PriorSpec)}
+        d["preprocess"] = self.preprocess.to_dict()
         return {k: _plain(v) for k, v in d.items()}
 
     @classmethod
@@ -134,6 +141,8 @@ class ModelConfig:
             kwargs["prior_spec"] = PriorSpec(**spec)
         elif spec is not None and not isinstance(spec, PriorSpec):
             raise TypeError(f"ModelConfig.prior_spec must be a dict (from to_dict), got {type(spec).__name__}")
+        if isinstance(kwargs.get("preprocess"), dict):
+            kwargs["preprocess"] = Preprocess.from_dict(kwargs["preprocess"])
         return cls(**kwargs)
 
 

@@ -1,17 +1,13 @@
-"""``ssd-train`` (also ``python -m ssd_torch.train``): resolve a ``TrainConfig``, build the components, train.
+"""One training run: build the components from a resolved ``TrainConfig`` and train (``run_training``).
 
-Single process: ``ssd-train --preset voc07 --set data.roots='["VOCdevkit/VOC2007","VOCdevkit/VOC2012"]'``.
-Several GPUs / nodes: ``torchrun --nproc_per_node=8 -m ssd_torch.train --preset voc07 ...`` (DDP; nccl on
-GPU, gloo on CPU). ``--batch-size`` is PER PROCESS; the LR follows the effective batch (``schedule.py``).
-This module is the one place where the config is unpacked into the components' keyword arguments.
+The command line is ``ssd_torch.cli.train`` (``ssd-train``; under torchrun ``-m ssd_torch.cli.train``).
+``--batch-size`` is PER PROCESS; the LR follows the effective batch (``schedule.py``). This module is the one
+place where the config is unpacked into the components' keyword arguments.
 """
 from __future__ import annotations
 
-import argparse
 import functools
-import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,13 +16,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ssd_torch.checkpoint import CheckpointManager, load_checkpoint
-from ssd_torch.engine import (MetricsLogger, NonFiniteGuard, SeededDataset, StepSampler, Trainer, param_groups)
-from ssd_torch.schedule import (build_lr_factor, build_scheduler, effective_batch, scaled_lr, schedule_lengths)
-from ssd_torch.train_config import PRESETS, TrainConfig, resolve_config, save_config
+from ssd_torch.data.preprocess import IMAGENET, Preprocess
+from ssd_torch.training.checkpoint import CheckpointManager, read_checkpoint
+from ssd_torch.training.engine import (MetricsLogger, NonFiniteGuard, SeededDataset, StepSampler, Trainer, param_groups)
+from ssd_torch.training.schedule import (build_lr_factor, build_scheduler, effective_batch, scaled_lr, schedule_lengths)
+from ssd_torch.training.train_config import TrainConfig, save_config
 
 __all__ = ["DistInfo", "setup_distributed", "resolve_device", "build_datasets", "build_train_transform",
-           "build_model", "build_optimizer", "run_training", "parse_args", "main"]
+           "build_model", "build_optimizer", "run_training", "say"]
 
 
 @dataclass(frozen=True)
@@ -83,15 +80,16 @@ class _FirstN(torch.utils.data.Dataset):
         return self.base.image_path(i)
 
 
-def build_train_transform(augment: str, size: int = 300) -> Any:
-    """``ssd``: the full SSD augmentation; ``light``: photometric + flip (no zoom-out / crop); ``none``: resize."""
+def build_train_transform(augment: str, preprocess: Preprocess, size: int = 300) -> Any:
+    """``ssd``: the full SSD augmentation; ``light``: photometric + flip (no zoom-out / crop); ``none``: resize.
+    ``preprocess``: the model's input convention (``ModelConfig.preprocess``)."""
     from ssd_torch.data.transforms import SSDEvalTransform, SSDTrainTransform
     if augment == "ssd":
-        return SSDTrainTransform(size=size)
+        return SSDTrainTransform(size=size, preprocess=preprocess)
     if augment == "light":
-        return SSDTrainTransform(size=size, p_expand=0.0, crop_options=(None,))
+        return SSDTrainTransform(size=size, preprocess=preprocess, p_expand=0.0, crop_options=(None,))
     if augment == "none":
-        return SSDEvalTransform(size=size)
+        return SSDEvalTransform(size=size, preprocess=preprocess)
     raise ValueError(f"unknown augmentation {augment!r}; use 'ssd', 'light' or 'none'")
 
 
@@ -107,22 +105,29 @@ def _ensure_synthetic(root: Path, num_trainval: int, num_test: int, seed: int, r
         dist.barrier()
 
 
+def dataset_class_names(dataset: str) -> list[str]:
+    """The class names of a ``data.dataset`` kind, ``"background"`` first (the model's label space)."""
+    from ssd_torch.data.synthetic import SYNTHETIC_CLASSES
+    from ssd_torch.data.voc import VOC_CLASSES
+    return ["background", *(SYNTHETIC_CLASSES if dataset == "synthetic" else VOC_CLASSES)]
+
+
 def build_datasets(*, dataset: str, roots: Sequence[str], train_split: str, val_roots: Sequence[str],
                    val_split: str, augment: str, keep_difficult: bool, skip_bad: bool, synthetic_trainval: int,
                    synthetic_test: int, synthetic_seed: int, max_train_images: int | None,
-                   max_val_images: int | None, rank: int = 0) -> tuple[Any, Any, list[str]]:
+                   max_val_images: int | None, preprocess: Preprocess = IMAGENET,
+                   rank: int = 0) -> tuple[Any, Any, list[str]]:
     """(train set with the training transform, held-out set with the eval transform, class names with
-    ``"background"`` first)."""
+    ``"background"`` first); both transforms apply the model's ``preprocess``."""
     from ssd_torch.data.transforms import SSDEvalTransform
-    from ssd_torch.data.voc import VOC_CLASSES, VOCDataset
-    names: Sequence[str] = VOC_CLASSES
+    from ssd_torch.data.voc import VOCDataset
+    names = dataset_class_names(dataset)[1:]
     if dataset == "synthetic":
-        from ssd_torch.data.synthetic import SYNTHETIC_CLASSES
-        names = SYNTHETIC_CLASSES
         _ensure_synthetic(Path(roots[0]), synthetic_trainval, synthetic_test, synthetic_seed, rank)
-    train = VOCDataset(list(roots), train_split, class_names=names, transform=build_train_transform(augment),
+    train = VOCDataset(list(roots), train_split, class_names=names,
+                       transform=build_train_transform(augment, preprocess),
                        keep_difficult=keep_difficult, skip_bad=skip_bad)
-    val = VOCDataset(list(val_roots), val_split, class_names=names, transform=SSDEvalTransform(),
+    val = VOCDataset(list(val_roots), val_split, class_names=names, transform=SSDEvalTransform(preprocess=preprocess),
                      keep_difficult=True, skip_bad=skip_bad)
     if max_train_images is not None:
         train = _FirstN(train, max_train_images)
@@ -133,10 +138,10 @@ def build_datasets(*, dataset: str, roots: Sequence[str], train_split: str, val_
 
 def build_model(*, preset: str, num_classes: int, batch_norm: bool | None, head_bias_prior: float | None,
                 backbone_weights: str | None, l2norm_scale: float | None = None) -> tuple[nn.Module, Any]:
-    """(SSD300, its ModelConfig) from a ``ssd_torch.config`` preset; VGG16 weights loaded when given."""
+    """(SSD300, its ModelConfig) from a ``ssd_torch.modeling.model_config`` preset; VGG16 weights loaded when given."""
     import dataclasses
-    from ssd_torch.config import PRESETS as MODEL_PRESETS
-    from ssd_torch.model import model_from_config
+    from ssd_torch.modeling.model_config import PRESETS as MODEL_PRESETS
+    from ssd_torch.modeling.model import model_from_config
     if preset == "ssd300_slim" and batch_norm is not None:
         cfg = MODEL_PRESETS[preset](num_classes=num_classes, batch_norm=batch_norm)
     else:
@@ -147,7 +152,7 @@ def build_model(*, preset: str, num_classes: int, batch_norm: bool | None, head_
         cfg = dataclasses.replace(cfg, l2norm_scale=l2norm_scale)
     model = model_from_config(cfg)
     if backbone_weights:
-        from ssd_torch.weights import load_vgg16_backbone
+        from ssd_torch.modeling.weights import load_vgg16_backbone
         load_vgg16_backbone(model, backbone_weights)
     return model, cfg
 
@@ -179,15 +184,16 @@ def _wrap(model: nn.Module, device: torch.device, *, channels_last: bool, compil
     return model
 
 
-def _say(info: DistInfo, text: str) -> None:
+def say(info: DistInfo, text: str) -> None:
     if info.rank == 0:
         from tqdm.auto import tqdm
         tqdm.write(text)
 
 
-def run_training(cfg: TrainConfig) -> dict[str, Any]:
+def run_training(cfg: TrainConfig, *, trust_checkpoint: bool = False) -> dict[str, Any]:
     """Train as ``cfg`` says; returns the trainer's summary plus ``run_dir``. Resumes from ``run.resume``
-    (a checkpoint path, or ``"auto"`` = the run folder's latest checkpoint if any)."""
+    (a checkpoint path, or ``"auto"`` = the run folder's latest checkpoint if any); ``trust_checkpoint``
+    unpickles that checkpoint in full (``training.checkpoint.read_checkpoint``)."""
     rt, d, o, s, lc, r = cfg.runtime, cfg.data, cfg.optim, cfg.schedule, cfg.loss, cfg.run
     if rt.num_threads:
         torch.set_num_threads(rt.num_threads)
@@ -198,19 +204,20 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
     if info.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.json")
+    torch.manual_seed(rt.seed)  # the same initial weights on every rank (DDP also broadcasts them)
+    model, model_cfg = build_model(preset=cfg.model.preset, num_classes=len(dataset_class_names(d.dataset)),
+                                   batch_norm=cfg.model.batch_norm, head_bias_prior=cfg.model.head_bias_prior,
+                                   backbone_weights=cfg.model.backbone_weights,
+                                   l2norm_scale=cfg.model.l2norm_scale)
     train_set, val_set, class_names = build_datasets(
         dataset=d.dataset, roots=d.roots, train_split=d.train_split, val_roots=d.val_roots, val_split=d.val_split,
         augment=d.augment, keep_difficult=d.keep_difficult, skip_bad=d.skip_bad,
         synthetic_trainval=d.synthetic_trainval, synthetic_test=d.synthetic_test, synthetic_seed=d.synthetic_seed,
-        max_train_images=d.max_train_images, max_val_images=d.max_val_images, rank=info.rank)
-    torch.manual_seed(rt.seed)  # the same initial weights on every rank (DDP also broadcasts them)
-    model, model_cfg = build_model(preset=cfg.model.preset, num_classes=len(class_names),
-                                   batch_norm=cfg.model.batch_norm, head_bias_prior=cfg.model.head_bias_prior,
-                                   backbone_weights=cfg.model.backbone_weights,
-                                   l2norm_scale=cfg.model.l2norm_scale)
+        max_train_images=d.max_train_images, max_val_images=d.max_val_images, preprocess=model_cfg.preprocess,
+        rank=info.rank)
     trainer = _build_trainer(cfg, model, model_cfg, train_set, val_set, class_names, device, info, run_dir)
-    _resume(trainer, r.resume, run_dir, info)
-    _say(info, f"training {model_cfg.name} on {len(train_set)} images, {trainer.sampler.global_batch} per step, "
+    _resume(trainer, r.resume, run_dir, info, trust_checkpoint)
+    say(info, f"training {model_cfg.name} on {len(train_set)} images, {trainer.sampler.global_batch} per step, "
                f"lr {trainer.optimizer.param_groups[0]['initial_lr']:.4g}, {trainer.total_steps} steps "
                f"({trainer.sampler.steps_per_epoch} per epoch), device {device}, world size {info.world_size}")
     try:
@@ -224,7 +231,7 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
 def _build_trainer(cfg: TrainConfig, model: nn.Module, model_cfg: Any, train_set: Any, val_set: Any,
                    class_names: list[str], device: torch.device, info: DistInfo, run_dir: Path) -> Trainer:
     from ssd_torch.data.collate import collate_detection
-    from ssd_torch.evaluate import evaluate_model
+    from ssd_torch.evaluation.evaluate import evaluate_model
     from ssd_torch.loss import multibox_loss_from_targets
     from ssd_torch.matching import match_batch
     from ssd_torch.priors import default_boxes
@@ -259,85 +266,16 @@ def _build_trainer(cfg: TrainConfig, model: nn.Module, model_cfg: Any, train_set
         checkpoints=CheckpointManager(run_dir / "checkpoints", keep_last=r.keep_last),
         checkpoint_every=r.checkpoint_every, eval_fn=eval_fn, eval_every=r.eval_every,
         meta={"model_config": model_cfg.to_dict(), "class_names": class_names, "train_config": cfg.to_dict()},
-        log_every=r.log_every, progress=r.progress, print_fn=lambda text: _say(info, text))
+        log_every=r.log_every, progress=r.progress, print_fn=lambda text: say(info, text))
 
 
-def _resume(trainer: Trainer, resume: str | None, run_dir: Path, info: DistInfo) -> None:
+def _resume(trainer: Trainer, resume: str | None, run_dir: Path, info: DistInfo, trust: bool) -> None:
     if resume is None:
         return
     path = trainer.checkpoints.latest() if resume == "auto" else Path(resume)
     if path is None:
-        _say(info, f"no checkpoint in {run_dir / 'checkpoints'} yet: starting from scratch")
+        say(info, f"no checkpoint in {run_dir / 'checkpoints'} yet: starting from scratch")
         return
-    trainer.load_state(load_checkpoint(path, map_location="cpu"))
-    _say(info, f"resumed from {path} at step {trainer.step} (epoch {trainer.epoch}, "
+    trainer.load_state(read_checkpoint(path, trust=trust))
+    say(info, f"resumed from {path} at step {trainer.step} (epoch {trainer.epoch}, "
                f"step {trainer.step_in_epoch} of the epoch)")
-
-
-# ----------------------------------------------------------------------------------------------- CLI
-_FLAGS = {  # flag -> (config path, type)
-    "output_dir": ("run.output_dir", str), "batch_size": ("optim.batch_size", int),
-    "accumulation": ("optim.accumulation", int), "lr": ("optim.base_lr", float), "epochs": ("schedule.epochs", int),
-    "max_steps": ("schedule.max_steps", int), "device": ("runtime.device", str), "amp": ("runtime.amp", str),
-    "workers": ("data.num_workers", int), "seed": ("runtime.seed", int), "resume": ("run.resume", str),
-    "schedule": ("schedule.kind", str), "grad_clip": ("optim.grad_clip", float),
-}
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="ssd-train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Resolution: preset < --config file < --set < the named flags.")
-    p.add_argument("--preset", default="voc07", choices=sorted(PRESETS), help="training preset (default voc07)")
-    p.add_argument("--config", help="JSON config file (nested like config.json in a run folder; may be partial)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override any field, value as JSON (e.g. --set data.roots='[\"a\",\"b\"]'); repeatable")
-    p.add_argument("--data-root", action="append", metavar="DIR", help="a dataset root (repeat for 07+12)")
-    for name, (path, typ) in _FLAGS.items():
-        p.add_argument("--" + name.replace("_", "-"), type=typ, help=f"sets {path}")
-    p.add_argument("--channels-last", action="store_true", default=None, help="sets runtime.channels_last")
-    p.add_argument("--compile", action="store_true", default=None, help="sets runtime.compile (torch.compile)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    return p.parse_args(argv)
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    overrides = list(args.set)
-    for name, (path, _) in _FLAGS.items():
-        value = getattr(args, name)
-        if value is not None:
-            overrides.append(f"{path}={json.dumps(value)}")
-    if args.data_root:
-        overrides += [f"data.roots={json.dumps(args.data_root)}", f"data.val_roots={json.dumps(args.data_root[:1])}"]
-    if args.channels_last:
-        overrides.append("runtime.channels_last=true")
-    if args.compile:
-        overrides.append("runtime.compile=true")
-    if args.no_progress:
-        overrides.append("run.progress=false")
-    return resolve_config(args.preset, args.config, overrides)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        cfg = config_from_args(args)
-    except (ValueError, TypeError) as e:
-        print(f"ssd-train: {e}", file=sys.stderr)
-        return 2
-    if args.print_config:
-        print(json.dumps(cfg.to_dict(), indent=2))
-        return 0
-    summary = run_training(cfg)
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    best = summary["best_map"]
-    _say(DistInfo(rank=int(os.environ.get("RANK", "0"))),
-         f"done: {summary['step']} steps, final mAP {summary['last_metrics'].get('mAP')}, best mAP {best:.4f}, "
-         f"run folder {summary['run_dir']}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,7 +2,7 @@
 
 Resolution order (later wins): preset -> config file (JSON, nested like ``TrainConfig.to_dict()``) -> flags.
 The resolved config is saved as ``config.json`` in the run folder and inside every checkpoint. Components never
-receive a ``TrainConfig``: ``ssd_torch.train`` unpacks the sections into explicit keyword arguments.
+receive a ``TrainConfig``: ``ssd_torch.training.train`` unpacks the sections into explicit keyword arguments.
 
 Presets
 - ``voc07``: VOC2007+2012 trainval -> VOC2007 test, SSD300-VGG16, the paper's schedule (SSD paper §3: SGD,
@@ -52,12 +52,12 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelSection:
-    """Which network: a preset name of ``ssd_torch.config.PRESETS`` plus the few knobs a run changes.
+    """Which network: a preset name of ``ssd_torch.modeling.model_config.PRESETS`` plus the few knobs a run changes.
 
     batch_norm: only for ``ssd300_slim`` (None: the preset's default). head_bias_prior / l2norm_scale: override
     the preset's (None: keep it; a BatchNorm backbone gives conv4_3 features of norm ~5-10, which the
     default L2Norm scale of 20 amplifies ~3x relative to the other sources). backbone_weights: a VGG16 state dict
-    (torchvision or ssd.pytorch ``vgg16_reducedfc.pth``) loaded with ``ssd_torch.weights.load_vgg16_backbone``.
+    (torchvision or ssd.pytorch ``vgg16_reducedfc.pth``) loaded with ``ssd_torch.modeling.weights.load_vgg16_backbone``.
     """
 
     preset: str = "ssd300_vgg16"
@@ -110,7 +110,8 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """MultiBox loss / matching knobs (DESIGN.md "Matching", "Loss"); backend: ``torch``, ``numba`` or ``auto``."""
+    """MultiBox loss / matching knobs (docs/CONTRACT.md "Matching", "Loss"); backend: ``torch``, ``numba`` or
+    ``auto``."""
 
     iou_threshold: float = 0.5
     neg_pos_ratio: int = 3

@@ -6,7 +6,7 @@ epoch's permutation from ``(seed, epoch)`` and can start at any step; ``SeededDa
 sample from ``(seed, epoch, index)`` before the transform runs. Neither the worker count nor the resume point
 can change the stream, which is what makes "N steps" and "N/2 + resume + N/2" bit-identical on CPU.
 
-Loss normalisation of one optimizer step (DESIGN.md "Loss", SSD paper eq. 1: the sum is divided by N, the
+Loss normalisation of one optimizer step (docs/CONTRACT.md "Loss", SSD paper eq. 1: the sum is divided by N, the
 number of matched default boxes OF THE BATCH): with micro-batches i (accumulation) on ranks r (DDP),
 ``L = sum_{r,i} (L_loc + L_conf)_{r,i} / max(N_total, 1)``, ``N_total = sum_{r,i} N_{r,i}``. Averaging
 per-micro-batch means instead weights an image by 1/N of its micro-batch — the "bs 32 x accumulation 8 ->
@@ -33,7 +33,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ssd_torch.checkpoint import CheckpointManager, build_checkpoint, capture_rng, restore_rng, unwrap_model
+from ssd_torch.training.checkpoint import CheckpointManager, build_checkpoint, capture_rng, restore_rng, unwrap_model
 
 __all__ = ["sample_seed", "StepSampler", "SeededDataset", "StepOutcome", "train_step", "NonFiniteGuard",
            "TrainingDiverged", "MetricsLogger", "peak_memory_mb", "Trainer", "param_groups"]
@@ -334,7 +334,7 @@ class MetricsLogger:
 class Trainer:
     """Runs optimizer steps from the current position to ``min(total_steps, stop_at)``.
 
-    All components arrive built (``ssd_torch.train`` unpacks the config); the trainer owns only the position
+    All components arrive built (``ssd_torch.training.train`` unpacks the config); the trainer owns only the position
     (``step`` = optimizer steps done, ``epoch``, ``step_in_epoch``), the NaN guard, the best mAP and the
     periodic side jobs: logging every ``log_every`` steps, a checkpoint every ``checkpoint_every`` steps and
     at the end, an evaluation every ``eval_every`` steps and at the end (``eval_fn(model) -> {"mAP": ...}``,
@@ -519,5 +519,5 @@ class Trainer:
             self._evaluate()
         self._save()
         if self.logger is not None and self.rank == 0:
-            from ssd_torch.visualize import plot_training_curves
+            from ssd_torch.evaluation.visualize import plot_training_curves
             plot_training_curves(self.logger.run_dir)

@@ -2,7 +2,7 @@
 
 VGG16 base (pool3 in ceil mode so that 75 -> 38; pool5 3x3 stride 1 pad 1 keeps 19x19), fc6 as a 3x3 conv
 with dilation 6 and fc7 as a 1x1 conv, L2Norm on conv4_3, extras conv8_2..conv11_2 (19 -> 10 / 5 / 3 / 1), and
-one 3x3 loc and one 3x3 conf head per source map. Outputs follow the prior order of DESIGN.md "Default boxes":
+one 3x3 loc and one 3x3 conf head per source map. Outputs follow the prior order of docs/CONTRACT.md "Default boxes":
 maps in order, cells row-major, boxes of a cell in spec order — which is what permuting each head's NCHW
 output to NHWC and flattening gives, because a head's output channel ``a * 4 + k`` (loc) or ``a * C + c``
 (conf) belongs to box ``a`` of the cell.
@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from reference.priors import num_priors as _spec_num_priors
-from ssd_torch.config import ModelConfig
+from ssd_torch.modeling.model_config import ModelConfig
 
 __all__ = ["SSD300", "L2Norm", "model_from_config", "num_priors", "SSD300_FEATURE_MAPS"]
 
@@ -113,7 +113,7 @@ def _build_extras(in_ch: int, extras: tuple[tuple[int, int], ...], batch_norm: b
 class SSD300(nn.Module):
     """SSD300: ``forward(x Tensor[B, 3, 300, 300]) -> (loc Tensor[B, P, 4], conf Tensor[B, P, C])``.
 
-    ``loc`` are the encoded offsets of DESIGN.md "Encoding" (relative to cxcywh priors), ``conf`` raw logits;
+    ``loc`` are the encoded offsets of docs/CONTRACT.md "Encoding" (relative to cxcywh priors), ``conf`` raw logits;
     P = 8732 for 4/6/6/6/4/4 boxes per cell. Arguments (all explicit; ``model_from_config`` unpacks a
     ``ModelConfig``): ``base_channels`` 5 VGG stages of conv widths, ``fc_channels`` (fc6, fc7) widths,
     ``extra_channels`` 4 (1x1, 3x3) widths, ``head_boxes`` boxes per cell of the six sources,

@@ -1,4 +1,4 @@
-"""Inference over a dataset and VOC scoring (DESIGN.md "NMS and post-processing", "VOC evaluation").
+"""Inference over a dataset and VOC scoring (docs/CONTRACT.md "NMS and post-processing", "VOC evaluation").
 
 ``run_inference`` turns a ``VOCDataset``-like dataset (``ds[i] -> (image[3,300,300], target)``,
 ``ds.annotation(i) -> Annotation(image_id, width, height, ...)``) into the evaluator's detection dict, with

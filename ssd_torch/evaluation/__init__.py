@@ -1,0 +1,2 @@
+"""Evaluation: inference over a dataset and scoring (``evaluate``), drawings and training curves
+(``visualize``). The devkit-exact scorer is ``ssd_torch.voc_eval``, twin of ``reference.voc_eval``."""
