@@ -19,6 +19,7 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
+from ssd_torch.data.preprocess import CAFFE_BGR, IMAGENET, Preprocess
 from ssd_torch.modeling.model_config import VGG16_BASE
 
 __all__ = ["LoadReport", "load_vgg16_backbone", "reduce_fc6", "reduce_fc7", "VGG_CONV_NAMES"]
@@ -37,7 +38,8 @@ class LoadReport:
     """What ``load_vgg16_backbone`` did. ``layout``: "torchvision" or "ssd.pytorch"; ``loaded``: model
     parameter names that were overwritten; ``converted``: source keys decimated (fc6 / fc7); ``ignored``:
     source keys not used (torchvision's fc8); ``untouched``: model parameters left at their initialisation
-    (L2Norm, extras, heads)."""
+    (L2Norm, extras, heads); ``preprocess``: the input convention these weights were trained with, which the
+    model's ``ModelConfig.preprocess`` must be set to."""
 
     path: str
     layout: str
@@ -45,6 +47,7 @@ class LoadReport:
     converted: tuple[str, ...]
     ignored: tuple[str, ...]
     untouched: tuple[str, ...]
+    preprocess: Preprocess
 
 
 def _conv_shapes() -> list[tuple[int, ...]]:
@@ -73,6 +76,9 @@ def _expected(layout: str) -> dict[str, tuple[int, ...]]:
     return out
 
 
+#: The input convention of each layout: torchvision's ImageNet VGG16 is RGB in [0, 1] with the ImageNet
+#: mean/std; ssd.pytorch's reduced-fc file is the Caffe conversion (BGR, 0-255, minus the mean pixel).
+_PREPROCESS = {"torchvision": IMAGENET, "ssd.pytorch": CAFFE_BGR}
 #: Keys that may be present but are not used (torchvision's 1000-way fc8).
 _OPTIONAL = {"torchvision": {"classifier.6.weight": (1000, 4096), "classifier.6.bias": (1000,)}, "ssd.pytorch": {}}
 
@@ -185,4 +191,4 @@ def load_vgg16_backbone(model: nn.Module, path: str | os.PathLike) -> LoadReport
     untouched = tuple(n for n, _ in model.named_parameters() if n not in set(loaded))
     ignored = tuple(sorted(k for k in sd if k in _OPTIONAL[layout]))
     return LoadReport(path=spath, layout=layout, loaded=loaded, converted=tuple(converted), ignored=ignored,
-                      untouched=untouched)
+                      untouched=untouched, preprocess=_PREPROCESS[layout])

@@ -153,7 +153,8 @@ def build_model(*, preset: str, num_classes: int, batch_norm: bool | None, head_
     model = model_from_config(cfg)
     if backbone_weights:
         from ssd_torch.modeling.weights import load_vgg16_backbone
-        load_vgg16_backbone(model, backbone_weights)
+        report = load_vgg16_backbone(model, backbone_weights)
+        cfg = dataclasses.replace(cfg, preprocess=report.preprocess)  # the weights fix the input convention
     return model, cfg
 
 
