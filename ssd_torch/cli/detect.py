@@ -163,7 +163,10 @@ def prepare_output(out_dir: Path, items: Sequence[Item], settings: dict[str, Any
     if result.exists():
         result.unlink()  # the previous result of this very log (resumed or overwritten): rewritten at the end
     if not resume:
-        atomic_write_text(log, json.dumps({"type": "run", "format": LOG_FORMAT, "settings": settings}) + "\n")
+        lines = [{"type": "run", "format": LOG_FORMAT, "settings": settings}]
+        if ours:  # drawings of the replaced run stay ssd-detect's, so a later --overwrite may replace them too
+            lines.append({"type": "writing", "drawings": sorted(ours), "note": "written by an earlier run"})
+        atomic_write_text(log, "".join(json.dumps(line) + "\n" for line in lines))
         return {}
     return {k: r for k, r in records.items() if r["type"] == "image" and (out_dir / r["drawing"]).is_file()}
 
@@ -223,6 +226,9 @@ def detect_images(checkpoint: Path, source: Path, out_dir: Path, *, recursive: b
 
     if out_dir.exists() and not out_dir.is_dir():  # before the (slow) model load
         prepare_output(out_dir, [], {}, resume=resume, overwrite=overwrite)
+    if source.is_dir() and out_dir.resolve() == source.resolve():
+        raise UserError(f"--out {out_dir} is the input folder: the drawings would become inputs of the next run; "
+                        "choose another folder")
     items = plan_inputs(source, recursive, out_dir)
     detector = Detector.from_checkpoint(checkpoint, device, trust_checkpoint, backend=backend,
                                         batch_size=batch_size, classes=classes, nms_threshold=nms_threshold,

@@ -13,10 +13,11 @@ checked). Existing files are never replaced unless ``--overwrite`` is given; eac
 Post-processing (softmax, decode, per-class NMS, top-k) stays in our code, run on the ONNX outputs (NumPy
 arrays are accepted)::
 
+    # $ ssd-export best.pt --onnx model.onnx --bake-preprocess uint8
     import json, numpy as np, onnxruntime as ort
     from PIL import Image
     from ssd_torch.nms import postprocess
-    meta = json.load(open("model.json"))                             # exported with --bake-preprocess uint8
+    meta = json.load(open("model.json"))
     session = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
     pixels = np.asarray(Image.open("photo.jpg").convert("RGB").resize((300, 300), Image.BILINEAR))
     loc, conf = session.run(None, {"images": pixels.transpose(2, 0, 1)[None]})

@@ -229,6 +229,7 @@ def test_second_run_refuses_then_overwrites_only_its_own_files(checkpoint: Path,
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert _run(base + ["--score-threshold", "0.5", "--overwrite"], capsys)[0] == 0
     assert json.loads((out / "detections.json").read_text())["score_threshold"] == 0.5
+    assert "x.png.png" in detect.read_log(out / detect.LOG_NAME)[2]  # still known as ssd-detect's own file
     # a file the tool did not write, where it would put a drawing, is never replaced, even with --overwrite
     _picture(18).save(src / "y.jpg")
     (out / "y.jpg.png").write_bytes(b"the user's picture")
@@ -239,3 +240,11 @@ def test_second_run_refuses_then_overwrites_only_its_own_files(checkpoint: Path,
 
 def test_default_backend_is_auto() -> None:
     assert detect.build_parser().parse_args(["c.pt", "x.png", "--out", "o"]).backend == "auto"
+
+
+def test_out_must_not_be_the_input_folder(checkpoint: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    _picture(19).save(tmp_path / "x.png")
+    code, _, err = _run([str(checkpoint), str(tmp_path), "--out", str(tmp_path), "--device", "cpu"], capsys)
+    assert code == 2 and "is the input folder" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]
