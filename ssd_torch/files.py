@@ -3,9 +3,11 @@
 :func:`atomic_write` writes a temporary sibling and renames it over the target, so an interrupted write leaves
 either the old file or the new one, never half of one. :func:`refuse_existing` is the one message of the
 inference tools (``ssd-detect``, ``ssd-export``) for "this would replace files that are already there".
+:func:`file_sha256` identifies a file by its content (a checkpoint in a cache key or a resumable run).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import BinaryIO, Callable, Iterable
 
 from ssd_torch.errors import UserError
 
-__all__ = ["atomic_write", "atomic_write_text", "refuse_existing"]
+__all__ = ["atomic_write", "atomic_write_text", "refuse_existing", "file_sha256"]
 
 _LISTED = 3  # existing files named in a refusal; the rest are counted
 
@@ -52,3 +54,12 @@ def refuse_existing(paths: Iterable[Path], what: str, way_out: str) -> None:
         more = f" (+{len(existing) - _LISTED} more)" if len(existing) > _LISTED else ""
         raise UserError(f"{what} would replace {shown}{more}, which already exist{'s' if len(existing) == 1 else ''}; "
                         f"{way_out}")
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of the file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -28,7 +28,6 @@ a new ``--out``. A file that ssd-detect did not write is never replaced, even wi
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
 from ssd_torch.cli import UserError, add_trust_flag, run_cli
-from ssd_torch.files import atomic_write, atomic_write_text, refuse_existing
+from ssd_torch.files import atomic_write, atomic_write_text, file_sha256, refuse_existing
 
 __all__ = ["LOG_NAME", "RESULT_NAME", "LOG_FORMAT", "Item", "plan_inputs", "read_log", "detect_images",
            "build_parser", "main"]
@@ -104,18 +103,10 @@ def _last_byte(path: Path) -> bytes:
         return f.read(1)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _settings(checkpoint: Path, source: Path, recursive: bool, score_threshold: float, detector: Any) -> dict:
     """What a resumed run must share with the run it continues: the same inputs, model and settings."""
     classes = None if detector.class_ids is None else [detector.categories[i] for i in detector.class_ids]
-    return {"checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": _sha256(checkpoint),
+    return {"checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": file_sha256(checkpoint),
             "source": str(source.resolve()), "recursive": recursive, "score_threshold": score_threshold,
             "classes": classes, "postprocess": detector.postprocess.to_dict()}
 

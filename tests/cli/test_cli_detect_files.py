@@ -168,14 +168,21 @@ def test_results_stream_and_an_interrupted_run_resumes(checkpoint: Path, tmp_pat
     assert [Path(r["file"]).name for r in doc["images"]] == ["0.png", "1.png", "2.png"]
 
 
-def test_resume_refuses_other_settings(checkpoint: Path, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def _finished_run(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                  seed: int) -> tuple[Path, Path, list[str]]:
+    """A folder with one picture ``x.png`` and a finished ssd-detect run on it: ``(input, out, argv)``."""
     src = tmp_path / "in"
     src.mkdir()
-    _picture(13).save(src / "x.png")
+    _picture(seed).save(src / "x.png")
     out = tmp_path / "out"
     base = [str(checkpoint), str(src), "--out", str(out), "--device", "cpu"]
     assert _run(base, capsys)[0] == 0
+    return src, out, base
+
+
+def test_resume_refuses_other_settings(checkpoint: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    _, _, base = _finished_run(checkpoint, tmp_path, capsys, 13)
     code, _, err = _run(base + ["--resume", "--nms-threshold", "0.3"], capsys)
     assert code == 2 and "nms_threshold" in err and len(err.splitlines()) == 1
     code, _, err = _run(base[:2] + ["--out", str(tmp_path / "empty"), "--resume"], capsys)
@@ -217,12 +224,7 @@ def test_out_naming_an_existing_file_is_a_one_line_error(checkpoint: Path, tmp_p
 
 def test_second_run_refuses_then_overwrites_only_its_own_files(checkpoint: Path, tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    src = tmp_path / "in"
-    src.mkdir()
-    _picture(17).save(src / "x.png")
-    out = tmp_path / "out"
-    base = [str(checkpoint), str(src), "--out", str(out), "--device", "cpu"]
-    assert _run(base, capsys)[0] == 0
+    src, out, base = _finished_run(checkpoint, tmp_path, capsys, 17)
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     code, _, err = _run(base + ["--score-threshold", "0.5"], capsys)
     assert code == 2 and "--resume" in err and "--overwrite" in err and len(err.splitlines()) == 1
