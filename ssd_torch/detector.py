@@ -59,7 +59,7 @@ ImageLike = Union[str, "os.PathLike[str]", Image.Image, np.ndarray, torch.Tensor
 BOX_FORMAT = "xyxy pixels, 0-based continuous (x = x_normalized * width)"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays have no single truth value: compare fields with NumPy
 class ImageDetections:
     """Detections of one image (module docstring: pixel convention). ``boxes_normalized[D, 4]`` are the same
     boxes divided by ``(width, height, width, height)``; ``categories`` are the checkpoint's class names
@@ -208,6 +208,10 @@ class Detector:
         self.class_ids = _class_ids(classes, self.categories)
         self.priors = default_boxes(config.prior_spec, device=self.device)
         self._transform = SSDEvalTransform(size=config.image_size, preprocess=config.preprocess)
+
+    def __repr__(self) -> str:
+        return (f"Detector({len(self.categories) - 1} classes, device={self.device}, backend={self.backend!r}, "
+                f"batch_size={self.batch_size}, {self.postprocess})")
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], device: str | torch.device = "auto",

@@ -129,7 +129,8 @@ def _check_resume(out_dir: Path, header: dict[str, Any] | None, settings: dict[s
         raise UserError(f"--resume: nothing to resume: no {LOG_NAME} of a previous run in {out_dir} (run without "
                         "--resume)")
     old, new = _flat(header.get("settings", {})), _flat(settings)
-    changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+               if old.get(k) != new.get(k)]
     if changed:
         raise UserError(f"--resume: the run in {out_dir} used other settings ({'; '.join(changed)}); resume with "
                         "the same ones, --overwrite to start over there, or choose a new --out folder")

@@ -30,8 +30,8 @@ from PIL import Image, ImageFile, ImageOps
 
 from ssd_torch.errors import DatasetError, UserError
 
-__all__ = ["ORIENTATIONS", "DecodedImage", "describe_orientation", "to_rgb8", "scale_16_to_8", "read_image", "readable_suffixes",
-           "find_images"]
+__all__ = ["ORIENTATIONS", "DecodedImage", "describe_orientation", "to_rgb8", "scale_16_to_8", "read_image",
+           "readable_suffixes", "find_images"]
 
 #: EXIF orientation tag -> the transform a viewer (and :func:`read_image`) applies to the stored pixels
 ORIENTATIONS: dict[int, str] = {

@@ -85,7 +85,8 @@ def test_run_all_record_flag_sets_the_committed_folder(monkeypatch: pytest.Monke
 
     monkeypatch.delenv(common.RECORD_ENV, raising=False)
     seen: list[tuple[list[str], Path]] = []
-    monkeypatch.setattr(run_all, "STEPS", (("probe", lambda argv: seen.append((argv, common.default_results_dir())), ["-x"]),))
+    probe = lambda argv: seen.append((argv, common.default_results_dir()))  # noqa: E731
+    monkeypatch.setattr(run_all, "STEPS", (("probe", probe, ["-x"]),))
     assert run_all.main(["--quick"]) == 0
     assert seen == [(["-x", "--quick"], common.default_results_dir())] and seen[0][1] != common.RESULTS_DIR
     assert run_all.main(["--record"]) == 0
