@@ -24,8 +24,9 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m ssd_torch.demo
 
+# Results go to runs/bench/ (ignored by git); `make bench RECORD=1` writes the committed benchmarks/results/.
 bench: $(STAMP)
-	$(PY) -m benchmarks.run_all
+	$(PY) -m benchmarks.run_all $(if $(filter 1,$(RECORD)),--record)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

@@ -3,8 +3,13 @@
 Every harness times a zero-argument callable with :func:`time_call` (warm-up runs first, then the median of
 ``repeats`` timed runs, each followed by an optional ``sync`` — pass ``torch.cuda.synchronize`` or
 ``numba.cuda.synchronize`` for asynchronous devices), prints a table with :func:`format_table`, and writes
-one JSON file per harness into ``benchmarks/results/`` with :func:`write_results`, which adds the machine,
-library versions and the date so numbers from different machines are never compared by accident.
+one JSON file per harness with :func:`write_results`, which adds the machine, library versions and the date
+so numbers from different machines are never compared by accident.
+
+Where results go (:func:`default_results_dir`): ``runs/bench/`` (ignored by git) by default, so that a run on any
+machine never rewrites the committed figures; ``benchmarks/results/`` (committed, quoted by the README) only
+when recording is asked for: ``SSD_BENCH_RECORD=1``, ``python -m benchmarks.run_all --record`` or
+``make bench RECORD=1``. An explicit ``results_dir`` (a harness's ``--out``) wins over both.
 """
 from __future__ import annotations
 
@@ -18,7 +23,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+#: the committed results, quoted by the README: written only when recording (:data:`RECORD_ENV`)
 RESULTS_DIR: Path = Path(__file__).resolve().parent / "results"
+#: where an ordinary run writes (``/runs/`` is in .gitignore)
+LOCAL_RESULTS_DIR: Path = Path(__file__).resolve().parent.parent / "runs" / "bench"
+#: set to ``1`` to write into :data:`RESULTS_DIR`
+RECORD_ENV = "SSD_BENCH_RECORD"
+
+
+def default_results_dir() -> Path:
+    """The default results folder: :data:`RESULTS_DIR` when ``SSD_BENCH_RECORD=1``, else :data:`LOCAL_RESULTS_DIR`."""
+    return RESULTS_DIR if os.environ.get(RECORD_ENV) == "1" else LOCAL_RESULTS_DIR
 
 
 @dataclass(frozen=True)
@@ -171,7 +186,8 @@ def machine_info() -> dict[str, Any]:
 
 
 def write_results(filename: str, payload: dict[str, Any], *, results_dir: Path | None = None) -> Path:
-    """Write ``payload`` plus :func:`machine_info` as JSON to ``results_dir/filename``, atomically.
+    """Write ``payload`` plus :func:`machine_info` as JSON to ``results_dir/filename``, atomically
+    (``results_dir`` defaults to :func:`default_results_dir`: an ignored folder unless recording).
 
     ``Timing`` values anywhere at the top level of ``payload`` or inside lists/dicts are converted with
     ``to_dict``. The file is written to a ``.tmp`` sibling first and renamed, so a killed run never leaves
@@ -179,7 +195,7 @@ def write_results(filename: str, payload: dict[str, Any], *, results_dir: Path |
     """
     if not filename.endswith(".json"):
         raise ValueError(f"results filename must end with .json, got {filename!r}")
-    out_dir = RESULTS_DIR if results_dir is None else Path(results_dir)
+    out_dir = default_results_dir() if results_dir is None else Path(results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     document = {"machine": machine_info(), **_jsonable(payload)}
     path = out_dir / filename

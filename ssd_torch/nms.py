@@ -263,7 +263,9 @@ def postprocess(loc: torch.Tensor, conf: torch.Tensor, priors: torch.Tensor,
     Returns one ``Detections(boxes[D, 4] xyxy normalised in [0, 1], scores[D], labels[D] int64 in 1..C-1)`` per
     image, sorted by score descending (ties: lower class, then lower prior index), D <= max_detections.
     ``backend`` picks the NMS keep-mask step: ``"torch"``, ``"numba"`` (``kernels.interop``) or ``"auto"``.
+    NumPy arrays are accepted for ``loc``, ``conf`` and ``priors`` (e.g. onnxruntime's outputs).
     """
+    loc, conf, priors = (torch.as_tensor(t) for t in (loc, conf, priors))
     _check_postprocess_args(loc, conf, priors, top_k, max_detections)
     cand = select_candidates(loc, conf, priors, variances, score_threshold, top_k)
     which = _resolve_backend(backend, conf.device, cand.boxes.dtype)

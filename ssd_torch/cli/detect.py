@@ -1,133 +1,304 @@
-"""``ssd-detect CHECKPOINT IMAGE_OR_FOLDER --out DIR``: draw the detections of a checkpoint on images.
+"""``ssd-detect CHECKPOINT IMAGE_OR_FOLDER --out DIR``: a checkpoint's detections on image files, drawn and listed.
 
-For every image (a file, or every ``.jpg/.jpeg/.png/.bmp`` in a folder, sorted): the eval transform (resize to
-300 + the checkpoint's ``ModelConfig.preprocess``), the network, post-processing (docs/CONTRACT.md "NMS and
-post-processing"), then the
-detections with score >= ``--score-threshold`` drawn on the original image (``<stem>.png`` in ``--out``) and
-listed in ``--out/detections.json``: per image its size and, per detection, ``box`` as pixel xyxy in the
-image's continuous coordinates (``x = x_norm * width``, 0-based; what PIL draws), the normalised box, the
-score and the class name. Runs on CPU or GPU (``--device``).
+**Inputs**: one file, or the files of a folder in every format PIL reads (``.jpg .png .webp .tif .bmp .gif``
+...; sorted by path; ``--recursive`` adds the subfolders, never the ``--out`` folder). Each file is decoded as a
+viewer shows it (``ssd_torch.data.images``: EXIF orientation applied and reported per image, 16-bit images
+scaled to 8 bits). A file that cannot be decoded is skipped, counted and listed; a run in which no file can be
+read is an error.
+
+**Detection**: :class:`ssd_torch.Detector` with the checkpoint's preprocessing and post-processing settings;
+``--nms-threshold`` and ``--max-detections`` replace the checkpoint's, ``--classes`` keeps the best
+``max-detections`` of the named classes. Listed and drawn: the detections with score >= ``--score-threshold``.
+Boxes: pixels, xyxy, 0-based continuous coordinates of the displayed image (``x = x_normalized * width``).
+
+**Outputs** in ``--out``:
+
+- ``<input path relative to IMAGE_OR_FOLDER>.png``: the drawing (``a.jpg`` -> ``a.jpg.png``, ``a.png`` ->
+  ``a.png.png``, ``sub/b.tif`` -> ``sub/b.tif.png``): unique per input, and names its input;
+- ``detections.jsonl``, streamed: a ``"run"`` line (checkpoint, settings), then per batch, as soon as it is done,
+  one line per image (``"image"``: file, drawing, size, orientation, detections) or unreadable file
+  (``"skipped"``: file, error). An interrupted run keeps everything finished;
+- ``detections.json`` when the run completes: every image in input order, the skipped files and the counts.
+
+**Never replacing a user's file**: a run into a folder that already holds a previous run's results is refused
+with the way forward: ``--resume`` continues that run (same checkpoint and settings; finished images are not
+recomputed), ``--overwrite`` replaces the files ssd-detect wrote there (listed in its ``detections.jsonl``), or
+a new ``--out``. A file that ssd-detect did not write is never replaced, even with ``--overwrite``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
-import numpy as np
+from ssd_torch.cli import UserError, add_trust_flag, run_cli
+from ssd_torch.files import atomic_write, atomic_write_text, file_sha256, refuse_existing
 
-from ssd_torch.cli import UserError, add_trust_flag, resolve_device, run_cli
+__all__ = ["LOG_NAME", "RESULT_NAME", "LOG_FORMAT", "Item", "plan_inputs", "read_log", "detect_images",
+           "build_parser", "main"]
 
-__all__ = ["IMAGE_SUFFIXES", "find_images", "read_image", "detect_images", "main"]
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-def find_images(path: Path) -> list[Path]:
-    """``[path]`` for a file, the sorted images of a folder; a missing path or an empty folder is a UserError."""
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise UserError(f"{path}: no such image or folder")
-    images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not images:
-        raise UserError(f"{path}: folder holds no image ({', '.join(IMAGE_SUFFIXES)})")
-    return images
+LOG_NAME, RESULT_NAME = "detections.jsonl", "detections.json"
+LOG_FORMAT = "ssd-detect/1"
+_INTERRUPTED_EXIT = 130  # the shell's code for a run stopped by Ctrl-C
 
 
-def read_image(path: Path) -> "PIL.Image.Image":  # noqa: F821 - PIL imported lazily
-    """The fully decoded RGB image; anything PIL cannot decode is a UserError naming the file."""
-    from PIL import Image, UnidentifiedImageError
+class Item(NamedTuple):
+    """One input file: ``path``, ``relative`` (POSIX path under the input folder: its identity in the log) and
+    ``drawing`` (its drawing's path under ``--out``: ``relative + ".png"``)."""
 
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise UserError(f"{path}: cannot read image ({e})") from e
+    path: Path
+    relative: str
+    drawing: str
 
 
-def _detections_of(model: Any, priors: Any, images: list, transform: Any, device: Any, backend: str) -> list:
-    """Post-processed ``Detections`` (xyxy normalised) of a list of PIL images, as one batch."""
-    import torch
+def plan_inputs(source: Path, recursive: bool, out_dir: Path) -> list[Item]:
+    """The input files (``ssd_torch.data.images.find_images``) with their identities and drawing names."""
+    from ssd_torch.data.images import find_images
 
-    from ssd_torch.nms import postprocess
-
-    empty = torch.zeros((0, 4))
-    batch = torch.stack([transform(img, empty, torch.zeros(0, dtype=torch.int64))[0] for img in images])
-    with torch.no_grad():
-        loc, conf = model(batch.to(device))
-    return postprocess(loc.float(), conf.float(), priors, backend=backend)
-
-
-def _record(path: Path, size: tuple[int, int], det: Any, names: Sequence[str], threshold: float) -> dict[str, Any]:
-    boxes = det.boxes.cpu().numpy().astype(np.float64)
-    scores, labels = det.scores.float().cpu().numpy(), det.labels.cpu().numpy()
-    keep = scores >= threshold
-    scale = np.array([size[0], size[1], size[0], size[1]], dtype=np.float64)
-    return {"file": str(path), "width": size[0], "height": size[1],
-            "detections": [{"box": (b * scale).round(2).tolist(), "box_normalized": b.round(6).tolist(),
-                            "score": round(float(s), 6), "label": int(l), "class": names[int(l)]}
-                           for b, s, l in zip(boxes[keep], scores[keep], labels[keep])]}
+    root = source.parent if source.is_file() else source
+    items = []
+    for path in find_images(source, recursive=recursive, exclude=out_dir):
+        relative = path.relative_to(root).as_posix()
+        items.append(Item(path, relative, relative + ".png"))
+    return items
 
 
-def detect_images(checkpoint: Path, inputs: Sequence[Path], out_dir: Path, *, score_threshold: float = 0.3,
-                  device: str = "auto", backend: str = "torch", batch_size: int = 8,
-                  trust_checkpoint: bool = False) -> dict[str, Any]:
-    """Run the checkpoint on ``inputs``, write ``<stem>.png`` per image and ``detections.json``; return the JSON."""
-    from ssd_torch.data.transforms import SSDEvalTransform
-    from ssd_torch.inference import load_model_for_inference
-    from ssd_torch.priors import default_boxes
-    from ssd_torch.evaluation.visualize import draw_detections
+def read_log(path: Path) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]], set[str]]:
+    """``(run header, last record per relative path, every drawing the log says it wrote)`` of a
+    ``detections.jsonl``; a line torn by an interruption is ignored."""
+    header, records, drawings = None, {}, set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        kind = rec.get("type") if isinstance(rec, dict) else None
+        if kind == "run" and header is None:
+            header = rec
+        elif kind in ("image", "skipped"):
+            records[rec["relative"]] = rec
+        if kind in ("image", "writing"):
+            drawings.update(rec["drawings"] if kind == "writing" else [rec["drawing"]])
+    return header, records, drawings
 
-    dev = resolve_device(device)
-    model, cfg, names = load_model_for_inference(checkpoint, dev, trust_checkpoint=trust_checkpoint)
-    priors = default_boxes(cfg.prior_spec, device=dev)
-    transform = SSDEvalTransform(size=cfg.image_size, preprocess=cfg.preprocess)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    records = []
-    for start in range(0, len(inputs), batch_size):
-        paths = inputs[start:start + batch_size]
-        images = [read_image(p) for p in paths]
-        for path, img, det in zip(paths, images, _detections_of(model, priors, images, transform, dev, backend)):
-            rec = _record(path, img.size, det, names, score_threshold)
-            records.append(rec)
-            boxes = np.array([d["box"] for d in rec["detections"]]).reshape(-1, 4)
-            drawn = draw_detections(img, boxes, np.array([d["score"] for d in rec["detections"]]),
-                                    np.array([d["label"] for d in rec["detections"]], dtype=np.int64), names,
-                                    score_threshold=score_threshold)
-            drawn.save(out_dir / f"{path.stem}.png")
-    doc = {"checkpoint": str(checkpoint), "score_threshold": score_threshold, "device": str(dev),
-           "box_format": "xyxy pixels, 0-based continuous (x = x_normalized * width)", "images": records}
-    (out_dir / "detections.json").write_text(json.dumps(doc, indent=1) + "\n")
+
+def _append(log: Path, records: list[dict[str, Any]]) -> None:
+    """Append JSON lines and make them durable (a line torn by an earlier interruption stays on its own)."""
+    if not records:
+        return
+    with log.open("ab") as f:
+        if f.tell() and _last_byte(log) != b"\n":
+            f.write(b"\n")
+        f.write("".join(json.dumps(r) + "\n" for r in records).encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _last_byte(path: Path) -> bytes:
+    with path.open("rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1)
+
+
+def _settings(checkpoint: Path, source: Path, recursive: bool, score_threshold: float, detector: Any) -> dict:
+    """What a resumed run must share with the run it continues: the same inputs, model and settings."""
+    classes = None if detector.class_ids is None else [detector.categories[i] for i in detector.class_ids]
+    return {"checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": file_sha256(checkpoint),
+            "source": str(source.resolve()), "recursive": recursive, "score_threshold": score_threshold,
+            "classes": classes, "postprocess": detector.postprocess.to_dict()}
+
+
+def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"postprocess": {"top_k": 400}}`` -> ``{"postprocess.top_k": 400}`` (names in a resume refusal)."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        flat.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+    return flat
+
+
+def _way_out(out_dir: Path) -> str:
+    return (f"--resume continues that run, --overwrite replaces the files ssd-detect wrote in {out_dir}, or "
+            "choose a new --out folder")
+
+
+def _check_resume(out_dir: Path, header: dict[str, Any] | None, settings: dict[str, Any]) -> None:
+    if header is None:
+        raise UserError(f"--resume: nothing to resume: no {LOG_NAME} of a previous run in {out_dir} (run without "
+                        "--resume)")
+    old, new = _flat(header.get("settings", {})), _flat(settings)
+    changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+               if old.get(k) != new.get(k)]
+    if changed:
+        raise UserError(f"--resume: the run in {out_dir} used other settings ({'; '.join(changed)}); resume with "
+                        "the same ones, --overwrite to start over there, or choose a new --out folder")
+
+
+def prepare_output(out_dir: Path, items: Sequence[Item], settings: dict[str, Any], *, resume: bool,
+                   overwrite: bool) -> dict[str, dict[str, Any]]:
+    """Check that the run may write into ``out_dir`` (module docstring: the rules) and start or reopen its log;
+    returns the finished records of the run being resumed (empty otherwise)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file, not a folder: give a folder for the drawings and "
+                        f"{RESULT_NAME}")
+    log, result = out_dir / LOG_NAME, out_dir / RESULT_NAME
+    header, records, ours = read_log(log) if log.is_file() else (None, {}, set())
+    if resume:
+        _check_resume(out_dir, header, settings)
+    elif not overwrite:
+        refuse_existing([log, result], f"--out {out_dir} holds a previous run's results: this run",
+                        _way_out(out_dir))
+    refuse_existing([out_dir / it.drawing for it in items if it.drawing not in ours],
+                    "ssd-detect", "it only replaces files it wrote: move them away or choose a new --out folder")
+    if result.exists():
+        result.unlink()  # the previous result of this very log (resumed or overwritten): rewritten at the end
+    if not resume:
+        lines = [{"type": "run", "format": LOG_FORMAT, "settings": settings}]
+        if ours:  # drawings of the replaced run stay ssd-detect's, so a later --overwrite may replace them too
+            lines.append({"type": "writing", "drawings": sorted(ours), "note": "written by an earlier run"})
+        atomic_write_text(log, "".join(json.dumps(line) + "\n" for line in lines))
+        return {}
+    return {k: r for k, r in records.items() if r["type"] == "image" and (out_dir / r["drawing"]).is_file()}
+
+
+def _process(detector: Any, chunk: Sequence[Item], out_dir: Path, score_threshold: float) -> list[dict]:
+    """Decode, detect, draw and describe one batch; unreadable files become ``"skipped"`` records."""
+    from ssd_torch.data.images import read_image
+    from ssd_torch.errors import DatasetError
+
+    decoded, records = [], []
+    for item in chunk:
+        try:
+            decoded.append((item, read_image(item.path)))
+        except DatasetError as e:
+            records.append({"type": "skipped", "file": str(item.path), "relative": item.relative,
+                            "error": e.reason or str(e)})
+    _append(out_dir / LOG_NAME, [{"type": "writing", "drawings": [it.drawing for it, _ in decoded]}] if decoded else [])
+    for (item, image), result in zip(decoded, detector.detect([d for _, d in decoded])):
+        shown = result.select(min_score=score_threshold)
+        atomic_write(out_dir / item.drawing, lambda f, s=shown, im=image: s.draw(im.image).save(f, format="PNG"))
+        records.append({"type": "image", "file": str(item.path), "relative": item.relative,
+                        "drawing": item.drawing, **shown.to_dict()})
+    order = {it.relative: i for i, it in enumerate(chunk)}
+    return sorted(records, key=lambda r: order[r["relative"]])
+
+
+def _report(record: dict[str, Any]) -> str:
+    if record["type"] == "skipped":
+        return f"{record['file']}: skipped ({record['error']})"
+    turned = record["orientation"]["exif"] != 1
+    return (f"{record['file']}: {len(record['detections'])} detections -> {record['drawing']}"
+            + (f" (EXIF orientation {record['orientation']['exif']}: {record['orientation']['applied']})"
+               if turned else ""))
+
+
+def _document(items: Sequence[Item], records: dict[str, dict], settings: dict, device: str) -> dict[str, Any]:
+    from ssd_torch.detector import BOX_FORMAT
+
+    images = [records[it.relative] for it in items if records.get(it.relative, {}).get("type") == "image"]
+    skipped = [records[it.relative] for it in items if records.get(it.relative, {}).get("type") == "skipped"]
+    strip = ("type",)
+    return {**settings, "device": device, "box_format": BOX_FORMAT,
+            "counts": {"images": len(images), "skipped": len(skipped),
+                       "detections": sum(len(r["detections"]) for r in images)},
+            "images": [{k: v for k, v in r.items() if k not in strip} for r in images],
+            "skipped": [{k: v for k, v in r.items() if k not in strip} for r in skipped]}
+
+
+def detect_images(checkpoint: Path, source: Path, out_dir: Path, *, recursive: bool = False,
+                  score_threshold: float = 0.3, classes: Sequence[str] | None = None,
+                  nms_threshold: float | None = None, max_detections: int | None = None, device: str = "auto",
+                  backend: str = "auto", batch_size: int = 8, trust_checkpoint: bool = False, resume: bool = False,
+                  overwrite: bool = False) -> dict[str, Any]:
+    """Run ``checkpoint`` on the images of ``source`` into ``out_dir`` (module docstring); returns the content
+    of ``detections.json``. Prints one line per image as it is done."""
+    from ssd_torch.detector import Detector
+
+    if out_dir.exists() and not out_dir.is_dir():  # before the (slow) model load
+        prepare_output(out_dir, [], {}, resume=resume, overwrite=overwrite)
+    if source.is_dir() and out_dir.resolve() == source.resolve():
+        raise UserError(f"--out {out_dir} is the input folder: the drawings would become inputs of the next run; "
+                        "choose another folder")
+    items = plan_inputs(source, recursive, out_dir)
+    detector = Detector.from_checkpoint(checkpoint, device, trust_checkpoint, backend=backend,
+                                        batch_size=batch_size, classes=classes, nms_threshold=nms_threshold,
+                                        max_detections=max_detections)
+    if score_threshold < detector.postprocess.score_threshold:  # list what was asked for, not just > 0.01
+        detector.postprocess = detector.postprocess.replace(score_threshold=score_threshold)
+    settings = _settings(checkpoint, source, recursive, score_threshold, detector)
+    done = prepare_output(out_dir, items, settings, resume=resume, overwrite=overwrite)
+    pending = [it for it in items if it.relative not in done]
+    if done:
+        print(f"resuming: {len(done)} of {len(items)} images already done")
+    for start in range(0, len(pending), batch_size):
+        records = _process(detector, pending[start:start + batch_size], out_dir, score_threshold)
+        _append(out_dir / LOG_NAME, records)
+        for rec in records:
+            print(_report(rec), flush=True)
+    doc = _document(items, read_log(out_dir / LOG_NAME)[1], settings, str(detector.device))
+    atomic_write_text(out_dir / RESULT_NAME, json.dumps(doc, indent=1) + "\n")
     return doc
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ssd-detect", description="Draw an SSD300 checkpoint's detections on images.")
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ssd-detect", description="Draw and list an SSD300 checkpoint's detections "
+                                "on image files (see the module docstring of ssd_torch.cli.detect).")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("images", type=Path, metavar="IMAGE_OR_FOLDER")
-    p.add_argument("--out", type=Path, required=True, help="folder for the PNGs and detections.json")
+    p.add_argument("--out", type=Path, required=True, help="folder for the drawings, detections.jsonl and .json")
+    p.add_argument("--recursive", action="store_true", help="also the images in the folder's subfolders")
     p.add_argument("--score-threshold", type=float, default=0.3, help="draw / list scores >= this (default 0.3)")
+    p.add_argument("--classes", action="append", default=None, metavar="NAME[,NAME...]",
+                   help="keep only these classes (comma-separated or repeated)")
+    p.add_argument("--nms-threshold", type=float, default=None, help="NMS IoU threshold (default: the checkpoint's "
+                   "post-processing settings, else 0.45)")
+    p.add_argument("--max-detections", type=int, default=None, help="most detections per image (default: the "
+                   "checkpoint's, else 200)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: %(default)s)")
-    p.add_argument("--backend", choices=("torch", "numba", "auto"), default="torch", help="NMS backend")
+    p.add_argument("--backend", choices=("torch", "numba", "auto"), default="auto",
+                   help="NMS backend (default: %(default)s, numba where it runs)")
     p.add_argument("--batch-size", type=int, default=8)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    mode.add_argument("--overwrite", action="store_true", help="replace the files a previous ssd-detect run wrote "
+                      "in --out (never other files)")
     add_trust_flag(p)
     return p
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     if not 0.0 <= args.score_threshold <= 1.0:
         raise UserError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    doc = detect_images(args.checkpoint, find_images(args.images), args.out, score_threshold=args.score_threshold,
-                        device=args.device, backend=args.backend, batch_size=args.batch_size,
-                       trust_checkpoint=args.trust_checkpoint)
-    for rec in doc["images"]:
-        print(f"{rec['file']}: {len(rec['detections'])} detections")
-    print(f"drawings and detections.json in {args.out}")
+    classes = None if args.classes is None else [c.strip() for arg in args.classes for c in arg.split(",")
+                                                 if c.strip()]
+    try:
+        doc = detect_images(args.checkpoint, args.images, args.out, recursive=args.recursive,
+                            score_threshold=args.score_threshold, classes=classes, nms_threshold=args.nms_threshold,
+                            max_detections=args.max_detections, device=args.device, backend=args.backend,
+                            batch_size=args.batch_size, trust_checkpoint=args.trust_checkpoint,
+                            resume=args.resume, overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        print(f"ssd-detect: interrupted; {args.out / LOG_NAME} keeps the finished images: run the same command "
+              "with --resume to continue", file=sys.stderr)
+        return _INTERRUPTED_EXIT
+    return _summary(doc, args.out)
+
+
+def _summary(doc: dict[str, Any], out_dir: Path) -> int:
+    counts, skipped = doc["counts"], doc["skipped"]
+    if counts["images"] == 0 and skipped:
+        more = f" (+{len(skipped) - 1} more)" if len(skipped) > 1 else ""
+        raise UserError(f"no image could be read: {skipped[0]['file']}: {skipped[0]['error']}{more}")
+    print(f"{counts['images']} images, {counts['detections']} detections with score >= {doc['score_threshold']}; "
+          f"drawings, {LOG_NAME} and {RESULT_NAME} in {out_dir}")
+    if skipped:
+        names = ", ".join(Path(s["file"]).name for s in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+        print(f"{len(skipped)} unreadable file(s) skipped ({names}): listed in {out_dir / RESULT_NAME}")
     return 0
 
 

@@ -26,6 +26,7 @@ from typing import Any, Hashable, Mapping, Sequence
 import numpy as np
 
 from ssd_torch.cli import UserError, add_trust_flag, resolve_device, run_cli
+from ssd_torch.files import file_sha256
 
 __all__ = ["inference_settings", "cache_key", "save_detections", "load_detections", "coco_metrics",
            "evaluate_checkpoint", "main"]
@@ -43,17 +44,9 @@ def inference_settings(backend: str, device: str, batch_size: int, score_thresho
             "max_detections": int(max_detections)}
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cache_key(checkpoint: Path, roots: Sequence[Path], split: str, settings: Mapping[str, Any]) -> str:
     """16 hex digits of sha256 over (checkpoint bytes, resolved roots, split, inference settings)."""
-    payload = {"checkpoint_sha256": _file_sha256(checkpoint), "roots": [str(Path(r).resolve()) for r in roots],
+    payload = {"checkpoint_sha256": file_sha256(checkpoint), "roots": [str(Path(r).resolve()) for r in roots],
                "split": split, "settings": dict(settings)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -74,16 +74,21 @@ class Preprocess:
             rgb[src] = per_input[c]
         return tuple(int(round(min(max(v, 0.0), 255.0))) for v in rgb)  # type: ignore[return-value]
 
+    def channel_affine(self) -> tuple[list[int], list[float], list[float]]:
+        """The module formula on 0-255 RGB pixels as ``x[c] = (p[order[c]] - shift[c]) * scale[c]``: returns
+        ``(order, shift, scale)`` (used by :meth:`to_tensor` and by graphs that take pixels, e.g. ONNX)."""
+        shift = [m * 255.0 / self.pixel_scale for m in self.mean]
+        scale = [self.pixel_scale / (255.0 * s) for s in self.std]
+        return list(_ORDERS[self.channel_order]), shift, scale
+
     def to_tensor(self, image: Image.Image) -> torch.Tensor:
         """An RGB PIL image -> ``Tensor[3, H, W]`` float32 network input (module formula)."""
         rgb = image if image.mode == "RGB" else image.convert("RGB")
         w, h = rgb.size
         hwc = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8).view(h, w, 3)
-        order = list(_ORDERS[self.channel_order])
+        order, shift, scale = self.channel_affine()
         t = hwc.permute(2, 0, 1)[order].contiguous().to(torch.float32)  # uint8 copy first: 4x less traffic
-        shift = torch.tensor([m * 255.0 / self.pixel_scale for m in self.mean]).view(3, 1, 1)
-        scale = torch.tensor([self.pixel_scale / (255.0 * s) for s in self.std]).view(3, 1, 1)
-        return t.sub_(shift).mul_(scale)
+        return t.sub_(torch.tensor(shift).view(3, 1, 1)).mul_(torch.tensor(scale).view(3, 1, 1))
 
 
 def _triple(name: str, value: Any) -> tuple[float, float, float]:

@@ -18,7 +18,6 @@ import pickle
 import random
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,22 +36,11 @@ _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # Whatever went wrong (even KeyboardInterrupt), the previous checkpoint stays untouched.
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """``torch.save(obj)`` to ``path`` atomically (``ssd_torch.files.atomic_write``: temp file in the same folder
+    + ``os.replace``; whatever goes wrong, even KeyboardInterrupt, the previous checkpoint stays untouched)."""
+    from ssd_torch.files import atomic_write
+
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def capture_rng() -> dict[str, Any]:
@@ -191,17 +179,10 @@ def _atomic_link(src: Path, dst: Path) -> None:
 
 def _atomic_copy(src: Path, dst: Path) -> None:
     """Copy ``src``'s bytes to ``dst`` through a temp file in ``dst``'s folder and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, src.open("rb") as source:
-            shutil.copyfileobj(source, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from ssd_torch.files import atomic_write
+
+    with src.open("rb") as source:
+        atomic_write(dst, lambda f: shutil.copyfileobj(source, f))
 
 
 class CheckpointManager:

@@ -58,3 +58,38 @@ def test_write_results_adds_machine_info_and_converts_timings(tmp_path: Path) ->
 def test_write_results_wants_a_json_name(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"\.json"):
         write_results("x.txt", {}, results_dir=tmp_path)
+
+
+def test_results_go_to_an_ignored_folder_unless_recording(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make bench` must not rewrite the committed benchmarks/results/*.json unless asked (RECORD=1)."""
+    import shutil
+    import subprocess
+
+    from benchmarks import common
+
+    monkeypatch.delenv(common.RECORD_ENV, raising=False)
+    local = common.default_results_dir()
+    assert local != common.RESULTS_DIR
+    monkeypatch.setenv(common.RECORD_ENV, "1")
+    assert common.default_results_dir() == common.RESULTS_DIR
+    root = Path(common.__file__).resolve().parent.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    probe = local / "torch_cpu.json"
+    ignored = subprocess.run(["git", "-C", str(root), "check-ignore", "-q", str(probe)], check=False)
+    assert ignored.returncode == 0, f"{probe} is not ignored by git"
+
+
+def test_run_all_record_flag_sets_the_committed_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import common, run_all
+
+    monkeypatch.delenv(common.RECORD_ENV, raising=False)
+    seen: list[tuple[list[str], Path]] = []
+    probe = lambda argv: seen.append((argv, common.default_results_dir()))  # noqa: E731
+    monkeypatch.setattr(run_all, "STEPS", (("probe", probe, ["-x"]),))
+    assert run_all.main(["--quick"]) == 0
+    assert seen == [(["-x", "--quick"], common.default_results_dir())] and seen[0][1] != common.RESULTS_DIR
+    assert run_all.main(["--record"]) == 0
+    assert seen[1] == (["-x"], common.RESULTS_DIR)
+    import os
+    assert common.RECORD_ENV not in os.environ  # restored after the run

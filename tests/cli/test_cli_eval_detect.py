@@ -135,7 +135,7 @@ def test_detect_draws_and_lists_detections(tree: Path, checkpoint: Path, tmp_pat
                         "--device", "cpu"]) == 0
     doc = json.loads((out / "detections.json").read_text())
     assert [Path(r["file"]).name for r in doc["images"]] == [f"{i:06d}.jpg" for i in range(5)]
-    assert sorted(p.name for p in out.glob("*.png")) == [f"{i:06d}.png" for i in range(5)]
+    assert sorted(p.name for p in out.glob("*.png")) == [f"{i:06d}.jpg.png" for i in range(5)]
     # independent recomputation for the first image: same count above the threshold, same boxes in pixels
     model, cfg, names = load_model_for_inference(checkpoint)
     img = Image.open(tree / "JPEGImages" / "000000.jpg").convert("RGB")
@@ -154,11 +154,10 @@ def test_detect_single_file_and_user_errors(tree: Path, checkpoint: Path, tmp_pa
                                             capsys: pytest.CaptureFixture[str]) -> None:
     assert detect.main([str(checkpoint), str(tree / "JPEGImages" / "000001.jpg"), "--out", str(tmp_path / "one"),
                         "--device", "cpu"]) == 0
-    assert (tmp_path / "one" / "000001.png").is_file()
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    (bad / "broken.jpg").write_bytes(b"\xff\xd8\xff truncated")
-    code, err = _run(detect, [str(checkpoint), str(bad), "--out", str(tmp_path / "o"), "--device", "cpu"], capsys)
+    assert (tmp_path / "one" / "000001.jpg.png").is_file()
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff truncated")
+    code, err = _run(detect, [str(checkpoint), str(broken), "--out", str(tmp_path / "o"), "--device", "cpu"], capsys)
     assert code == 2 and "broken.jpg" in err and "cannot read image" in err
     code, err = _run(detect, [str(checkpoint), str(tmp_path / "nothing"), "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and "no such image or folder" in err

@@ -99,3 +99,78 @@ def test_export_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "none.pt: file not found" in capsys.readouterr().err
     assert export.main([str(tmp_path / "none.pt"), "--onnx", str(tmp_path / "m.txt")]) == 2
     assert "must name a .onnx file" in capsys.readouterr().err
+
+
+def test_postprocess_takes_onnxruntime_outputs_as_they_come(exported: tuple[Path, Path, int]) -> None:
+    """The README's recipe passes onnxruntime's NumPy arrays straight to postprocess (was: AttributeError 'dim')."""
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime (optional extra) is not installed")
+    import torch
+
+    from ssd_torch.nms import postprocess
+
+    _, onnx_path, _ = exported
+    priors_path, json_path = export.sidecar_paths(onnx_path)
+    meta = json.loads(json_path.read_text())
+    images = np.random.default_rng(0).standard_normal((1, 3, 300, 300)).astype(np.float32)
+    loc, conf = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {"images": images})
+    priors = np.load(priors_path)
+    got = postprocess(loc, conf, priors, variances=meta["variances"], **meta["postprocess"])
+    want = postprocess(torch.from_numpy(loc), torch.from_numpy(conf), torch.from_numpy(priors),
+                       variances=meta["variances"], **meta["postprocess"])
+    assert len(got) == 1 and len(got[0].scores) > 0
+    for g, w in zip(got[0], want[0]):
+        assert torch.equal(g, w)
+
+
+@pytest.mark.parametrize("pixels", ["uint8", "float32"])
+def test_baked_preprocessing_matches_the_pytorch_pipeline(tmp_path: Path, pixels: str) -> None:
+    """--bake-preprocess: the graph takes RGB pixels (0-255, NCHW, 300x300) and applies the checkpoint's
+    preprocessing itself; its outputs equal PyTorch on ``Preprocess.to_tensor`` of the same pixels (a Caffe-BGR
+    checkpoint, so that channel order, scale and mean all matter)."""
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime (optional extra) is not installed")
+    import torch
+    from PIL import Image
+
+    from cli_fixtures import save_checkpoint, tiny_checkpoint_dict
+    from ssd_torch.data.preprocess import CAFFE_BGR
+    from ssd_torch.inference import load_model_for_inference
+
+    ckpt = tiny_checkpoint_dict(NAMES, seed=4)
+    ckpt["model_config"] = {**ckpt["model_config"], "preprocess": CAFFE_BGR.to_dict()}
+    path = save_checkpoint(ckpt, tmp_path / "caffe.pt")
+    onnx_path = tmp_path / "baked.onnx"
+    assert export.main([str(path), "--onnx", str(onnx_path), "--bake-preprocess", pixels]) == 0
+    meta = json.loads(export.sidecar_paths(onnx_path)[1].read_text())
+    assert meta["preprocess_in_graph"] and meta["input"]["dtype"] == pixels and meta["check"]["ok"]
+
+    rgb = np.random.default_rng(1).integers(0, 256, (2, 300, 300, 3), dtype=np.uint8)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    loc, conf = session.run(None, {"images": rgb.transpose(0, 3, 1, 2).astype(pixels)})
+    model, cfg, _ = load_model_for_inference(path)
+    assert cfg.preprocess == CAFFE_BGR
+    x = torch.stack([CAFFE_BGR.to_tensor(Image.fromarray(img)) for img in rgb])
+    with torch.no_grad():
+        want_loc, want_conf = model(x)
+    for got, want in ((loc, want_loc.numpy()), (conf, want_conf.numpy())):
+        # 0-255 Caffe input: outputs in the hundreds, so float32 noise is relative (the tool's own rule)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 + 1e-5 * np.abs(want).max())
+    assert np.abs(want_conf.numpy()).max() > 10  # the scale that makes the relative part matter
+    # the check can fail: the same graph judged against another input convention is a mismatch
+    from ssd_torch.data.preprocess import IMAGENET
+
+    wrong = export.check_onnx(onnx_path, model, preprocess=IMAGENET, pixels=pixels, batch=1)
+    assert wrong is not None and not wrong["ok"]
+
+
+def test_export_refuses_to_replace_existing_files(exported: tuple[Path, Path, int], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt, _, _ = exported
+    target = tmp_path / "m.onnx"
+    notes = tmp_path / "m.json"  # the sidecar's name: a user's file here must survive
+    notes.write_text("the user's notes")
+    assert export.main([str(ckpt), "--onnx", str(target), "--no-check"]) == 2
+    err = capsys.readouterr().err
+    assert "m.json" in err and "--overwrite" in err and len(err.splitlines()) == 1
+    assert notes.read_text() == "the user's notes" and not target.exists()
+    assert export.main([str(ckpt), "--onnx", str(target), "--no-check", "--overwrite"]) == 0
+    assert json.loads(notes.read_text())["onnx"] == "m.onnx"

@@ -1,0 +1,278 @@
+"""``Detector``: a trained SSD300 as one call, ``detector(images) -> detections in pixels``.
+
+::
+
+    from ssd_torch import Detector
+
+    detector = Detector.from_checkpoint("runs/demo/checkpoints/best.pt")    # device="auto": CUDA if available
+    result = detector("photo.jpg")                                          # a list in -> a list out
+    for box, score, name in zip(result.boxes, result.scores, result.class_names):
+        print(name, round(float(score), 3), box.round(1))                   # box: x0, y0, x1, y1 in pixels
+
+**Inputs** (one image, or a list or tuple of them; a batch is run ``batch_size`` images at a time):
+
+- a path (``str`` / ``os.PathLike``): decoded by :func:`ssd_torch.data.images.read_image`, as a viewer shows
+  it (EXIF orientation applied, 16-bit scaled to 8 bits); the result says which orientation was applied;
+- a ``PIL.Image``: used as given (its pixel grid; no EXIF rotation), converted to RGB (16-bit scaled);
+- a NumPy array ``[H, W, 3]`` RGB or ``[H, W]`` gray (HWC, as PIL and OpenCV; OpenCV's BGR must be flipped:
+  ``img[..., ::-1]``), dtype ``uint8`` (0..255), ``uint16`` (0..65535) or float in ``[0, 1]``;
+- a ``torch.Tensor`` ``[3, H, W]`` RGB or ``[1, H, W]`` / ``[H, W]`` gray (CHW, as torchvision), same dtypes
+  and ranges, on any device.
+
+Anything else (another dtype, float values outside [0, 1] or not finite, channels-last tensors, channels-first
+arrays, a 4-D batch, 4 channels) is a ``TypeError`` / ``ValueError`` that says what was expected. Float inputs
+are quantised to 8 bits (``round(x * 255)``): the model was trained on 8-bit images, and every input type then
+gives exactly the detections of the same image read from a file.
+
+**Pipeline**: resize to the model's input size (bilinear) and the checkpoint's ``ModelConfig.preprocess``
+(:class:`ssd_torch.data.transforms.SSDEvalTransform`), the network, then ``ssd_torch.nms.postprocess`` with the
+checkpoint's :class:`ssd_torch.inference.PostprocessConfig` (its optional ``"postprocess"`` entry, else the
+defaults of docs/CONTRACT.md "NMS and post-processing": score > 0.01, top 400 per class, NMS 0.45, 200 per
+image); keyword overrides of :meth:`Detector.from_checkpoint` replace single fields.
+
+**Output** (:class:`ImageDetections`, per image): ``boxes[D, 4]`` float64 **pixels, xyxy, 0-based continuous
+coordinates** of the displayed image (``x = x_normalized * width``; the image spans ``[0, width] x [0,
+height]``, which is what ``PIL.ImageDraw.rectangle`` draws; VOC's 1-based inclusive pixels are
+``x0 + 1, y0 + 1, x1, y1``), ``scores[D]`` float64, ``labels[D]`` int64 (1..C-1, indexing ``categories``) and
+``class_names[D]``, sorted by score (descending).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ssd_torch.data.images import DecodedImage, describe_orientation, read_image, scale_16_to_8, to_rgb8
+from ssd_torch.errors import ConfigError
+from ssd_torch.inference import PostprocessConfig, load_checkpoint_for_inference
+from ssd_torch.modeling.model_config import ModelConfig
+
+__all__ = ["Detector", "ImageDetections", "ImageLike", "as_decoded"]
+
+ImageLike = Union[str, "os.PathLike[str]", Image.Image, np.ndarray, torch.Tensor]
+BOX_FORMAT = "xyxy pixels, 0-based continuous (x = x_normalized * width)"
+
+
+@dataclass(frozen=True, eq=False)  # arrays have no single truth value: compare fields with NumPy
+class ImageDetections:
+    """Detections of one image (module docstring: pixel convention). ``boxes_normalized[D, 4]`` are the same
+    boxes divided by ``(width, height, width, height)``; ``categories`` are the checkpoint's class names
+    (``"background"`` first); ``orientation``/``path``/``source_mode`` say how the input was decoded."""
+
+    boxes: np.ndarray
+    boxes_normalized: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    categories: tuple[str, ...]
+    width: int
+    height: int
+    orientation: int = 1
+    path: Optional[Path] = None
+    source_mode: str = "RGB"
+
+    @property
+    def class_names(self) -> list[str]:
+        """The class name of each detection."""
+        return [self.categories[int(label)] for label in self.labels]
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    def select(self, min_score: float = 0.0, classes: Optional[Sequence[str]] = None) -> "ImageDetections":
+        """The detections with ``score >= min_score`` (and, if given, a class in ``classes``), order kept."""
+        keep = self.scores >= min_score
+        if classes is not None:
+            keep &= np.isin(self.labels, [self.categories.index(c) for c in classes])
+        return dataclasses.replace(self, boxes=self.boxes[keep], boxes_normalized=self.boxes_normalized[keep],
+                                   scores=self.scores[keep], labels=self.labels[keep])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: size, orientation, source mode and per detection ``box`` (pixels, 2 decimals),
+        ``box_normalized`` (6 decimals), ``score`` (6 decimals), ``label`` and ``class``."""
+        return {"width": self.width, "height": self.height,
+                "orientation": describe_orientation(self.orientation),
+                "source_mode": self.source_mode,
+                "detections": [{"box": b.round(2).tolist(), "box_normalized": n.round(6).tolist(),
+                                "score": round(float(s), 6), "label": int(lab), "class": self.categories[int(lab)]}
+                               for b, n, s, lab in zip(self.boxes, self.boxes_normalized, self.scores, self.labels)]}
+
+    def draw(self, image: Image.Image, score_threshold: float = 0.0, line_width: int = 2) -> Image.Image:
+        """A copy of ``image`` (the displayed image these boxes belong to) with the detections of score >=
+        ``score_threshold`` drawn (``ssd_torch.evaluation.visualize.draw_detections``)."""
+        from ssd_torch.evaluation.visualize import draw_detections
+
+        if image.size != (self.width, self.height):
+            raise ValueError(f"image is {image.size[0]}x{image.size[1]} but the detections belong to a "
+                             f"{self.width}x{self.height} image")
+        return draw_detections(image, self.boxes, self.scores, self.labels, self.categories,
+                               score_threshold=score_threshold, line_width=line_width)
+
+
+def _to_uint8(a: np.ndarray, what: str) -> np.ndarray:
+    """uint8 as is, uint16 scaled (``ssd_torch.data.images.scale_16_to_8``), float in [0, 1] quantised."""
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == np.uint16:
+        return scale_16_to_8(a)
+    if np.issubdtype(a.dtype, np.floating):
+        a = a.astype(np.float64)
+        if not np.isfinite(a).all():
+            raise ValueError(f"{what}: float pixels must be finite and in [0, 1], found NaN or infinity")
+        if a.size and (a.min() < 0.0 or a.max() > 1.0):
+            raise ValueError(f"{what}: float pixels must be finite and in [0, 1], got values from {a.min():g} to "
+                             f"{a.max():g} (divide 0-255 values by 255, or pass uint8)")
+        return np.rint(a * 255.0).astype(np.uint8)
+    raise ValueError(f"{what}: dtype {a.dtype} is not supported; expected uint8 (0..255), uint16 (0..65535) or "
+                     "float in [0, 1] (e.g. .astype(np.uint8))")
+
+
+def _hwc_to_image(a: np.ndarray, what: str, layout_hint: str) -> Image.Image:
+    """``[H, W]`` or ``[H, W, 1|3]`` pixels -> an RGB PIL image; anything else is a ValueError."""
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim == 4:
+        raise ValueError(f"{what}: got a batch {tuple(a.shape)}; pass a list of images (list(batch))")
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)) or 0 in a.shape:
+        raise ValueError(f"{what}: expected {layout_hint}, got shape {tuple(a.shape)}")
+    return Image.fromarray(np.ascontiguousarray(_to_uint8(a, what))).convert("RGB")
+
+
+def _array_image(a: np.ndarray) -> Image.Image:
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[2] not in (1, 3):
+        raise ValueError(f"NumPy image: shape {a.shape} looks channels-first; NumPy images are HWC (PIL, OpenCV): "
+                         "use a.transpose(1, 2, 0)")
+    return _hwc_to_image(a, "NumPy image", "[H, W, 3] RGB or [H, W] gray (HWC)")
+
+
+def _tensor_image(t: torch.Tensor) -> Image.Image:
+    t = t.detach().cpu()
+    if t.ndim == 3 and t.shape[0] not in (1, 3) and t.shape[2] in (1, 3):
+        raise ValueError(f"tensor image: shape {tuple(t.shape)} looks channels-last; tensors are CHW (torchvision): "
+                         "use t.permute(2, 0, 1)")
+    if t.ndim == 3 and t.shape[0] not in (1, 3):
+        raise ValueError(f"tensor image: expected [3, H, W] RGB or [1, H, W] / [H, W] gray, got {tuple(t.shape)}")
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.float()
+    a = t.numpy()
+    return _hwc_to_image(a.transpose(1, 2, 0) if a.ndim == 3 else a, "tensor image",
+                         "[3, H, W] RGB or [1, H, W] / [H, W] gray (CHW)")
+
+
+def as_decoded(item: ImageLike) -> DecodedImage:
+    """One input of :class:`Detector` as an 8-bit RGB :class:`DecodedImage` (module docstring: accepted types)."""
+    if isinstance(item, (str, os.PathLike)):
+        return read_image(item)
+    if isinstance(item, Image.Image):
+        return DecodedImage(to_rgb8(item), None, 1, item.mode)
+    if isinstance(item, np.ndarray):
+        return DecodedImage(_array_image(item), None, 1, f"ndarray {item.dtype}")
+    if isinstance(item, torch.Tensor):
+        return DecodedImage(_tensor_image(item), None, 1, f"tensor {item.dtype}")
+    raise TypeError(f"cannot detect on a {type(item).__name__}: pass a path, a PIL image, a NumPy HWC array, a "
+                    "CHW tensor, or a list of them")
+
+
+def _class_ids(classes: Optional[Sequence[str]], names: Sequence[str]) -> Optional[list[int]]:
+    """Label ids of the class names in ``classes`` (None: every class); an unknown name is a ConfigError."""
+    if classes is None:
+        return None
+    known = list(names[1:])
+    unknown = [c for c in classes if c not in known]
+    if unknown or not classes:
+        problem = f"unknown class {unknown[0]!r}" if unknown else "no class selected"
+        raise ConfigError(f"{problem}; this checkpoint's classes are: {', '.join(known)}")
+    return sorted({names.index(c) for c in classes})
+
+
+class Detector:
+    """A model, its preprocessing and its post-processing: ``detector(images)`` (module docstring)."""
+
+    def __init__(self, model: torch.nn.Module, config: ModelConfig, class_names: Sequence[str], *,
+                 postprocess: PostprocessConfig = PostprocessConfig(), device: str | torch.device = "cpu",
+                 backend: str = "auto", batch_size: int = 8, classes: Optional[Sequence[str]] = None) -> None:
+        from ssd_torch.data.transforms import SSDEvalTransform
+        from ssd_torch.priors import default_boxes
+
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.config, self.categories = config, tuple(class_names)
+        self.postprocess, self.backend, self.batch_size = postprocess, backend, batch_size
+        self.class_ids = _class_ids(classes, self.categories)
+        self.priors = default_boxes(config.prior_spec, device=self.device)
+        self._transform = SSDEvalTransform(size=config.image_size, preprocess=config.preprocess)
+
+    def __repr__(self) -> str:
+        return (f"Detector({len(self.categories) - 1} classes, device={self.device}, backend={self.backend!r}, "
+                f"batch_size={self.batch_size}, {self.postprocess})")
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike[str], device: str | torch.device = "auto",
+                        trust_checkpoint: bool = False, *, backend: str = "auto", batch_size: int = 8,
+                        classes: Optional[Sequence[str]] = None, **postprocess: Any) -> "Detector":
+        """Load a checkpoint (weights only unless ``trust_checkpoint``). ``device``: ``"auto"`` (CUDA when
+        available), ``"cpu"``, ``"cuda:1"``, ...; ``backend``: the NMS backend (``"auto"``: numba where it runs);
+        ``classes``: keep only these class names; ``postprocess``: :class:`PostprocessConfig` fields
+        (``score_threshold``, ``top_k``, ``nms_threshold``, ``max_detections``, ``variances``) replacing the
+        checkpoint's. Errors: ``CheckpointError`` (the file), ``ConfigError`` (a setting)."""
+        from ssd_torch.cli import resolve_device
+
+        dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+        loaded = load_checkpoint_for_inference(path, dev, trust_checkpoint=trust_checkpoint)
+        try:
+            post = loaded.postprocess.replace(**postprocess)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(str(e)) from e
+        return cls(loaded.model, loaded.config, loaded.class_names, postprocess=post, device=dev,
+                   backend=backend, batch_size=batch_size, classes=classes)
+
+    def __call__(self, images: ImageLike | Sequence[ImageLike]) -> ImageDetections | list[ImageDetections]:
+        """Detections of one image, or a list of them for a list (or tuple) of images (module docstring)."""
+        single = not isinstance(images, (list, tuple))
+        items = [images] if single else list(images)
+        results: list[ImageDetections] = []
+        for start in range(0, len(items), self.batch_size):
+            results += self.detect([as_decoded(x) for x in items[start:start + self.batch_size]])
+        return results[0] if single else results
+
+    @torch.no_grad()
+    def detect(self, images: Sequence[DecodedImage]) -> list[ImageDetections]:
+        """Detections of decoded images, run as one batch (``ssd-detect`` decodes and batches itself)."""
+        if not images:
+            return []
+        empty_boxes, empty_labels = torch.zeros((0, 4)), torch.zeros(0, dtype=torch.int64)
+        batch = torch.stack([self._transform(d.image, empty_boxes, empty_labels)[0] for d in images])
+        loc, conf = self.model(batch.to(self.device))
+        return [self._result(d, det) for d, det in zip(images, self._postprocess(loc.float(), conf.float()))]
+
+    def _postprocess(self, loc: torch.Tensor, conf: torch.Tensor) -> list[Any]:
+        """``ssd_torch.nms.postprocess``; with a class selection, the ``max_detections`` best of those classes
+        (every detection is gathered, filtered, then cut: the output order is score-sorted, so this is exact)."""
+        from ssd_torch.nms import Detections, postprocess
+
+        kwargs = self.postprocess.postprocess_kwargs()
+        if self.class_ids is None:
+            return postprocess(loc, conf, self.priors, backend=self.backend, **kwargs)
+        cap = kwargs["max_detections"]
+        kwargs["max_detections"] = (conf.shape[2] - 1) * kwargs["top_k"]
+        out = []
+        for det in postprocess(loc, conf, self.priors, backend=self.backend, **kwargs):
+            keep = torch.isin(det.labels, torch.tensor(self.class_ids, device=det.labels.device))
+            out.append(Detections(*(t[keep][:cap] for t in det)))
+        return out
+
+    def _result(self, decoded: DecodedImage, det: Any) -> ImageDetections:
+        width, height = decoded.size
+        normalized = det.boxes.cpu().numpy().astype(np.float64).reshape(-1, 4)
+        return ImageDetections(boxes=normalized * np.array([width, height, width, height], dtype=np.float64),
+                               boxes_normalized=normalized, scores=det.scores.cpu().numpy().astype(np.float64),
+                               labels=det.labels.cpu().numpy().astype(np.int64), categories=self.categories,
+                               width=width, height=height, orientation=decoded.orientation, path=decoded.path,
+                               source_mode=decoded.source_mode)
