@@ -5,8 +5,8 @@ Per image: match the gt to the priors and encode the offsets (``match_and_encode
 ``ce[p] = logsumexp(conf[p]) - conf[p, label[p]]``; positives are ``label > 0`` (``n_i`` of them); hard
 negatives are the ``min(k_i, #negatives_i)`` background priors with the largest ``ce``, where
 ``k_i = floor(neg_pos_ratio * n_i)`` when ``n_i > 0`` and ``k_i = min_negatives`` otherwise (default 0, the paper:
-an image without positives contributes nothing). ``loc = sum_pos sum_4 smooth_l1(pred - target)`` (beta = 1), ``conf = sum_{pos ∪ hard neg} ce``,
-both divided by ``max(N, 1)`` with ``N = sum_i n_i``.
+an image without positives contributes nothing). ``loc = sum_pos sum_4 smooth_l1(pred - target)`` (beta = 1),
+``conf = sum_{pos ∪ hard neg} ce``, both divided by ``max(N, 1)`` with ``N = sum_i n_i``.
 """
 from __future__ import annotations
 

@@ -3,8 +3,9 @@
 
 ``ce[b, p] = logsumexp(conf[b, p]) - conf[b, p, label[b, p]]``; positives are ``label > 0`` (``n_i`` per image,
 ``N = sum n_i``); the hard negatives of image i are the ``min(k_i, #negatives_i)`` background priors with the
-largest ``ce``, ``k_i = floor(neg_pos_ratio * n_i)`` if ``n_i > 0`` else ``min_negatives`` (default 0, the paper). ``loc = sum_pos smooth_l1(pred - target)`` (beta = 1),
-``conf = sum_{pos ∪ hard neg} ce``; both are returned divided by ``max(N, 1)``.
+largest ``ce``, ``k_i = floor(neg_pos_ratio * n_i)`` if ``n_i > 0`` else ``min_negatives`` (default 0, the paper).
+``loc = sum_pos smooth_l1(pred - target)`` (beta = 1), ``conf = sum_{pos ∪ hard neg} ce``; both are returned
+divided by ``max(N, 1)``.
 """
 from __future__ import annotations
 
@@ -158,4 +159,5 @@ class MultiBoxLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"num_priors={self.priors.shape[0]}, iou_threshold={self.iou_threshold}, "
-                f"neg_pos_ratio={self.neg_pos_ratio}, min_negatives={self.min_negatives}, variances={self.variances}, backend={self.backend!r}")
+                f"neg_pos_ratio={self.neg_pos_ratio}, min_negatives={self.min_negatives}, "
+                f"variances={self.variances}, backend={self.backend!r}")
