@@ -55,8 +55,8 @@ from ssd_torch.errors import DatasetError
 
 __all__ = [
     "VOC_CLASSES", "BOX_TOLERANCE_PX", "DatasetError", "Annotation", "parse_annotation",
-    "pixel_to_normalized", "normalized_to_pixel", "check_image_file", "load_sized_image", "DetectionDataset",
-    "VOCDataset",
+    "pixel_to_normalized", "normalized_to_pixel", "check_image_file", "load_sized_image", "target_tensors",
+    "DetectionDataset", "VOCDataset",
 ]
 
 log = logging.getLogger(__name__)
@@ -254,10 +254,16 @@ def _read_split(root: Path, split: str) -> list[str]:
     return [line.split()[0] for line in lines if line.strip()]
 
 
+def target_tensors(normalized: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training target every reader returns: ``(boxes[G, 4] xyxy normalised, clamped to [0, 1], float32,
+    labels[G] int64)`` from float64 normalised boxes (a box may stick out by the tolerance: clamped here)."""
+    norm = np.clip(np.asarray(normalized, dtype=np.float64).reshape(-1, 4), 0.0, 1.0)
+    return torch.from_numpy(norm.astype(np.float32)), torch.from_numpy(np.array(labels, dtype=np.int64))
+
+
 def _training_target(ann: Annotation, keep_difficult: bool) -> tuple[torch.Tensor, torch.Tensor]:
     keep = np.ones(len(ann.labels), dtype=bool) if keep_difficult else ~ann.difficult
-    norm = np.clip(pixel_to_normalized(ann.boxes[keep], ann.width, ann.height), 0.0, 1.0)
-    return torch.from_numpy(norm.astype(np.float32)), torch.from_numpy(ann.labels[keep].copy())
+    return target_tensors(pixel_to_normalized(ann.boxes[keep], ann.width, ann.height), ann.labels[keep])
 
 
 class DetectionDataset(torch.utils.data.Dataset):
