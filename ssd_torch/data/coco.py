@@ -23,7 +23,8 @@ spans ``[j, j + 1)``), i.e. already the data contract's continuous box; the trai
     x = xmin - 1, y = ymin - 1, w = xmax - xmin + 1, h = ymax - ymin + 1       (voc_pixels_to_coco)
 
 ``voc.pixel_to_normalized`` of that box is the target above. The two maps are inverse; in float64 the round
-trip is exact for integer and half-integer coordinates (every synthetic box) and within one ulp otherwise.
+trip (and that equality) is exact for integer and half-integer pixels (every synthetic box) and within one ulp
+of the coordinate otherwise (the ``+ 1`` rounds).
 pycocotools is always given the file's own ``bbox`` and ``area`` (``coco_record``), never a round trip.
 
 **Crowd and empty images.** ``iscrowd=1`` regions stay out of the training target (``keep_crowd=True`` puts

@@ -48,6 +48,7 @@ def _replace_cached_detections(results: dict[str, Any], detections: dict) -> Non
     eval_cli.save_detections(Path(results["detections_cache"]), detections)
 
 
+@pytest.mark.slow
 def test_same_scenes_same_detections_and_voc_ap(scenes: tuple[Path, Path], checkpoint: Path, tmp_path: Path) -> None:
     voc, coco = scenes
     assert eval_cli.main([str(checkpoint), "--data", str(voc), "--device", "cpu", "--batch-size", "2", "--out",

@@ -322,6 +322,20 @@ def test_same_scenes_same_contract_as_voc(both: tuple[Path, Path], split: str) -
                 assert torch.equal(voc[i][0], coco[i][0])
 
 
+def test_batches_through_dataloader_workers(both: tuple[Path, Path]) -> None:
+    from ssd_torch.data.collate import collate_detection
+
+    _, coco = both
+    ds = CocoDataset(coco / "images", coco / "annotations" / "instances_trainval.json")
+    loader = torch.utils.data.DataLoader(ds, batch_size=5, num_workers=1, collate_fn=collate_detection)
+    batch = next(iter(loader))
+    assert batch.images.shape == (5, 3, 300, 300)
+    for i in range(5):
+        boxes, labels = ds.target(i)
+        n = int(batch.counts[i])
+        assert torch.equal(batch.boxes[i, :n], boxes) and torch.equal(batch.labels[i, :n], labels)
+
+
 def test_coco_writer_is_deterministic_and_safe(tmp_path: Path, both: tuple[Path, Path]) -> None:
     _, first = both
     again = generate_coco(tmp_path / "again", 5, 3, seed=4, category_ids=IDS, image_size=((90, 130), (70, 110)),

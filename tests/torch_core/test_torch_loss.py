@@ -149,6 +149,7 @@ def test_topk_and_sort_mining_agree(rows: int, seed: int, ratio: float) -> None:
     assert float(by_sort) == float(by_topk) == expected
 
 
+@settings(max_examples=30)
 @given(padded_batch_st(num_classes=4), st.integers(0, 2**31 - 1), st.sampled_from([3, 1, 0.5]),
        st.sampled_from([1, 5, 200]), st.integers(0, 3))
 def test_min_negatives_matches_reference(batch: tuple, seed: int, ratio: float, min_negatives: int,
