@@ -34,7 +34,7 @@ from ssd_torch.cli import UserError, add_trust_flag, resolve_device, run_cli
 from ssd_torch.evaluation.coco_eval import COCO_STAT_NAMES
 
 __all__ = ["inference_settings", "cache_key", "save_detections", "load_detections", "coco_metrics",
-           "COCO_STAT_NAMES", "COCO_RESULTS_NAME", "evaluate_checkpoint", "main"]
+           "COCO_STAT_NAMES", "COCO_RESULTS_NAME", "is_coco_data", "evaluate_checkpoint", "main"]
 
 Detections = dict[Hashable, tuple[np.ndarray, np.ndarray, np.ndarray]]
 #: The standard COCO results list of a COCO evaluation, in ``--out``.

@@ -292,6 +292,8 @@ def _label_map(f: CocoFile, class_names: Optional[Sequence[str]]) -> tuple[tuple
     if class_names is None:
         return tuple(c.name for c in f.categories), {c.id: k + 1 for k, c in enumerate(f.categories)}
     names = tuple(class_names)
+    if len(set(names)) != len(names):
+        raise ValueError(f"class_names must be unique, got {list(names)}")
     index = {name: k + 1 for k, name in enumerate(names)}
     used = set(np.unique(f.annotations.category_ids).tolist())
     label_of: dict[int, int] = {}

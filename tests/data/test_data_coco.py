@@ -112,6 +112,8 @@ def test_class_names_match_by_name(tmp_path: Path, caplog: pytest.LogCaptureFixt
     assert ds.class_names == ("bird", "horse", "dog", "cat") and ds.category_ids == (40, None, 12, 7)
     assert ds.annotation(0).labels.tolist() == [3, 1] and ds.annotation(1).labels.tolist() == [4]
     assert any("unused" in r.getMessage() for r in caplog.records)  # a category without annotations: ignored
+    with pytest.raises(ValueError, match="class_names must be unique"):
+        CocoDataset(images_dir, path, class_names=["bird", "dog", "cat", "dog"])
     for skip in (False, True):  # a used category outside the class list is the wrong class list, not bad data
         with pytest.raises(DatasetError, match="category 'dog' \\(id 12\\) is not one of the class names") as info:
             CocoDataset(images_dir, path, class_names=["bird", "cat"], skip_bad=skip)
