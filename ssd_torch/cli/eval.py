@@ -1,39 +1,45 @@
-"""``ssd-eval CHECKPOINT --data ROOT --split test``: VOC07 mAP of a checkpoint on a VOC split.
+"""``ssd-eval CHECKPOINT --data ROOT --split test`` (VOC) or ``--data instances.json --images DIR`` (COCO).
 
-Batched inference (``ssd_torch.evaluation.evaluate.run_inference``, backend ``torch`` / ``numba`` / ``auto``,
-progress bar),
-scored with the fast devkit-exact evaluator (``ssd_torch.voc_eval``): the 11-point AP by default, ``--metric
-area`` for the all-point AP. Prints the per-class AP table and writes ``results_<metric>.json`` into ``--out``.
+Batched inference (``ssd_torch.evaluation.evaluate.run_inference``, backend ``auto`` (default) / ``torch`` /
+``numba``, progress bar), scored with the fast devkit-exact evaluator (``ssd_torch.voc_eval``): the 11-point AP
+by default, ``--metric area`` for the all-point AP. Prints the per-class AP table and writes
+``results_<metric>.json`` into ``--out``.
+
+COCO data (``--data`` is one ``.json`` instances file, ``--images`` the folder its ``file_name`` entries are
+relative to; ``ssd_torch.data.coco.CocoDataset``, categories matched to the checkpoint's classes by name):
+the same detections are also scored by pycocotools' ``COCOeval`` (AP@[.5:.95], AP50, AP75, AP/AR by size,
+AR1/10/100; ``ssd_torch.evaluation.coco_eval``), written with the file's image and category ids as the
+standard results list ``coco_results.json``, and the VOC AP above is reported next to them.
 
 The detections are cached in ``--out`` as ``detections-<key>.npz``, where ``key`` hashes the checkpoint's
-bytes, the data roots, the split and every inference setting (backend, device type, batch size and the
-post-processing parameters) — not the metric: re-scoring with ``--metric area`` or ``--coco`` reads the cache
-instead of re-running the model. ``--coco`` adds COCO-style AP (pycocotools, an optional extra; difficult
-boxes become ``iscrowd`` regions, i.e. ignored, as in the VOC rules).
+bytes, the data roots (COCO: the annotation file, its bytes, and the image folder), the split and every
+inference setting (backend, device type, batch size and the post-processing parameters) — not the metric:
+re-scoring with ``--metric area`` or ``--coco`` reads the cache instead of re-running the model. ``--coco`` on
+VOC data adds COCO-style AP (pycocotools, an optional extra; difficult boxes become ``iscrowd`` regions, i.e.
+ignored, as in the VOC rules).
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
-import io
 import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Hashable, Mapping, Sequence
+from typing import Any, Hashable, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 
 from ssd_torch.cli import UserError, add_trust_flag, resolve_device, run_cli
+from ssd_torch.evaluation.coco_eval import COCO_STAT_NAMES
 from ssd_torch.files import file_sha256
 
 __all__ = ["inference_settings", "cache_key", "save_detections", "load_detections", "coco_metrics",
-           "evaluate_checkpoint", "main"]
+           "COCO_STAT_NAMES", "COCO_RESULTS_NAME", "is_coco_data", "evaluate_checkpoint", "main"]
 
 Detections = dict[Hashable, tuple[np.ndarray, np.ndarray, np.ndarray]]
-COCO_STAT_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
-                   "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
+#: The standard COCO results list of a COCO evaluation, in ``--out``.
+COCO_RESULTS_NAME = "coco_results.json"
 
 
 def inference_settings(backend: str, device: str, batch_size: int, score_threshold: float = 0.01,
@@ -44,10 +50,14 @@ def inference_settings(backend: str, device: str, batch_size: int, score_thresho
             "max_detections": int(max_detections)}
 
 
-def cache_key(checkpoint: Path, roots: Sequence[Path], split: str, settings: Mapping[str, Any]) -> str:
-    """16 hex digits of sha256 over (checkpoint bytes, resolved roots, split, inference settings)."""
+def cache_key(checkpoint: Path, roots: Sequence[Path], split: Optional[str], settings: Mapping[str, Any],
+              data_sha256: Optional[str] = None) -> str:
+    """16 hex digits of sha256 over (checkpoint bytes, resolved roots, split, inference settings) and, for COCO
+    data, ``data_sha256`` (the annotation file's bytes: image sizes there turn boxes into pixels)."""
     payload = {"checkpoint_sha256": file_sha256(checkpoint), "roots": [str(Path(r).resolve()) for r in roots],
                "split": split, "settings": dict(settings)}
+    if data_sha256 is not None:  # absent for VOC: its keys (and caches) stay what they were
+        payload["data_sha256"] = data_sha256
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -80,72 +90,88 @@ def load_detections(path: Path) -> Detections:
     return {i: (boxes[s:e], scores[s:e], labels[s:e]) for i, s, e in zip(ids, starts, ends)}
 
 
-def _require_pycocotools() -> None:
+def _require_pycocotools(why: str) -> None:
     try:
         import pycocotools.cocoeval  # noqa: F401
     except ImportError as e:
-        raise UserError("--coco needs pycocotools, which is not installed (pip install pycocotools, or the "
+        raise UserError(f"{why} needs pycocotools, which is not installed (pip install pycocotools, or the "
                         "project's 'coco' extra)") from e
-
-
-def _voc_to_coco_box(box: np.ndarray) -> list[float]:
-    """VOC pixels (1-based inclusive xyxy) -> COCO ``[x, y, w, h]`` (0-based continuous)."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    return [x0 - 1.0, y0 - 1.0, x1 - x0 + 1.0, y1 - y0 + 1.0]
 
 
 def coco_metrics(detections: Detections, ground_truth: Mapping[Hashable, tuple], num_classes: int,
                  sizes: Mapping[Hashable, tuple[int, int]]) -> dict[str, float]:
-    """COCO-style AP/AR (pycocotools ``COCOeval``, bbox) of VOC-format detections and ground truth.
+    """COCO-style AP/AR of VOC data: ``ssd_torch.evaluation.coco_eval.coco_metrics`` (kept here for callers)."""
+    from ssd_torch.evaluation.coco_eval import coco_metrics as metrics
 
-    ``sizes``: ``{image_id: (width, height)}``. Difficult gt boxes are ``iscrowd`` (a detection on them is
-    neither TP nor FP, close to the VOC rule).
-    """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    index = {image_id: k + 1 for k, image_id in enumerate(ground_truth)}
-    images = [{"id": index[i], "width": int(sizes[i][0]), "height": int(sizes[i][1])} for i in ground_truth]
-    annotations = []
-    for image_id, (boxes, labels, difficult) in ground_truth.items():
-        for box, label, hard in zip(np.asarray(boxes).reshape(-1, 4), labels, difficult):
-            xywh = _voc_to_coco_box(box)
-            annotations.append({"id": len(annotations) + 1, "image_id": index[image_id], "category_id": int(label),
-                                "bbox": xywh, "area": xywh[2] * xywh[3], "iscrowd": int(bool(hard))})
-    results = [{"image_id": index[image_id], "category_id": int(label), "bbox": _voc_to_coco_box(box),
-                "score": float(score)}
-               for image_id, (boxes, scores, labels) in detections.items()
-               for box, score, label in zip(np.asarray(boxes).reshape(-1, 4), scores, labels)]
-    if not results:
-        return {name: 0.0 for name in COCO_STAT_NAMES}
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its own progress and table
-        gt = COCO()
-        gt.dataset = {"images": images, "annotations": annotations,
-                      "categories": [{"id": c, "name": str(c)} for c in range(1, num_classes)]}
-        gt.createIndex()
-        evaluator = COCOeval(gt, gt.loadRes(results), iouType="bbox")
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return {name: float(v) for name, v in zip(COCO_STAT_NAMES, evaluator.stats)}
+    return metrics(detections, ground_truth, num_classes, sizes)
 
 
-def _open_dataset(roots: Sequence[Path], split: str, class_names: Sequence[str], cfg: Any) -> Any:
+class _Data(NamedTuple):
+    """The dataset and what identifies it in the cache key."""
+
+    dataset: Any
+    roots: list[Path]
+    split: Optional[str]
+    data_sha256: Optional[str]
+    is_coco: bool
+
+
+def is_coco_data(data: Sequence[Path]) -> bool:
+    """``--data`` names one COCO instances file (a ``.json``) rather than VOC year folders."""
+    return len(data) == 1 and Path(data[0]).suffix.lower() == ".json"
+
+
+def _open_voc(roots: Sequence[Path], split: str, class_names: Sequence[str], cfg: Any) -> Any:
     """``VOCDataset`` with the checkpoint's classes and input convention (``cfg``: its ``ModelConfig``); a
     missing split file or an unknown class is a UserError."""
     from ssd_torch.data.transforms import SSDEvalTransform
     from ssd_torch.data.voc import DatasetError, VOCDataset
 
     for root in roots:
+        if Path(root).suffix.lower() == ".json":
+            raise UserError(f"--data {root}: a COCO annotation file is evaluated alone (one --data file with "
+                            f"--images DIR), not together with other data")
         if not Path(root).is_dir():
             raise UserError(f"data root {root} does not exist (expected a VOC year folder, e.g. "
-                            f"VOCdevkit/VOC2007)")
+                            f"VOCdevkit/VOC2007, or a COCO instances .json file)")
     try:
         return VOCDataset([Path(r) for r in roots], split, class_names=tuple(class_names),
                           transform=SSDEvalTransform(cfg.image_size, preprocess=cfg.preprocess))
     except DatasetError as e:
-        hint = f" (the checkpoint's classes are {list(class_names)})" if "class" in str(e) else ""
-        raise UserError(f"{e}{hint}") from e
+        raise UserError(f"{e}{_class_hint(e, class_names)}") from e
+
+
+def _class_hint(err: Exception, class_names: Sequence[str]) -> str:
+    return f" (the checkpoint's classes are {list(class_names)})" if "class" in str(err) else ""
+
+
+def _open_coco(annotation_file: Path, images: Optional[Path], class_names: Sequence[str], cfg: Any) -> Any:
+    """``CocoDataset`` with the checkpoint's classes (matched by name) and input convention."""
+    from ssd_torch.data.coco import CocoDataset
+    from ssd_torch.data.transforms import SSDEvalTransform
+    from ssd_torch.errors import DatasetError
+
+    if images is None:
+        raise UserError(f"--data {annotation_file} is a COCO annotation file: give --images DIR, the folder that "
+                        f"its file_name entries are relative to (e.g. coco/val2017)")
+    try:
+        return CocoDataset(images, annotation_file, class_names=tuple(class_names),
+                           transform=SSDEvalTransform(cfg.image_size, preprocess=cfg.preprocess))
+    except DatasetError as e:
+        raise UserError(f"{e}{_class_hint(e, class_names)}") from e
+
+
+def _open_data(data: Sequence[Path], split: Optional[str], images: Optional[Path], class_names: Sequence[str],
+               cfg: Any) -> _Data:
+    if not is_coco_data(data):
+        if images is not None:
+            raise UserError("--images is for COCO data (--data instances.json); a VOC year folder holds its images")
+        split = "test" if split is None else split
+        return _Data(_open_voc(data, split, class_names, cfg), [Path(r) for r in data], split, None, False)
+    if split is not None:
+        raise UserError("--split is for VOC data; a COCO annotation file is one split already")
+    dataset = _open_coco(Path(data[0]), images, class_names, cfg)
+    return _Data(dataset, [Path(data[0]), Path(images)], None, file_sha256(Path(data[0])), True)
 
 
 def _detections(model: Any, cfg: Any, dataset: Any, settings: dict[str, Any], cache: Path,
@@ -170,63 +196,105 @@ def _detections(model: Any, cfg: Any, dataset: Any, settings: dict[str, Any], ca
     return dets, False, seconds
 
 
-def evaluate_checkpoint(checkpoint: Path, roots: Sequence[Path], split: str, out_dir: Path, *,
-                        backend: str = "torch", device: str = "auto", batch_size: int = 32,
-                        use_07_metric: bool = True, coco: bool = False, progress: bool = True,
+def evaluate_checkpoint(checkpoint: Path, roots: Sequence[Path], split: Optional[str], out_dir: Path, *,
+                        images: Optional[Path] = None, backend: str = "auto", device: str = "auto",
+                        batch_size: int = 32, use_07_metric: bool = True, coco: bool = False, progress: bool = True,
                         trust_checkpoint: bool = False) -> dict[str, Any]:
-    """Inference (or the cache) + VOC scoring; returns the results dict that ``results_<metric>.json`` holds."""
+    """Inference (or the cache) + VOC scoring, + pycocotools on COCO data (``roots`` = one ``.json`` file and
+    ``images`` its image folder; ``split`` must then be None); returns the results dict that
+    ``results_<metric>.json`` holds (keys starting with ``_`` hold objects for printing)."""
     from ssd_torch.evaluation.evaluate import ground_truth_of
     from ssd_torch.inference import load_model_for_inference
     from ssd_torch.voc_eval import evaluate_voc
 
-    if coco:
-        _require_pycocotools()
+    if coco or is_coco_data(roots):
+        _require_pycocotools("COCO evaluation (--coco, or a COCO annotation file as --data)")
     dev = resolve_device(device)
     model, cfg, names = load_model_for_inference(checkpoint, dev, trust_checkpoint=trust_checkpoint)
-    dataset = _open_dataset(roots, split, names[1:], cfg)
+    data = _open_data(roots, split, images, names[1:], cfg)
     settings = inference_settings(backend, dev.type, batch_size)
-    cache = out_dir / f"detections-{cache_key(checkpoint, roots, split, settings)}.npz"
-    dets, cached, seconds = _detections(model, cfg, dataset, settings, cache, dev, progress)
-    gt = ground_truth_of(dataset)
+    key = cache_key(checkpoint, data.roots, data.split, settings, data.data_sha256)
+    cache = out_dir / f"detections-{key}.npz"
+    dets, cached, seconds = _detections(model, cfg, data.dataset, settings, cache, dev, progress)
+    gt = ground_truth_of(data.dataset)
     result = evaluate_voc(dets, gt, len(names), use_07_metric=use_07_metric, class_names=names)
-    out = {"checkpoint": str(checkpoint), "data": [str(r) for r in roots], "split": split,
+    out = {"checkpoint": str(checkpoint), "data": [str(r) for r in roots], "split": data.split,
            "metric": "voc07_11point" if use_07_metric else "area", "iou_threshold": 0.5, "mAP": result.mAP,
            "ap": {names[c]: (None if np.isnan(v) else v) for c, v in result.ap.items()},
-           "npos": {names[c]: n for c, n in result.npos.items()}, "num_images": len(dataset),
+           "npos": {names[c]: n for c, n in result.npos.items()}, "num_images": len(data.dataset),
            "num_detections": int(sum(len(d[1]) for d in dets.values())), "settings": settings,
            "detections_cache": str(cache), "from_cache": cached, "inference_seconds": seconds}
-    if coco:
-        sizes = {a.image_id: (a.width, a.height) for a in map(dataset.annotation, range(len(dataset)))}
+    if data.is_coco:
+        out.update(_score_coco(data.dataset, dets, out_dir))
+    elif coco:
+        sizes = {a.image_id: (a.width, a.height) for a in map(data.dataset.annotation, range(len(data.dataset)))}
         out["coco"] = coco_metrics(dets, gt, len(names), sizes)
     out["_result"] = result
     return out
 
 
+def _score_coco(dataset: Any, dets: Detections, out_dir: Path) -> dict[str, Any]:
+    """pycocotools on COCO data; the detections written as the standard results list (file ids) in ``out_dir``."""
+    from ssd_torch.evaluation.coco_eval import coco_ground_truth, coco_results, run_cocoeval, write_results_json
+
+    results = coco_results(dataset, dets)
+    path = write_results_json(out_dir / COCO_RESULTS_NAME, results)
+    scored = run_cocoeval(coco_ground_truth(dataset), results)
+    return {"images": str(dataset.images_dir), "coco": scored.stats, "coco_results": str(path),
+            "coco_ap": {name: (None if np.isnan(v) else v) for name, v in scored.per_class.items()},
+            "_coco": scored}
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ssd-eval", description="VOC07 mAP of an SSD300 checkpoint on a VOC split.")
+    p = argparse.ArgumentParser(prog="ssd-eval", description="mAP of an SSD300 checkpoint on a VOC split, or COCO "
+                                                             "metrics (pycocotools) on a COCO annotation file.")
     p.add_argument("checkpoint", type=Path, help="checkpoint file written by ssd-train")
-    p.add_argument("--data", type=Path, nargs="+", required=True, metavar="ROOT",
-                   help="VOC year folder(s), e.g. data/VOCdevkit/VOC2007")
-    p.add_argument("--split", default="test", help="ImageSets/Main split (default: %(default)s)")
-    p.add_argument("--backend", choices=("torch", "numba", "auto"), default="torch", help="NMS backend")
+    p.add_argument("--data", type=Path, nargs="+", required=True, metavar="PATH",
+                   help="VOC year folder(s), e.g. data/VOCdevkit/VOC2007; or one COCO instances file, e.g. "
+                        "coco/annotations/instances_val2017.json (with --images)")
+    p.add_argument("--images", type=Path, default=None, metavar="DIR",
+                   help="COCO data: the folder that the file's file_name entries are relative to, e.g. coco/val2017")
+    p.add_argument("--split", default=None, help="VOC data: ImageSets/Main split (default: test)")
+    p.add_argument("--backend", choices=("torch", "numba", "auto"), default="auto",
+                   help="NMS backend (default: %(default)s = numba where it runs, else torch)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: %(default)s)")
     p.add_argument("--metric", choices=("07", "area"), default="07",
-                   help="07: VOC2007 11-point AP (default); area: all-point AP (VOC2010+)")
+                   help="VOC AP: 07 = VOC2007 11-point AP (default); area = all-point AP (VOC2010+)")
     p.add_argument("--out", type=Path, default=None,
-                   help="results + detection cache folder (default: eval_<split> next to the checkpoint)")
-    p.add_argument("--coco", action="store_true", help="also COCO-style AP (needs pycocotools)")
+                   help="results + detection cache folder (default: eval_<split> or eval_<json name> next to the "
+                        "checkpoint)")
+    p.add_argument("--coco", action="store_true",
+                   help="VOC data: also COCO-style AP (needs pycocotools); COCO data always gets the COCO metrics")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_trust_flag(p)
     return p
+
+
+def _coco_table(out: dict[str, Any], names: Sequence[str]) -> str:
+    """Per class: COCO AP@[.5:.95] and the VOC AP of the same detections, with the VOC npos."""
+    lines = [f"{'class':>16s}  {'AP@.5:.95':>9s}  {'VOC AP':>7s}  {'npos':>5s}"]
+    for name in names[1:]:
+        coco, voc = out["coco_ap"].get(name), out["ap"].get(name)
+        cells = [("%.4f" % v) if v is not None else "n/a" for v in (coco, voc)]
+        lines.append(f"{name:>16s}  {cells[0]:>9s}  {cells[1]:>7s}  {out['npos'].get(name, 0):>5d}")
+    return "\n".join(lines)
 
 
 def _print_results(out: dict[str, Any], names: Sequence[str]) -> None:
     from ssd_torch.evaluation.evaluate import format_ap_table
 
     source = "cached detections" if out["from_cache"] else f"inference {out['inference_seconds']:.1f} s"
-    print(f"{out['split']}: {out['num_images']} images, {out['num_detections']} detections ({source}), "
-          f"metric {out['metric']}")
+    where = out["split"] if out["split"] is not None else out["data"][0]
+    print(f"{where}: {out['num_images']} images, {out['num_detections']} detections ({source}), "
+          f"VOC metric {out['metric']}")
+    if "_coco" in out:
+        print(_coco_table(out, names))
+        print(f"{'VOC mAP':>16s}  {out['mAP']:.4f}")
+        print("COCO metrics (pycocotools COCOeval, bbox):")
+        print(out["_coco"].summary.rstrip())
+        print(f"COCO results list: {out['coco_results']}")
+        return
     print(format_ap_table(out["_result"], list(names)))
     if "coco" in out:
         print("COCO: " + "  ".join(f"{k} {v:.4f}" for k, v in out["coco"].items()))
@@ -236,14 +304,15 @@ def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    out_dir = args.out if args.out is not None else args.checkpoint.parent / f"eval_{args.split}"
-    out = evaluate_checkpoint(args.checkpoint, args.data, args.split, out_dir, backend=args.backend,
-                              device=args.device, batch_size=args.batch_size, use_07_metric=args.metric == "07",
-                              coco=args.coco, progress=not args.no_progress,
+    default_out = f"eval_{args.data[0].stem}" if is_coco_data(args.data) else f"eval_{args.split or 'test'}"
+    out_dir = args.out if args.out is not None else args.checkpoint.parent / default_out
+    out = evaluate_checkpoint(args.checkpoint, args.data, args.split, out_dir, images=args.images,
+                              backend=args.backend, device=args.device, batch_size=args.batch_size,
+                              use_07_metric=args.metric == "07", coco=args.coco, progress=not args.no_progress,
                               trust_checkpoint=args.trust_checkpoint)
     _print_results(out, out["_result"].class_names)
     path = out_dir / f"results_{'voc07' if args.metric == '07' else 'area'}.json"
-    path.write_text(json.dumps({k: v for k, v in out.items() if k != "_result"}, indent=2) + "\n")
+    path.write_text(json.dumps({k: v for k, v in out.items() if not k.startswith("_")}, indent=2) + "\n")
     print(f"results: {path}")
     return 0
 

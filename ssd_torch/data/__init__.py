@@ -1,10 +1,12 @@
-"""Data pipeline (ARCHITECTURE.md "Data contract"): VOC reader, synthetic VOC-format generator, SSD
-augmentation and padded batches. Submodules: ``voc``, ``synthetic``, ``transforms``, ``collate``."""
+"""Data pipeline (ARCHITECTURE.md "Data contract"): VOC and COCO readers, synthetic generator (VOC and COCO
+format), SSD augmentation and padded batches. Submodules: ``voc``, ``coco``, ``synthetic``, ``transforms``,
+``collate``."""
 from .collate import Batch, collate_detection
+from .coco import CocoDataset
 from .transforms import SSDEvalTransform, SSDTrainTransform
 from .voc import VOC_CLASSES, Annotation, DatasetError, VOCDataset, parse_annotation
 
 __all__ = [
     "Batch", "collate_detection", "SSDEvalTransform", "SSDTrainTransform",
-    "VOC_CLASSES", "Annotation", "DatasetError", "VOCDataset", "parse_annotation",
+    "VOC_CLASSES", "Annotation", "DatasetError", "VOCDataset", "parse_annotation", "CocoDataset",
 ]

@@ -24,10 +24,12 @@ the parameters (same bytes of XML, same pixels), and images can be generated in 
 from __future__ import annotations
 
 import argparse
+import inspect
 import io
 import json
 import math
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple, Optional, Union
@@ -37,6 +39,7 @@ from PIL import Image, ImageDraw
 
 __all__ = [
     "SYNTHETIC_CLASSES", "SyntheticObject", "render_image", "generate_voc", "is_complete", "ensure_voc", "main",
+    "COCO_SPLITS", "generate_coco", "is_complete_coco",
 ]
 
 SYNTHETIC_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "ring", "cross", "star")
@@ -256,16 +259,21 @@ def _params(num_trainval: int, num_test: int, seed: int, image_size: SizeSpec, m
             "max_occlusion": float(max_occlusion)}
 
 
-def _write_one(root: Path, index: int, params: dict) -> None:
+def _render_one(index: int, params: dict) -> tuple[str, int, int, bytes, list[SyntheticObject]]:
+    """Scene ``index`` of the tree: ``(image id, W, H, JPEG bytes, objects)``, the same in every format."""
     rng = np.random.default_rng([params["seed"], index])
     width, height = _image_size(params["image_size"], rng)
     image, objects = render_image(width, height, rng, max_objects=params["max_objects"],
                                   min_scale=params["min_scale"], max_scale=params["max_scale"],
                                   max_occlusion=params["max_occlusion"], difficult_prob=params["difficult_prob"])
-    image_id = f"{index:06d}"
     buf = io.BytesIO()
     image.save(buf, format="JPEG", quality=params["jpeg_quality"])
-    (root / "JPEGImages" / f"{image_id}.jpg").write_bytes(buf.getvalue())
+    return f"{index:06d}", width, height, buf.getvalue(), objects
+
+
+def _write_one(root: Path, index: int, params: dict) -> None:
+    image_id, width, height, jpeg, objects = _render_one(index, params)
+    (root / "JPEGImages" / f"{image_id}.jpg").write_bytes(jpeg)
     xml = _annotation_xml(root.name, image_id, width, height, objects, params["seed"])
     (root / "Annotations" / f"{image_id}.xml").write_text(xml)
 
@@ -342,6 +350,158 @@ def ensure_voc(root: Union[str, os.PathLike], num_trainval: int, num_test: int, 
     return generate_voc(root, num_trainval, num_test, seed, **kwargs)
 
 
+# ---- the COCO tree ---------------------------------------------------------------------------------------
+_COCO_MARKER = "synthetic_coco.json"
+_COCO_PARTIAL = "synthetic_coco.partial.json"
+_COCO_FORMAT = "ssd300-synthetic-coco/1"
+COCO_SPLITS: tuple[str, ...] = ("trainval", "train", "val", "test")
+
+
+def _coco_params(num_trainval: int, num_test: int, seed: int, category_ids: Sequence[int], **kwargs) -> dict:
+    """The VOC tree's parameters (same scenes; ``kwargs``: :func:`generate_voc`'s scene keywords, with its
+    defaults) + the category ids, tagged with the COCO format."""
+    scene = {name: p.default for name, p in inspect.signature(generate_voc).parameters.items()
+             if p.default is not inspect.Parameter.empty and name != "workers"}
+    unknown = set(kwargs) - set(scene)
+    if unknown:
+        raise TypeError(f"unknown scene parameter(s) {sorted(unknown)}; known: {sorted(scene)}")
+    params = _params(num_trainval, num_test, seed, **{**scene, **kwargs})
+    return {**params, "format": _COCO_FORMAT, "category_ids": [int(c) for c in category_ids]}
+
+
+def _split_indices(num_trainval: int, num_test: int) -> dict[str, list[int]]:
+    """Scene indices per split, as in the VOC tree: trainval first (even positions train, odd val), then test."""
+    trainval = list(range(num_trainval))
+    return {"trainval": trainval, "train": trainval[::2], "val": trainval[1::2],
+            "test": list(range(num_trainval, num_trainval + num_test))}
+
+
+def _coco_annotations(objects: Sequence[SyntheticObject], image_id: int, first_id: int,
+                      category_of: dict[str, int]) -> list[dict]:
+    """COCO records of one scene: the VOC box (1-based inclusive) as ``[x - 1, y - 1, w, h]`` (0-based
+    continuous, the same pixels); ``difficult`` objects become ``iscrowd`` ignore regions."""
+    out = []
+    for k, obj in enumerate(objects):
+        xmin, ymin, xmax, ymax = obj.box
+        w, h = xmax - xmin + 1, ymax - ymin + 1
+        out.append({"id": first_id + k, "image_id": image_id, "category_id": category_of[obj.name],
+                    "bbox": [xmin - 1, ymin - 1, w, h], "area": w * h, "iscrowd": int(obj.difficult)})
+    return out
+
+
+def _write_coco_one(args: tuple[Path, int, dict]) -> tuple[int, int, list[SyntheticObject]]:
+    root, index, params = args
+    image_id, width, height, jpeg, objects = _render_one(index, params)
+    (root / "images" / f"{image_id}.jpg").write_bytes(jpeg)
+    return width, height, objects
+
+
+def _write_json_atomically(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, separators=(",", ":")) + "\n")
+    os.replace(tmp, path)
+
+
+def _coco_documents(scenes: list[tuple[int, int, list[SyntheticObject]]], params: dict) -> dict[str, dict]:
+    """``{split: instances dict}``; image id = scene index + 1, annotation ids unique over the whole tree."""
+    category_of = dict(zip(SYNTHETIC_CLASSES, params["category_ids"]))
+    categories = [{"id": c, "name": n, "supercategory": "shape"} for n, c in category_of.items()]
+    images, annotations = [], []
+    for index, (width, height, objects) in enumerate(scenes):
+        images.append({"id": index + 1, "file_name": f"{index:06d}.jpg", "width": width, "height": height})
+        first = 1 + sum(len(a) for a in annotations)
+        annotations.append(_coco_annotations(objects, index + 1, first, category_of))
+    info = {"description": f"ssd300 synthetic shapes, seed {params['seed']}", "version": _COCO_FORMAT}
+    return {split: {"info": info, "images": [images[i] for i in members],
+                    "annotations": [a for i in members for a in annotations[i]], "categories": categories}
+            for split, members in _split_indices(params["num_trainval"], params["num_test"]).items()}
+
+
+def _read_marker(path: Path) -> Optional[dict]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _coco_root_state(root: Path, params: dict) -> str:
+    """``"complete"`` (this exact tree is there), ``"ours"`` (new/empty folder, or an interrupted run of these
+    parameters: safe to write) or ``"foreign"`` (anything else: never written into)."""
+    if not root.exists() or (root.is_dir() and not any(root.iterdir())):
+        return "ours"
+    if _read_marker(root / _COCO_MARKER) == params and is_complete_coco(root, **_coco_kwargs(params)):
+        return "complete"
+    if _read_marker(root / _COCO_PARTIAL) == params or _read_marker(root / _COCO_MARKER) == params:
+        return "ours"
+    return "foreign"
+
+
+def _coco_kwargs(params: dict) -> dict:
+    keys = ("num_trainval", "num_test", "seed", "image_size", "max_objects", "min_scale", "max_scale",
+            "difficult_prob", "jpeg_quality", "max_occlusion", "category_ids")
+    return {k: params[k] for k in keys}
+
+
+def generate_coco(root: Union[str, os.PathLike], num_trainval: int, num_test: int, seed: int,
+                  category_ids: Optional[Sequence[int]] = None, workers: int = 1, **kwargs) -> Path:
+    """Write the scenes of ``generate_voc(root, num_trainval, num_test, seed, **kwargs)`` in COCO format::
+
+        root/images/<id>.jpg                          the same JPEG bytes as the VOC tree's JPEGImages/
+        root/annotations/instances_<split>.json       split in trainval, train, val, test (as the VOC tree's)
+        root/synthetic_coco.json                      the parameters, written last (marks the tree complete)
+
+    Image ids are scene index + 1, categories :data:`SYNTHETIC_CLASSES` with ``category_ids`` (default 1..6;
+    any distinct ids, e.g. non-contiguous ones), ``difficult`` objects become ``iscrowd`` regions. A complete
+    tree of these parameters is left as it is; an interrupted one is finished. Any other non-empty folder is
+    refused (``DatasetError``): nothing that this generator did not write is ever overwritten.
+    """
+    from ssd_torch.errors import DatasetError
+
+    root = Path(root)
+    ids = list(range(1, len(SYNTHETIC_CLASSES) + 1)) if category_ids is None else [int(c) for c in category_ids]
+    if len(ids) != len(SYNTHETIC_CLASSES) or len(set(ids)) != len(ids):
+        raise ValueError(f"category_ids must be {len(SYNTHETIC_CLASSES)} distinct integers, got {ids}")
+    if num_trainval < 0 or num_test < 0 or num_trainval + num_test == 0:
+        raise ValueError(f"need a positive number of images, got trainval={num_trainval}, test={num_test}")
+    params = _coco_params(num_trainval, num_test, seed, ids, **kwargs)
+    state = _coco_root_state(root, params)
+    if state == "complete":
+        return root
+    if state == "foreign":
+        raise DatasetError(root, "refusing to write a synthetic COCO tree here: the folder holds other files "
+                                 "(not a synthetic COCO tree of these parameters); choose a new or empty folder")
+    _write_coco_tree(root, params, workers)
+    return root
+
+
+def _write_coco_tree(root: Path, params: dict, workers: int) -> None:
+    for sub in ("images", "annotations"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    _write_json_atomically(root / _COCO_PARTIAL, params)  # claims the folder: an interrupted run resumes
+    jobs = [(root, i, params) for i in range(params["num_trainval"] + params["num_test"])]
+    if workers > 1:
+        from multiprocessing import get_context
+        with get_context("spawn").Pool(workers) as pool:
+            scenes = pool.map(_write_coco_one, jobs, chunksize=32)
+    else:
+        scenes = [_write_coco_one(job) for job in jobs]
+    for split, doc in _coco_documents(scenes, params).items():
+        _write_json_atomically(root / "annotations" / f"instances_{split}.json", doc)
+    _write_json_atomically(root / _COCO_MARKER, params)
+    (root / _COCO_PARTIAL).unlink()
+
+
+def is_complete_coco(root: Union[str, os.PathLike], num_trainval: int, num_test: int, seed: int,
+                     category_ids: Optional[Sequence[int]] = None, **kwargs) -> bool:
+    """True when ``root`` holds a finished COCO tree of exactly these parameters (marker + every file)."""
+    root = Path(root)
+    ids = list(range(1, len(SYNTHETIC_CLASSES) + 1)) if category_ids is None else list(category_ids)
+    if _read_marker(root / _COCO_MARKER) != _coco_params(num_trainval, num_test, seed, ids, **kwargs):
+        return False
+    images = all((root / "images" / f"{i:06d}.jpg").is_file() for i in range(num_trainval + num_test))
+    return images and all((root / "annotations" / f"instances_{s}.json").is_file() for s in COCO_SPLITS)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """CLI: ``python -m ssd_torch.data.synthetic ROOT --trainval N --test M --seed S``."""
     parser = argparse.ArgumentParser(prog="python -m ssd_torch.data.synthetic", description=__doc__.split("\n")[0])
@@ -352,13 +512,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--size", type=int, nargs=2, default=(300, 300), metavar=("W", "H"))
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--force", action="store_true", help="regenerate even if the tree is complete")
+    parser.add_argument("--format", choices=("voc", "coco"), default="voc",
+                        help="voc: a VOC year folder; coco: images/ + annotations/instances_<split>.json of the "
+                             "same scenes (default: %(default)s)")
     args = parser.parse_args(argv)
     kwargs = dict(image_size=tuple(args.size), workers=args.workers)
+    if args.format == "coco":
+        return _main_coco(parser, args, kwargs)
     if args.force:
         generate_voc(args.root, args.trainval, args.test, args.seed, **kwargs)
     else:
         ensure_voc(args.root, args.trainval, args.test, args.seed, **kwargs)
     print(f"synthetic VOC tree at {args.root}: trainval {args.trainval}, test {args.test}, seed {args.seed}")
+    return 0
+
+
+def _main_coco(parser: argparse.ArgumentParser, args: argparse.Namespace, kwargs: dict) -> int:
+    """``--format coco``: :func:`generate_coco` (idempotent; refuses a folder holding anything else)."""
+    from ssd_torch.errors import UserError
+
+    if args.force:
+        parser.error("--force applies to --format voc only (a COCO tree of the same parameters is left as it is)")
+    try:
+        generate_coco(args.root, args.trainval, args.test, args.seed, **kwargs)
+    except UserError as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
+    print(f"synthetic COCO tree at {args.root}: trainval {args.trainval}, test {args.test}, seed {args.seed} "
+          f"(images/, annotations/instances_<split>.json)")
     return 0
 
 

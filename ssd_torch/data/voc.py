@@ -13,9 +13,11 @@ Bad data (every case raises :class:`DatasetError`, a ``ValueError`` whose messag
   id without its XML or JPEG, malformed XML, a missing/zero ``<size>``, an unknown class name, a box outside the
   image by more than :data:`BOX_TOLERANCE_PX` pixels, a box with zero or negative area (in the contract's
   continuous coordinates, i.e. ``xmax - xmin + 1 <= 0``: the devkit counts ``xmin == xmax`` as one pixel), an
-  image with no ``<object>`` at all, and a JPEG that fails a cheap integrity check (start-of-image marker at the
-  head, end-of-image marker near the tail; a file failing it is fully decoded to confirm, so valid files with
-  odd trailers pass). ``verify_images=True`` decodes every image up front instead (thorough, ~5 ms per image).
+  image with no ``<object>`` at all (unless ``keep_empty=True``: then it is a negative image, see below), and an
+  image that fails a cheap integrity check (:func:`check_image_file`: JPEG start/end-of-image markers, PNG
+  signature and ``IEND`` chunk; a file failing it, or of another format, is fully decoded to confirm, so valid
+  files with odd trailers pass). ``verify_images=True`` decodes every image up front instead (thorough, ~5 ms
+  per image).
 - found when *reading* (``ds[i]``): an image that still fails to decode or whose size disagrees with its XML.
   With ``skip_bad`` the item is recorded and the next readable item is returned in its place (inside a DataLoader
   worker the record lives in that worker's copy of ``skipped``; the warning in the log names the file).
@@ -29,7 +31,12 @@ With ``skip_bad=True`` every bad item is skipped, logged (``logging.warning`` wi
 
 An image whose objects are *all* ``difficult`` is kept: with ``keep_difficult=False`` its training target is
 empty (``G = 0``, every prior background, no hard negatives per docs/CONTRACT.md "Loss"), and it stays in the dataset so
-that the evaluator still sees it (detections on it are false positives, as in the devkit).
+that the evaluator still sees it (detections on it are false positives, as in the devkit). ``keep_empty=True``
+keeps images whose XML has no ``<object>`` in the same way (``G = 0``): with ``min_negatives > 0`` in the loss
+(docs/CONTRACT.md "Loss") they train as negatives.
+
+:class:`DetectionDataset` is the item contract that this reader and ``ssd_torch.data.coco.CocoDataset`` share
+(``ds[i]``, ``annotation(i)``, ``target(i)``, ``load_image(i)``, ``image_path(i)``, ``image_ids``, ``skipped``).
 """
 from __future__ import annotations
 
@@ -48,7 +55,8 @@ from ssd_torch.errors import DatasetError
 
 __all__ = [
     "VOC_CLASSES", "BOX_TOLERANCE_PX", "DatasetError", "Annotation", "parse_annotation",
-    "pixel_to_normalized", "normalized_to_pixel", "VOCDataset",
+    "pixel_to_normalized", "normalized_to_pixel", "check_image_file", "load_sized_image", "target_tensors",
+    "DetectionDataset", "VOCDataset",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,8 +69,10 @@ VOC_CLASSES: tuple[str, ...] = (
 BOX_TOLERANCE_PX = 1.0
 
 PathLike = Union[str, os.PathLike]
-# Tail window searched for the JPEG end-of-image marker (some encoders append a few padding bytes).
-_JPEG_TAIL_BYTES = 4096
+# Tail window searched for the JPEG end-of-image marker / PNG IEND chunk (some encoders append padding bytes).
+_TAIL_BYTES = 4096
+_JPEG_HEAD, _JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"
+_PNG_HEAD, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND"
 
 
 class Annotation(NamedTuple):
@@ -198,22 +208,34 @@ def _decode_image(path: Path) -> Image.Image:
         raise DatasetError(path, f"unreadable or corrupt image: {err}") from None
 
 
-def _check_image_file(path: Path, full_decode: bool) -> None:
-    """Cheap JPEG integrity check (SOI head, EOI near the tail); a suspect file is decoded to confirm."""
+def check_image_file(path: Path, full_decode: bool = False) -> None:
+    """Cheap integrity check of an image file: a JPEG starts with SOI and has EOI near the tail, a PNG starts
+    with its signature and has the ``IEND`` chunk near the tail. A file failing it, or of another format, is
+    fully decoded to confirm (``full_decode``: always). Raises :class:`DatasetError` naming the file."""
     if full_decode:
         _decode_image(path)
         return
     try:
         with open(path, "rb") as fh:
-            head = fh.read(3)
-            fh.seek(max(0, os.fstat(fh.fileno()).st_size - _JPEG_TAIL_BYTES))
+            head = fh.read(len(_PNG_HEAD))
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - _TAIL_BYTES))
             tail = fh.read()
     except FileNotFoundError:
         raise DatasetError(path, "image file is missing") from None
     except OSError as err:
         raise DatasetError(path, f"cannot read image: {err.strerror or err}") from None
-    if head != b"\xff\xd8\xff" or b"\xff\xd9" not in tail:
+    jpeg_ok = head.startswith(_JPEG_HEAD) and _JPEG_END in tail
+    png_ok = head == _PNG_HEAD and _PNG_END in tail
+    if not (jpeg_ok or png_ok):
         _decode_image(path)
+
+
+def load_sized_image(path: Path, width: int, height: int, described_by: str) -> Image.Image:
+    """Decode ``path`` as RGB and check it is ``width x height`` (as ``described_by``, e.g. the XML, says)."""
+    img = _decode_image(path)
+    if img.size != (width, height):
+        raise DatasetError(path, f"image is {img.size[0]}x{img.size[1]} but {described_by} says {width}x{height}")
+    return img
 
 
 class _Item(NamedTuple):
@@ -232,41 +254,113 @@ def _read_split(root: Path, split: str) -> list[str]:
     return [line.split()[0] for line in lines if line.strip()]
 
 
+def target_tensors(normalized: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training target every reader returns: ``(boxes[G, 4] xyxy normalised, clamped to [0, 1], float32,
+    labels[G] int64)`` from float64 normalised boxes (a box may stick out by the tolerance: clamped here)."""
+    norm = np.clip(np.asarray(normalized, dtype=np.float64).reshape(-1, 4), 0.0, 1.0)
+    return torch.from_numpy(norm.astype(np.float32)), torch.from_numpy(np.array(labels, dtype=np.int64))
+
+
 def _training_target(ann: Annotation, keep_difficult: bool) -> tuple[torch.Tensor, torch.Tensor]:
     keep = np.ones(len(ann.labels), dtype=bool) if keep_difficult else ~ann.difficult
-    norm = np.clip(pixel_to_normalized(ann.boxes[keep], ann.width, ann.height), 0.0, 1.0)
-    return torch.from_numpy(norm.astype(np.float32)), torch.from_numpy(ann.labels[keep].copy())
+    return target_tensors(pixel_to_normalized(ann.boxes[keep], ann.width, ann.height), ann.labels[keep])
 
 
-class VOCDataset(torch.utils.data.Dataset):
-    """VOC detection dataset over one or several year roots (07+12 = ``[voc2007, voc2012]``), one split.
+class DetectionDataset(torch.utils.data.Dataset):
+    """The item contract of the readers (``VOCDataset``, ``ssd_torch.data.coco.CocoDataset``).
 
     ``ds[i] -> (image Tensor[3, S, S] float32 normalised, {"boxes": Tensor[G, 4] xyxy normalised,
-    "labels": Tensor[G] int64})``. ``transform(pil_image, boxes, labels) -> (image, boxes, labels)``; ``None``
-    means :class:`ssd_torch.data.transforms.SSDEvalTransform` (resize to 300 + ImageNet normalisation).
+    "labels": Tensor[G] int64})`` = ``transform(load_image(i), *target(i))``; ``annotation(i)`` is the
+    :class:`Annotation` for evaluation (VOC pixels, ignore boxes flagged ``difficult``). A subclass implements
+    ``__len__``, ``annotation``, ``image_path``, ``target`` and ``load_image``. With ``skip_bad`` an image that
+    fails to decode is recorded once in ``skipped`` (``(path, reason)``), logged, and the next readable item
+    stands in for it; without, its :class:`DatasetError` propagates.
+    """
+
+    class_names: tuple[str, ...]
+    _log = log
+
+    def _init_reader(self, transform: Callable | None, skip_bad: bool) -> None:
+        if transform is None:
+            from .transforms import SSDEvalTransform
+            transform = SSDEvalTransform()
+        self.transform = transform
+        self.skip_bad = skip_bad
+        self.skipped: list[tuple[str, str]] = []
+        self._unreadable: set[int] = set()  # items that failed at read time (skip_bad): not retried
+
+    def _record_bad(self, err: DatasetError) -> None:
+        if not self.skip_bad:
+            raise err
+        self._log.warning("skipping bad item %s", err)
+        self.skipped.append((err.path, err.reason))
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def annotation(self, i: int) -> Annotation:
+        raise NotImplementedError
+
+    def image_path(self, i: int) -> Path:
+        raise NotImplementedError
+
+    def target(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def load_image(self, i: int) -> Image.Image:
+        raise NotImplementedError
+
+    @property
+    def image_ids(self) -> list[str]:
+        """Image ids in dataset order (the keys of the evaluator's dictionaries)."""
+        return [self.annotation(i).image_id for i in range(len(self))]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for a dataset of {n} images")
+        i %= n
+        for k in range(n):
+            j = (i + k) % n
+            if j in self._unreadable:
+                continue
+            try:
+                img = self.load_image(j)
+            except DatasetError as err:
+                self._record_bad(err)  # re-raises unless skip_bad: then the next item stands in
+                self._unreadable.add(j)
+                continue
+            boxes, labels = self.target(j)
+            image, boxes, labels = self.transform(img, boxes, labels)
+            return image, {"boxes": boxes, "labels": labels}
+        raise DatasetError(self.image_path(0), "no readable image left in the dataset")
+
+
+class VOCDataset(DetectionDataset):
+    """VOC detection dataset over one or several year roots (07+12 = ``[voc2007, voc2012]``), one split.
+
+    The :class:`DetectionDataset` contract. ``transform(pil_image, boxes, labels) -> (image, boxes, labels)``;
+    ``None`` means :class:`ssd_torch.data.transforms.SSDEvalTransform` (resize to 300 + ImageNet normalisation).
     ``ds.annotation(i)`` returns every box (difficult included, pixels) for evaluation. Image ids duplicated
     across roots are qualified as ``"<root folder name>/<id>"`` so evaluator dictionaries stay one-to-one.
+    ``keep_empty``: keep images whose XML has no object (negatives) instead of treating them as bad data.
     See the module docstring for the bad-data rules.
     """
 
     def __init__(self, roots: Union[PathLike, Sequence[PathLike]], split: str,
                  class_names: Sequence[str] = VOC_CLASSES, transform: Callable | None = None,
-                 keep_difficult: bool = False, skip_bad: bool = False, verify_images: bool = False) -> None:
+                 keep_difficult: bool = False, skip_bad: bool = False, verify_images: bool = False,
+                 keep_empty: bool = False) -> None:
         if isinstance(roots, (str, os.PathLike)):
             roots = [roots]
         if not roots:
             raise ValueError("VOCDataset needs at least one root folder")
-        if transform is None:
-            from .transforms import SSDEvalTransform
-            transform = SSDEvalTransform()
+        self._init_reader(transform, skip_bad)
         self.roots = [Path(r) for r in roots]
         self.split = split
         self.class_names = tuple(class_names)
-        self.transform = transform
         self.keep_difficult = keep_difficult
-        self.skip_bad = skip_bad
-        self.skipped: list[tuple[str, str]] = []
-        self._unreadable: set[int] = set()  # items that failed at read time (skip_bad): not retried
+        self.keep_empty = keep_empty
         self._items: list[_Item] = []
         for root in self.roots:
             self._scan_root(root, verify_images)
@@ -285,19 +379,13 @@ class VOCDataset(torch.utils.data.Dataset):
             image_path = root / "JPEGImages" / f"{image_id}.jpg"
             try:
                 ann = _parse_cached(xml_path, self.class_names)
-                if len(ann.labels) == 0:
-                    raise DatasetError(xml_path, "image has no objects")
-                _check_image_file(image_path, verify_images)
+                if len(ann.labels) == 0 and not self.keep_empty:
+                    raise DatasetError(xml_path, "image has no objects (keep_empty=True keeps it as a negative)")
+                check_image_file(image_path, verify_images)
             except DatasetError as err:
                 self._record_bad(err)
                 continue
             self._items.append(_Item(image_path, xml_path, ann))
-
-    def _record_bad(self, err: DatasetError) -> None:
-        if not self.skip_bad:
-            raise err
-        log.warning("skipping bad VOC item %s", err)
-        self.skipped.append((err.path, err.reason))
 
     def _qualify_duplicate_ids(self) -> None:
         seen: dict[str, int] = {}
@@ -333,29 +421,4 @@ class VOCDataset(torch.utils.data.Dataset):
     def load_image(self, i: int) -> Image.Image:
         """Decode item ``i`` as an RGB PIL image; raises :class:`DatasetError` (naming the file) on failure."""
         item = self._items[i]
-        img = _decode_image(item.image_path)
-        ann = item.annotation
-        if img.size != (ann.width, ann.height):
-            raise DatasetError(item.image_path, f"image is {img.size[0]}x{img.size[1]} but "
-                                                f"{item.xml_path.name} says {ann.width}x{ann.height}")
-        return img
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        n = len(self._items)
-        if not -n <= i < n:
-            raise IndexError(f"index {i} out of range for a dataset of {n} images")
-        i %= n
-        for k in range(n):
-            j = (i + k) % n
-            if j in self._unreadable:
-                continue
-            try:
-                img = self.load_image(j)
-            except DatasetError as err:
-                self._record_bad(err)  # re-raises unless skip_bad: then the next item stands in
-                self._unreadable.add(j)
-                continue
-            boxes, labels = self.target(j)
-            image, boxes, labels = self.transform(img, boxes, labels)
-            return image, {"boxes": boxes, "labels": labels}
-        raise DatasetError(self.roots[0], "no readable image left in the dataset")
+        return load_sized_image(item.image_path, item.annotation.width, item.annotation.height, item.xml_path.name)

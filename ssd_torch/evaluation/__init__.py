@@ -1,2 +1,3 @@
-"""Evaluation: inference over a dataset and scoring (``evaluate``), drawings and training curves
-(``visualize``). The devkit-exact scorer is ``ssd_torch.voc_eval``, twin of ``reference.voc_eval``."""
+"""Evaluation: inference over a dataset and scoring (``evaluate``), COCO metrics through pycocotools
+(``coco_eval``), drawings and training curves (``visualize``). The devkit-exact scorer is
+``ssd_torch.voc_eval``, twin of ``reference.voc_eval``."""

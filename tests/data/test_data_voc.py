@@ -77,6 +77,23 @@ def test_difficult_excluded_from_training_kept_for_evaluation(tmp_path: Path) ->
     assert kept[0][1]["labels"].shape == (2,) and kept[1][1]["labels"].shape == (1,)
 
 
+def test_keep_empty_keeps_images_without_objects(tmp_path: Path) -> None:
+    """Default: an XML without <object> is bad data (today's rule). keep_empty=True: the image stays, as a
+    negative (empty target, G = 0 annotation that the evaluator scores: detections on it are false positives)."""
+    root = make_root(tmp_path)
+    add_item(root, "a", GOOD)
+    add_item(root, "empty", [])
+    with pytest.raises(DatasetError, match="no objects"):
+        VOCDataset(root, "trainval")
+    ds = VOCDataset(root, "trainval", keep_empty=True)
+    assert ds.image_ids == ["a", "empty"] and ds.skipped == []
+    image, target = ds[1]
+    assert image.shape == (3, 300, 300)
+    assert target["boxes"].shape == (0, 4) and target["labels"].shape == (0,)
+    ann = ds.annotation(1)
+    assert ann.boxes.shape == (0, 4) and ann.labels.shape == (0,) and ann.difficult.shape == (0,)
+
+
 def test_concatenated_roots_07_plus_12(tmp_path: Path) -> None:
     r07 = generate_voc(tmp_path / "VOC2007", 4, 1, seed=1)
     r12 = generate_voc(tmp_path / "VOC2012", 3, 1, seed=2)
@@ -232,6 +249,29 @@ def test_corrupt_image_found_when_read(tmp_path: Path) -> None:
     assert lenient.skipped == [(str(root / "JPEGImages" / "bad.jpg"), lenient.skipped[0][1])]
     lenient[1]
     assert len(lenient.skipped) == 1  # recorded once, not on every epoch
+
+
+def test_png_content_passes_the_cheap_scan_and_a_truncated_png_does_not(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scan knows PNG too (signature at the head, IEND chunk near the tail): a valid PNG is not decoded up
+    front, a truncated one is decoded to confirm and found at construction."""
+    import io
+
+    from PIL import Image
+
+    from ssd_torch.data import voc
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(buf, format="PNG")
+    root = make_root(tmp_path)
+    add_item(root, "png", GOOD, jpeg=buf.getvalue())
+    with monkeypatch.context() as m:
+        m.setattr(voc, "_decode_image", lambda path: pytest.fail(f"the scan decoded {path}"))
+        VOCDataset(root, "trainval")
+    assert VOCDataset(root, "trainval")[0][0].shape == (3, 300, 300)
+    add_item(root, "cut", GOOD, jpeg=buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(DatasetError, match="cut.jpg: unreadable or corrupt image"):
+        VOCDataset(root, "trainval")
 
 
 def test_image_size_disagreeing_with_xml(tmp_path: Path) -> None:

@@ -79,6 +79,51 @@ def test_no_positives_anywhere() -> None:
     assert out == (0.0, 0.0, 0)
 
 
+def _no_gt_conf() -> np.ndarray:
+    """conf [6, 3] of an image without gt: rows [0, log k, 0] give background ce = log(2 + k) = log 3 .. log 8."""
+    conf = np.zeros((6, 3))
+    for p, k in enumerate([1, 4, 2, 5, 3, 6]):
+        conf[p] = [0.0, math.log(k), 0.0]
+    return conf
+
+
+def test_min_negatives_by_hand() -> None:
+    """docs/CONTRACT.md "Loss": an image with n_i = 0 keeps k_i = min_negatives hardest negatives; an image with
+    positives keeps floor(ratio * n_i) whatever min_negatives says; N (the divisor) counts positives only."""
+    loc, conf = hand_batch()
+    conf[1] = _no_gt_conf()  # ce of image 1: log 3, log 6, log 4, log 7, log 5, log 8
+    gt_boxes = [GT, np.zeros((0, 4))]
+    gt_labels = [np.array([1]), np.zeros(0, np.int64)]
+    default = multibox_loss(loc, conf, gt_boxes, gt_labels, PRIORS)
+    assert default == multibox_loss(loc, conf, gt_boxes, gt_labels, PRIORS, min_negatives=0)
+    assert default[1] == pytest.approx(math.log(350), rel=1e-12)  # image 1 contributes nothing (the paper)
+    loc_loss, conf_loss, n = multibox_loss(loc, conf, gt_boxes, gt_labels, PRIORS, min_negatives=2)
+    assert n == 1 and loc_loss == pytest.approx(1.625, rel=1e-12)  # negatives never add to loc
+    assert conf_loss == pytest.approx(math.log(350) + math.log(8 * 7), rel=1e-12)  # + the two hardest of image 1
+    # more than the image has: all six; image 0 (n = 1, ratio 1) still keeps exactly one negative (log 7)
+    everything = math.log(3 * 6 * 4 * 7 * 5 * 8)
+    assert multibox_loss(loc, conf, gt_boxes, gt_labels, PRIORS, min_negatives=100)[1] == pytest.approx(
+        math.log(350) + everything, rel=1e-12)
+    assert multibox_loss(loc, conf, gt_boxes, gt_labels, PRIORS, neg_pos_ratio=1, min_negatives=5)[1] == \
+        pytest.approx(math.log(5 / 3 * 7) + math.log(8 * 7 * 6 * 5 * 4), rel=1e-12)  # top 5 of image 1
+
+
+def test_min_negatives_without_any_positive() -> None:
+    """N = 0 in the whole batch: the hard negatives still count, divided by max(N, 1) = 1."""
+    loc, conf = hand_batch()
+    conf[0] = conf[1] = _no_gt_conf()
+    empty = ([np.zeros((0, 4))] * 2, [np.zeros(0, np.int64)] * 2)
+    assert multibox_loss(loc, conf, *empty, PRIORS, min_negatives=1) == (0.0, pytest.approx(2 * math.log(8)), 0)
+    assert multibox_loss(loc, conf, *empty, PRIORS) == (0.0, 0.0, 0)
+
+
+def test_min_negatives_rejects_bad_values() -> None:
+    loc, conf = hand_batch()
+    for bad in (-1, 1.5):
+        with pytest.raises(ValueError, match="min_negatives"):
+            multibox_loss(loc, conf, [GT, GT], [np.array([1])] * 2, PRIORS, min_negatives=bad)
+
+
 def test_helpers() -> None:
     np.testing.assert_allclose(smooth_l1(np.array([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0])),
                                [1.5, 0.5, 0.125, 0.0, 0.125, 0.5, 2.5])

@@ -147,3 +147,75 @@ def test_topk_and_sort_mining_agree(rows: int, seed: int, ratio: float) -> None:
         neg = np.sort(ce[i][~positive[i]].numpy())[::-1]
         expected += neg[: min(int(ratio * int(positive[i].sum())), neg.size)].sum()
     assert float(by_sort) == float(by_topk) == expected
+
+
+@settings(max_examples=30)
+@given(padded_batch_st(num_classes=4), st.integers(0, 2**31 - 1), st.sampled_from([3, 1, 0.5]),
+       st.sampled_from([1, 5, 200]), st.integers(0, 3))
+def test_min_negatives_matches_reference(batch: tuple, seed: int, ratio: float, min_negatives: int,
+                                         empty: int) -> None:
+    """Images without gt (``empty`` extra ones, plus those hypothesis draws with G = 0) keep ``min_negatives``
+    hard negatives, in the module, the from-targets function and both mining paths, as in the reference."""
+    boxes, labels, extra = batch
+    boxes = boxes + [np.zeros((0, 4))] * empty
+    labels = labels + [np.zeros(0, np.int64)] * empty
+    loc, conf = _predictions(seed, len(boxes), 4)
+    gt, lab, counts = pad_batch(boxes, labels, extra, dtype=torch.float64)
+    ref = rl.multibox_loss(loc.numpy(), conf.numpy(), boxes, labels, PRI64.numpy(), neg_pos_ratio=ratio,
+                           min_negatives=min_negatives)
+    ours = MultiBoxLoss(PRI64, neg_pos_ratio=ratio, min_negatives=min_negatives)(loc, conf, gt, lab, counts)
+    assert int(ours.num_pos) == ref[2]
+    np.testing.assert_allclose([float(ours.loc), float(ours.conf)], ref[:2], rtol=1e-10, atol=1e-12)
+    targets = match_batch(gt, lab, counts, PRI64)
+    ce = torch.nn.functional.cross_entropy(conf.flatten(0, 1), targets[0].flatten(), reduction="none")
+    ce = ce.view_as(targets[0])
+    sums = [hard_negative_sum(ce, targets[0] > 0, ratio, use_topk=t, min_negatives=min_negatives)
+            for t in (True, False)]
+    torch.testing.assert_close(sums[0], sums[1], rtol=1e-12, atol=1e-12)
+
+
+def test_min_negatives_by_hand_and_default_unchanged() -> None:
+    """Row 1 has no positive: min_negatives = 2 keeps its two largest ce (8, 7); rows with positives keep
+    floor(ratio * n) whatever min_negatives says. min_negatives = 0 is the default and gives the paper's rule."""
+    ce = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0, 9.0, 0.5, 7.0],
+                       [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]])
+    positive = torch.zeros(2, 8, dtype=torch.bool)
+    positive[0, 5] = True
+    mask = hard_negative_mask(ce, positive, 1, min_negatives=2)
+    assert mask[0].tolist() == [False] * 7 + [True]  # n = 1, ratio 1: one negative (7), not two
+    assert mask[1].tolist() == [False] * 6 + [True, True]
+    assert hard_negative_mask(ce, positive, 1, min_negatives=100)[1].all()  # capped at #negatives
+    assert float(hard_negative_sum(ce, positive, 1, min_negatives=2)) == 7.0 + 15.0
+    assert torch.equal(hard_negative_mask(ce, positive, 1), hard_negative_mask(ce, positive, 1, min_negatives=0))
+    loc, conf = _predictions(5, 2, 3)
+    labels = torch.zeros(2, P, dtype=torch.int64)
+    labels[0, :3] = 1
+    targets = torch.randn(2, P, 4, dtype=torch.float64)
+    default = multibox_loss_from_targets(loc, conf, labels, targets)
+    for a, b in zip(default, multibox_loss_from_targets(loc, conf, labels, targets, min_negatives=0)):
+        assert torch.equal(a, b)
+
+
+def test_min_negatives_batch_without_positives_has_gradient() -> None:
+    loc, conf = _predictions(1, 2, 3)
+    conf.requires_grad_(True)
+    labels = torch.zeros(2, P, dtype=torch.int64)
+    parts = multibox_loss_from_targets(loc, conf, labels, torch.zeros(2, P, 4, dtype=torch.float64),
+                                       min_negatives=3)
+    ce = torch.nn.functional.cross_entropy(conf.detach().flatten(0, 1), labels.flatten(), reduction="none")
+    want = ce.view(2, P).topk(3, dim=1).values.sum()  # divided by max(N, 1) = 1
+    assert int(parts.num_pos) == 0 and float(parts.loc) == 0.0
+    torch.testing.assert_close(parts.conf.detach(), want)
+    parts.conf.backward()
+    assert int((conf.grad.abs().sum(dim=-1) > 0).sum()) == 6  # exactly the 3 + 3 mined priors get a gradient
+
+
+def test_min_negatives_rejects_bad_values() -> None:
+    for bad in (-1, 0.5):
+        with pytest.raises(ValueError, match="min_negatives"):
+            MultiBoxLoss(PRI64, min_negatives=bad)
+        with pytest.raises(ValueError, match="min_negatives"):
+            multibox_loss_from_targets(*_predictions(0, 1, 3), torch.zeros(1, P, dtype=torch.int64),
+                                       torch.zeros(1, P, 4), min_negatives=bad)
+    assert "min_negatives=4" in repr(MultiBoxLoss(PRI64, min_negatives=4))
+
