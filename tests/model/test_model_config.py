@@ -10,7 +10,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reference.priors import SSD300, SSD300_STEPS, PriorSpec, boxes_per_cell
+from reference.priors import PRESETS as PRIOR_PRESETS
+from reference.priors import SSD300, PriorSpec, boxes_per_cell
 from ssd_torch.modeling.model_config import PRESETS, ModelConfig, ssd300_slim, ssd300_vgg16
 
 
@@ -33,7 +34,7 @@ def _configs() -> st.SearchStrategy[ModelConfig]:
         ModelConfig,
         name=st.sampled_from(["a", "ssd300_slim", "x-y"]),
         num_classes=st.integers(2, 30),
-        prior_spec=st.sampled_from([SSD300, SSD300_STEPS, dataclasses.replace(SSD300, clip=False)]),
+        prior_spec=st.sampled_from([*PRIOR_PRESETS.values(), dataclasses.replace(SSD300, clip=False)]),
         base_channels=st.tuples(*[st.lists(widths, min_size=1, max_size=3).map(tuple)] * 5),
         fc_channels=st.tuples(widths, widths),
         extra_channels=st.tuples(*[st.tuples(widths, widths)] * 4),
