@@ -1,9 +1,9 @@
 """How pixels become the network's input: a frozen :class:`Preprocess` spec that belongs to the MODEL.
 
 Weights were trained on one input convention and only work with it: torchvision's ImageNet VGG16 expects RGB in
-[0, 1] normalised by the ImageNet mean/std; Caffe-converted weights (ssd.pytorch's ``vgg16_reducedfc.pth``,
-torchvision's ``IMAGENET1K_FEATURES``) expect 0-255 pixels minus a mean, no std division, in their own channel
-order. So the spec is stored in ``ModelConfig.preprocess`` and every consumer (training and evaluation
+[0, 1] normalised by the ImageNet mean/std; the Caffe-converted reduced-fc VGG16 (ssd.pytorch's
+``vgg16_reducedfc.pth``, ported by torchvision as ``IMAGENET1K_FEATURES``) and every SSD trained from it expect
+0-255 pixels minus the Caffe mean pixel, no std division — in RGB order, as all three peers feed them. So the spec is stored in ``ModelConfig.preprocess`` and every consumer (training and evaluation
 transforms, ``ssd-detect``, ``ssd-eval``, ``ssd-crosscheck``, the ONNX sidecar) reads it from there.
 
 For an 8-bit RGB pixel ``p`` (0..255) and input channel ``c``::
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-__all__ = ["Preprocess", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGENET", "CAFFE_BGR", "TORCHVISION_SSD"]
+__all__ = ["Preprocess", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGENET", "CAFFE_RGB", "CAFFE_BGR", "TORCHVISION_SSD"]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -96,10 +96,19 @@ def _triple(name: str, value: Any) -> tuple[float, float, float]:
     return out  # type: ignore[return-value]
 
 
-#: torchvision's ImageNet weights (``VGG16_Weights.IMAGENET1K_V1``) and the default of our own models.
+#: torchvision's ImageNet weights (``VGG16_Weights.IMAGENET1K_V1``: its ``ImageClassification`` transform's default
+#: mean / std on RGB in [0, 1]) and the default of our own models.
 IMAGENET = Preprocess()
-#: Caffe-style BGR 0-255 minus the mean pixel, no std (ssd.pytorch's ``vgg16_reducedfc.pth`` and checkpoints).
+#: The Caffe mean pixel (B 104, G 117, R 123) on 0-255 pixels, no std, fed in RGB order: what ssd.pytorch (``train.py``
+#: and ``eval.py`` through ``VOCDetection.pull_item``: cv2's BGR image minus ``MEANS = (104, 117, 123)``, then
+#: ``img[:, :, (2, 1, 0)]``) and lufficc/SSD (PIL RGB image minus ``INPUT.PIXEL_MEAN = [123, 117, 104]``) feed both
+#: their trained SSD300 models and the ``vgg16_reducedfc.pth`` backbone they start from.
+CAFFE_RGB = Preprocess("RGB", 255.0, (123.0, 117.0, 104.0), (1.0, 1.0, 1.0))
+#: Caffe's own order, BGR 0-255 minus the mean pixel (weiliu89's Caffe SSD, opencv images): for weights converted
+#: from a ``.caffemodel`` without swapping conv1_1's input channels. None of the peer files we import uses it.
 CAFFE_BGR = Preprocess("BGR", 255.0, (104.0, 117.0, 123.0), (1.0, 1.0, 1.0))
 #: torchvision's ``ssd300_vgg16`` (``GeneralizedRCNNTransform(image_mean=[0.48235, 0.45882, 0.40784],
-#: image_std=[1/255] * 3)``): RGB 0-255 minus (123, 117, 104), written in torchvision's [0, 1] form.
+#: image_std=[1/255] * 3)``) and its backbone ``VGG16_Weights.IMAGENET1K_FEATURES`` (the same numbers in its
+#: transforms; a port of ssd.pytorch's ``vgg16_reducedfc.pth``): RGB 0-255 minus 255 x mean = (123.0, 117.0, 104.0)
+#: to within 1e-3, written in torchvision's [0, 1] form so that the input is torchvision's to the last bit.
 TORCHVISION_SSD = Preprocess("RGB", 1.0, (0.48235, 0.45882, 0.40784), (1.0 / 255.0, 1.0 / 255.0, 1.0 / 255.0))
