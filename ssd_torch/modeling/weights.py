@@ -39,7 +39,7 @@ from ssd_torch.errors import CheckpointError, ConfigError
 from ssd_torch.modeling.model_config import VGG16_BASE
 
 __all__ = ["LoadReport", "load_backbone", "load_vgg16_backbone", "reduce_fc6", "reduce_fc7", "VGG_CONV_NAMES",
-           "TORCHVISION_SOURCES", "hub_file", "read_state_dict", "mismatch_problems"]
+           "TORCHVISION_SOURCES", "hub_file", "read_state_dict", "mismatch_problems", "listed"]
 
 #: Names of the 15 backbone convs, in order.
 VGG_CONV_NAMES: tuple[str, ...] = tuple(f"conv{s + 1}_{i + 1}" for s, stage in enumerate(VGG16_BASE)
