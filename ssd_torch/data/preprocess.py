@@ -66,6 +66,13 @@ class Preprocess:
             raise ValueError(f"Preprocess: unknown keys {unknown}; known keys are {sorted(known)}")
         return cls(**d)
 
+    def describe(self) -> str:
+        """One line for logs and reports, e.g. ``RGB 0-255, minus mean [123, 117, 104], divided by std [1, 1, 1]``."""
+        def fmt(values: tuple[float, ...]) -> str:
+            return "[" + ", ".join(f"{v:.6g}" for v in values) + "]"
+        scale = "0-255" if self.pixel_scale == 255.0 else "in [0, 1]"
+        return f"{self.channel_order} {scale}, minus mean {fmt(self.mean)}, divided by std {fmt(self.std)}"
+
     def neutral_pixel(self) -> tuple[int, int, int]:
         """The 8-bit RGB colour whose input is ~0 in every channel (the zoom-out fill, the paper's "mean")."""
         per_input = [m * 255.0 / self.pixel_scale for m in self.mean]

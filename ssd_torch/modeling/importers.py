@@ -67,8 +67,7 @@ def coco_class_names() -> tuple[str, ...]:
 @dataclass(frozen=True)
 class PeerFormat:
     """One peer's trained-SSD300 file: ``module_name(ours) -> theirs`` renames our conv modules,
-    ``l2norm_key`` is its L2Norm scale, ``container_key`` the dict key that holds the state dict (or None),
-    ``prior_spec`` / ``preprocess`` / ``class_names`` what its models were trained with, ``published`` the number
+    ``l2norm_key`` is its L2Norm scale, ``prior_spec`` / ``preprocess`` / ``class_names`` what its models were trained with, ``published`` the number
     its authors report, and ``file`` the name users have."""
 
     name: str
@@ -79,7 +78,6 @@ class PeerFormat:
     preprocess: Preprocess
     class_names: Callable[[], tuple[str, ...]]
     published: str
-    container_key: str | None = None
 
 
 #: Our conv modules of the ``ssd300_vgg16`` preset: VGG convs in ``lower`` (conv1_1 .. conv4_3, at the indices
@@ -142,8 +140,7 @@ FORMATS: dict[str, PeerFormat] = {
     "lufficc": PeerFormat(
         name="lufficc", file="vgg_ssd300_voc0712.pth", module_name=_lufficc_module,
         l2norm_key="backbone.l2_norm.weight", prior_spec=LUFFICC_VOC, preprocess=CAFFE_RGB,
-        class_names=voc_class_names, published="VOC2007 test mAP 77.7 (lufficc/SSD README model zoo)",
-        container_key="model"),
+        class_names=voc_class_names, published="VOC2007 test mAP 77.7 (lufficc/SSD README model zoo)"),
 }
 
 
@@ -182,8 +179,12 @@ def _check_layout(sd: Mapping[str, Tensor], fmt: PeerFormat, source: str) -> Non
         return
     missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
     other = _closest_format(set(sd), fmt.name)
-    hint = (f"; it is a {other} file: use format {other!r}" if other else
-            f"; expected the {len(expected)} tensors of {fmt.name}'s SSD300 ({fmt.file})")
+    if other:
+        hint = f"; it is a {other} file: use format {other!r}"
+    elif set(sd) == set(peer_key_map(fmt)):
+        hint = "; it is already an ssd300 checkpoint's model: use the checkpoint directly"
+    else:
+        hint = f"; expected the {len(expected)} tensors of {fmt.name}'s SSD300 ({fmt.file})"
     raise CheckpointError(f"{source}: not a {fmt.name} SSD300 state dict (missing keys: {listed(missing)}; "
                           f"unexpected keys: {listed(unexpected)}){hint}")
 
@@ -262,14 +263,12 @@ class ImportReport:
 
     def text(self) -> str:
         shown = ", ".join(self.class_names[1:6]) + (", ..." if len(self.class_names) > 6 else "")
-        p = self.preprocess
         return "\n".join([
             f"imported {self.format} SSD300 from {self.path} (sha256 {self.sha256[:16]}...)",
             f"  classes: {self.num_classes} incl. background ({shown})",
             f"  priors: steps {list(self.prior_spec.steps or [])}, scales {list(self.prior_spec.scales)}, "
             f"clip {_clip_text(self.prior_spec)}",
-            f"  input: {p.channel_order}, pixels x {p.pixel_scale:g}/255, mean {list(p.mean)}, "
-            f"std {[round(s, 6) for s in p.std]}",
+            f"  input: {self.preprocess.describe()}",
             f"  published: {self.published}"])
 
 
@@ -289,10 +288,12 @@ def _sha256(path: Path) -> str:
 
 def import_peer_file(fmt_name: str, path: str | os.PathLike, *, class_names: Sequence[str] | None = None,
                      trust: bool = False) -> tuple[ModelConfig, tuple[str, ...], dict[str, Tensor], ImportReport]:
-    """Read a peer's file (weights only unless ``trust``) and :func:`import_state_dict` it; also the report."""
+    """Read a peer's file (weights only unless ``trust``) and :func:`import_state_dict` it; also the report. The
+    file holds a state dict, or a dict with the state dict under ``"model"`` (lufficc's ``CheckPointer``, with
+    ``optimizer``, ``scheduler`` and ``iteration`` beside it)."""
     fmt = _format(fmt_name)
     path = Path(path)
-    sd = read_state_dict(path, trust=trust, container_key=fmt.container_key)
+    sd = read_state_dict(path, trust=trust, container_key="model")
     cfg, names, ours = import_state_dict(fmt_name, sd, class_names=class_names, source=str(path))
     report = ImportReport(format=fmt.name, path=str(path), sha256=_sha256(path), num_classes=cfg.num_classes,
                           class_names=names, prior_spec=cfg.prior_spec, preprocess=cfg.preprocess,

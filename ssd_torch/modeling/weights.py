@@ -76,12 +76,10 @@ class LoadReport:
 
     def text(self) -> str:
         """A few printable lines: source, layout, counts, the input convention and the notes."""
-        p = self.preprocess
         lines = [f"backbone weights: {self.source or self.path} ({self.layout} layout, file {self.path})",
                  f"  loaded {len(self.loaded)} tensors, decimated {len(self.converted)} (fc6/fc7), ignored "
                  f"{len(self.ignored)}, left at initialisation {len(self.untouched)}",
-                 f"  input convention: {p.channel_order}, pixels x {p.pixel_scale:g}/255, mean {list(p.mean)}, "
-                 f"std {[round(s, 6) for s in p.std]}"]
+                 f"  input: {self.preprocess.describe()}"]
         return "\n".join(lines + [f"  note: {n}" for n in self.notes])
 
 

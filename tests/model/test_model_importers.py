@@ -121,6 +121,7 @@ def test_imported_checkpoint_is_a_checkpoint_of_ours(peer_sds: dict, tmp_path: P
     assert ckpt["extra"]["imported_from"]["sha256"] == report.sha256 and len(report.sha256) == 64
     assert torch.equal(ckpt["model"]["upper.10.weight"], peer_sds["ssd.pytorch"]["vgg.33.weight"])
     assert "steps [8, 16, 32, 64, 100, 300]" in report.text() and "cx, cy, w, h" in report.text()
+    assert "RGB 0-255, minus mean [123, 117, 104], divided by std [1, 1, 1]" in report.text()
 
 
 # --- errors: one line naming what differs ---------------------------------------------------------------------
@@ -140,6 +141,12 @@ def test_wrong_layout_names_the_format_it_is(peer_sds: dict) -> None:
     assert "missing keys: ['L2Norm.weight'" in message and "use format 'lufficc'" in message
     with pytest.raises(CheckpointError, match=r"not a torchvision SSD300.*expected the 71 tensors"):
         import_state_dict("torchvision", {"0.weight": torch.zeros(3)})
+
+
+def test_our_own_checkpoint_given_to_import_is_recognised(ours_21: dict, tmp_path: Path) -> None:
+    torch.save({"format": "ssd300-checkpoint/1", "model": ours_21}, tmp_path / "ours.pt")
+    with pytest.raises(CheckpointError, match="already an ssd300 checkpoint"):
+        import_peer_file("lufficc", tmp_path / "ours.pt")
 
 
 def test_wrong_class_count_is_named(ours_21: dict) -> None:
