@@ -91,15 +91,16 @@ def listed(keys: Iterable[Any]) -> str:
 
 
 def mismatch_problems(sd: Mapping[str, Tensor], expected: Mapping[str, tuple[int, ...]],
-                      optional: Mapping[str, tuple[int, ...]] | None = None) -> list[str]:
+                      optional: Mapping[str, tuple[int, ...]] | None = None, *, floating: bool = True) -> list[str]:
     """Every way ``sd`` differs from ``expected`` (key -> shape; ``optional`` keys may be absent): missing,
-    unexpected, wrongly shaped and non-floating tensors, each part naming the keys. [] when it fits."""
+    unexpected, wrongly shaped and (with ``floating``: weights files hold no integer tensors, unlike a BatchNorm
+    model's ``num_batches_tracked``) non-floating tensors, each part naming the keys. [] when it fits."""
     known = {**expected, **(optional or {})}
     missing = sorted(set(expected) - set(sd))
     unexpected = sorted(set(sd) - set(known))
     wrong = [f"{k}: {list(v.shape)} (expected {list(known[k])})" for k, v in sorted(sd.items())
              if k in known and tuple(v.shape) != tuple(known[k])]
-    not_float = sorted(k for k, v in sd.items() if not v.is_floating_point())
+    not_float = sorted(k for k, v in sd.items() if floating and not v.is_floating_point())
     return [f"{name}: {listed(items)}" for name, items in
             (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong),
              ("non-floating tensors", not_float)) if items]
