@@ -33,7 +33,7 @@ from ssd_torch.nms import postprocess
 from ssd_torch.priors import default_boxes
 
 CONFIDENT = (1, 3, 18)  # person, car, dog: biased up so that confident detections exist
-pytestmark = pytest.mark.slow  # two full VGG16 SSD300 networks, a few forward passes (~10 s on 2 cores)
+pytestmark = pytest.mark.slow  # two full VGG16 SSD300 networks, four forward passes (~8 s on 2 cores)
 
 
 def _image(size: int, seed: int) -> Image.Image:
@@ -49,10 +49,9 @@ def _to_float(image: Image.Image) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _tame_heads(tv: torch.nn.Module, x: torch.Tensor) -> None:
-    """Scale each head conv so that its outputs have std 0.5 (loc) / 0.7 (conf) on ``x``; background bias +6,
-    the CONFIDENT classes +6.5."""
-    features = list(tv.backbone(x).values())
+def _tame_heads(tv: torch.nn.Module, features: list[torch.Tensor]) -> None:
+    """Scale each head conv so that its outputs have std 0.5 (loc) / 0.7 (conf) on ``features``; background bias
+    +6, the CONFIDENT classes +6.5."""
     heads = [(tv.head.regression_head.module_list, 0.5), (tv.head.classification_head.module_list, 0.7)]
     for module_list, target in heads:
         for conv, feature in zip(module_list, features):
@@ -71,6 +70,10 @@ class Pair:
     cfg: object
     image: Image.Image
     x_tv: torch.Tensor  # torchvision's transform of the image, [1, 3, 300, 300]
+    features: list[torch.Tensor]  # torchvision's backbone on x_tv
+    head: dict[str, torch.Tensor]  # torchvision's head on them
+    loc: torch.Tensor  # our network on x_tv
+    conf: torch.Tensor
 
 
 @pytest.fixture(scope="module")
@@ -78,13 +81,19 @@ def pair() -> Pair:
     torch.manual_seed(0)
     tv = tv_ssd300_vgg16(weights=None, weights_backbone=None).eval()
     image = _image(300, seed=1)
-    x_tv = tv.transform([_to_float(image)])[0].tensors
-    _tame_heads(tv, x_tv)
+    with torch.no_grad():
+        x_tv = tv.transform([_to_float(image)])[0].tensors
+        features = list(tv.backbone(x_tv).values())
+        _tame_heads(tv, features)
+        head = tv.head(features)
     cfg, names, sd = import_state_dict("torchvision", tv.state_dict())
     assert names == coco_class_names() and cfg.num_classes == 91
-    ours = model_from_config(cfg).eval()
-    ours.load_state_dict(sd)
-    return Pair(tv, ours, cfg, image, x_tv)
+    with torch.device("meta"):  # every tensor comes from torchvision's model
+        ours = model_from_config(cfg)
+    ours.load_state_dict(sd, assign=True)
+    with torch.no_grad():
+        loc, conf = ours.eval()(x_tv)
+    return Pair(tv, ours, cfg, image, x_tv, features, head, loc, conf)
 
 
 @pytest.mark.parametrize("size", [300, 150])
@@ -101,11 +110,9 @@ def test_preprocessing_equals_torchvision_transform(pair: Pair, size: int) -> No
 def test_raw_outputs_and_decoded_boxes_equal_torchvision(pair: Pair) -> None:
     """Head outputs, and every decoded box: our priors (TORCHVISION_COCO, centres past the border unclipped) and
     docs/CONTRACT.md decoding against torchvision's anchors and ``BoxCoder(weights=(10, 10, 5, 5))``."""
+    head, loc, conf = pair.head, pair.loc, pair.conf
     with torch.no_grad():
-        features = list(pair.tv.backbone(pair.x_tv).values())
-        head = pair.tv.head(features)
-        loc, conf = pair.ours(pair.x_tv)
-        anchors = pair.tv.anchor_generator(ImageList(pair.x_tv, [(300, 300)]), features)[0]
+        anchors = pair.tv.anchor_generator(ImageList(pair.x_tv, [(300, 300)]), pair.features)[0]
         tv_boxes = pair.tv.box_coder.decode_single(head["bbox_regression"][0], anchors)
     assert loc.shape == head["bbox_regression"].shape == (1, 8732, 4)
     assert conf.shape == head["cls_logits"].shape == (1, 8732, 91)
