@@ -99,3 +99,11 @@ def test_config_is_frozen_and_hashable() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.num_classes = 3  # type: ignore[misc]
     assert hash(cfg) == hash(ModelConfig.from_dict(cfg.to_dict()))
+
+
+def test_checkpoint_config_without_clip_centres_loads_with_the_old_meaning() -> None:
+    """Checkpoints written before PriorSpec.clip_centres existed clamp all four coordinates, as then."""
+    d = ssd300_vgg16().to_dict()
+    assert d["prior_spec"]["clip_centres"] is True
+    del d["prior_spec"]["clip_centres"]
+    assert ModelConfig.from_dict(d) == ssd300_vgg16()
