@@ -71,7 +71,11 @@ class Preprocess:
         def fmt(values: tuple[float, ...]) -> str:
             return "[" + ", ".join(f"{v:.6g}" for v in values) + "]"
         scale = "0-255" if self.pixel_scale == 255.0 else "in [0, 1]"
-        return f"{self.channel_order} {scale}, minus mean {fmt(self.mean)}, divided by std {fmt(self.std)}"
+        text = f"{self.channel_order} {scale}, minus mean {fmt(self.mean)}, divided by std {fmt(self.std)}"
+        gains = [self.pixel_scale / (255.0 * s) for s in self.std]
+        if self.pixel_scale == 1.0 and all(abs(g - 1.0) < 1e-9 for g in gains):  # torchvision's Caffe-mean form
+            text += f" (= 0-255 minus {fmt(tuple(m / s for m, s in zip(self.mean, self.std)))})"
+        return text
 
     def neutral_pixel(self) -> tuple[int, int, int]:
         """The 8-bit RGB colour whose input is ~0 in every channel (the zoom-out fill, the paper's "mean")."""

@@ -130,6 +130,8 @@ def test_reduced_fc_input_convention_is_what_ssd_pytorch_feeds_it() -> None:
     tv = TORCHVISION_SSD.to_tensor(Image.fromarray(rgb)).permute(1, 2, 0).numpy()
     np.testing.assert_allclose(tv[0, 0], [200 - 122.99925, 100 - 116.9991, 50 - 103.9992], rtol=0, atol=1e-4)
     np.testing.assert_allclose(tv, ours, rtol=0, atol=2e-3)
+    assert CAFFE_RGB.describe() == "RGB 0-255, minus mean [123, 117, 104], divided by std [1, 1, 1]"
+    assert TORCHVISION_SSD.describe().endswith("(= 0-255 minus [122.999, 116.999, 103.999])")
 
 
 @pytest.mark.parametrize("make", [lambda: ssd300_slim(), lambda: ssd300_slim(batch_norm=False)])
