@@ -3,7 +3,8 @@
 Weights were trained on one input convention and only work with it: torchvision's ImageNet VGG16 expects RGB in
 [0, 1] normalised by the ImageNet mean/std; the Caffe-converted reduced-fc VGG16 (ssd.pytorch's
 ``vgg16_reducedfc.pth``, ported by torchvision as ``IMAGENET1K_FEATURES``) and every SSD trained from it expect
-0-255 pixels minus the Caffe mean pixel, no std division — in RGB order, as all three peers feed them. So the spec is stored in ``ModelConfig.preprocess`` and every consumer (training and evaluation
+0-255 pixels minus the Caffe mean pixel, no std division — in RGB order, as all three peers feed them. So the
+spec is stored in ``ModelConfig.preprocess`` and every consumer (training and evaluation
 transforms, ``ssd-detect``, ``ssd-eval``, ``ssd-crosscheck``, the ONNX sidecar) reads it from there.
 
 For an 8-bit RGB pixel ``p`` (0..255) and input channel ``c``::

@@ -66,8 +66,8 @@ def coco_class_names() -> tuple[str, ...]:
 @dataclass(frozen=True)
 class PeerFormat:
     """One peer's trained-SSD300 file: ``module_name(ours) -> theirs`` renames our conv modules,
-    ``l2norm_key`` is its L2Norm scale, ``prior_spec`` / ``preprocess`` / ``class_names`` what its models were trained with, ``published`` the number
-    its authors report, and ``file`` the name users have."""
+    ``l2norm_key`` is its L2Norm scale, ``prior_spec`` / ``preprocess`` / ``class_names`` what its models were
+    trained with, ``published`` the number its authors report, and ``file`` the name users have."""
 
     name: str
     file: str
@@ -144,7 +144,7 @@ FORMATS: dict[str, PeerFormat] = {
 
 
 def peer_key_map(fmt: PeerFormat) -> dict[str, str]:
-    """Our state-dict key -> the peer's, for every tensor of ``ssd300_vgg16`` (71 keys: 35 convs and the L2Norm scale)."""
+    """Our state-dict key -> the peer's, for every tensor of ``ssd300_vgg16`` (71: 35 convs, the L2Norm scale)."""
     out = {f"{m}.{p}": f"{fmt.module_name(m)}.{p}" for m in _OUR_MODULES for p in ("weight", "bias")}
     out["l2norm.weight"] = fmt.l2norm_key
     return out

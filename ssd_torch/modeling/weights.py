@@ -206,11 +206,11 @@ def _fetch_torchvision(name: str) -> Path:
         try:  # downloads into the hub cache (hash-checked); the file is then read below by our own reader
             VGG16_Weights[name].get_state_dict(progress=True, check_hash=True, weights_only=True)
         except (OSError, RuntimeError) as e:  # URLError / socket errors are OSErrors; a bad hash a RuntimeError
+            reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
             raise CheckpointError(
                 f"backbone weights '{_TORCHVISION_PREFIX}{name}': {path.name} is not in the torch hub cache "
-                f"{path.parent} and could not be downloaded ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''});"
-                f" copy {path.name} into {path.parent} (or point TORCH_HOME at a cache that has it), or give the "
-                f"file's path instead") from None
+                f"{path.parent} and could not be downloaded ({reason}); copy {path.name} into {path.parent} (or "
+                f"point TORCH_HOME at a cache that has it), or give the file's path instead") from None
     return path
 
 
