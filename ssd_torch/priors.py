@@ -1,8 +1,9 @@
 """Default boxes (priors) of SSD300 on any device (docs/CONTRACT.md "Default boxes"; SSD paper §2.2).
 
 The torch twin of ``reference.priors.default_boxes``: the layout comes from a ``reference.priors.PriorSpec``
-(presets ``SSD300``, ``SSD300_STEPS`` live there and are re-exported here, never copied). Boxes are ``cxcywh``
-normalised, ordered by feature map, then cells row-major (row i, column j), then the per-cell order of docs/CONTRACT.md.
+(the presets ``SSD300``, ``SSD_PYTORCH_VOC``, ``LUFFICC_VOC``, ``TORCHVISION_COCO`` live there and are
+re-exported here, never copied). Boxes are ``cxcywh`` normalised, ordered by feature map, then cells row-major
+(row i, column j), then the per-cell order of docs/CONTRACT.md.
 """
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import math
 
 import torch
 
-from reference.priors import SSD300, SSD300_STEPS, PriorSpec, boxes_per_cell, num_priors
+from reference.priors import (LUFFICC_VOC, PRESETS, SSD300, SSD_PYTORCH_VOC, TORCHVISION_COCO, PriorSpec,
+                              boxes_per_cell, num_priors)
 
-__all__ = ["PriorSpec", "SSD300", "SSD300_STEPS", "default_boxes", "boxes_per_cell", "num_priors"]
+__all__ = ["PriorSpec", "SSD300", "SSD_PYTORCH_VOC", "LUFFICC_VOC", "TORCHVISION_COCO", "PRESETS", "default_boxes",
+           "boxes_per_cell", "num_priors"]
 
 
 def _cell_sizes(s_k: float, s_next: float, aspect_ratios: tuple) -> list[tuple[float, float]]:
@@ -33,7 +36,7 @@ def _map_boxes(spec: PriorSpec, k: int) -> torch.Tensor:
     if spec.steps is None:
         centres = (idx + 0.5) / f
     else:
-        centres = (idx + 0.5) * spec.steps[k] / spec.image_size
+        centres = (idx + 0.5) / (spec.image_size / spec.steps[k])  # as the peers write it: f_k = size / step
     cy, cx = torch.meshgrid(centres, centres, indexing="ij")  # row-major: row i is y, column j is x
     sizes = torch.tensor(_cell_sizes(spec.scales[k], spec.scales[k + 1], spec.aspect_ratios[k]),
                          dtype=torch.float64)  # [n_k, 2]
@@ -56,5 +59,7 @@ def default_boxes(spec: PriorSpec = SSD300, device: torch.device | str | None = 
         raise TypeError(f"dtype must be a floating point dtype, got {dtype}")
     out = torch.cat([_map_boxes(spec, k) for k in range(len(spec.feature_maps))], dim=0)
     if spec.clip:
-        out = out.clamp(0.0, 1.0)
+        # clip_centres=False (torchvision's DefaultBoxGenerator) clamps the sizes only
+        first = 0 if spec.clip_centres else 2
+        out[:, first:] = out[:, first:].clamp(0.0, 1.0)
     return out.to(device=device, dtype=dtype)

@@ -1,9 +1,10 @@
 """How pixels become the network's input: a frozen :class:`Preprocess` spec that belongs to the MODEL.
 
 Weights were trained on one input convention and only work with it: torchvision's ImageNet VGG16 expects RGB in
-[0, 1] normalised by the ImageNet mean/std; Caffe-converted weights (ssd.pytorch's ``vgg16_reducedfc.pth``,
-torchvision's ``IMAGENET1K_FEATURES``) expect 0-255 pixels minus a mean, no std division, in their own channel
-order. So the spec is stored in ``ModelConfig.preprocess`` and every consumer (training and evaluation
+[0, 1] normalised by the ImageNet mean/std; the Caffe-converted reduced-fc VGG16 (ssd.pytorch's
+``vgg16_reducedfc.pth``, ported by torchvision as ``IMAGENET1K_FEATURES``) and every SSD trained from it expect
+0-255 pixels minus the Caffe mean pixel, no std division — in RGB order, as all three peers feed them. So the
+spec is stored in ``ModelConfig.preprocess`` and every consumer (training and evaluation
 transforms, ``ssd-detect``, ``ssd-eval``, ``ssd-crosscheck``, the ONNX sidecar) reads it from there.
 
 For an 8-bit RGB pixel ``p`` (0..255) and input channel ``c``::
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-__all__ = ["Preprocess", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGENET", "CAFFE_BGR", "TORCHVISION_SSD"]
+__all__ = ["Preprocess", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGENET", "CAFFE_RGB", "CAFFE_BGR", "TORCHVISION_SSD"]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -66,6 +67,17 @@ class Preprocess:
             raise ValueError(f"Preprocess: unknown keys {unknown}; known keys are {sorted(known)}")
         return cls(**d)
 
+    def describe(self) -> str:
+        """One line for logs and reports, e.g. ``RGB 0-255, minus mean [123, 117, 104], divided by std [1, 1, 1]``."""
+        def fmt(values: tuple[float, ...]) -> str:
+            return "[" + ", ".join(f"{v:.6g}" for v in values) + "]"
+        scale = "0-255" if self.pixel_scale == 255.0 else "in [0, 1]"
+        text = f"{self.channel_order} {scale}, minus mean {fmt(self.mean)}, divided by std {fmt(self.std)}"
+        gains = [self.pixel_scale / (255.0 * s) for s in self.std]
+        if self.pixel_scale == 1.0 and all(abs(g - 1.0) < 1e-9 for g in gains):  # torchvision's Caffe-mean form
+            text += f" (= 0-255 minus {fmt(tuple(m / s for m, s in zip(self.mean, self.std)))})"
+        return text
+
     def neutral_pixel(self) -> tuple[int, int, int]:
         """The 8-bit RGB colour whose input is ~0 in every channel (the zoom-out fill, the paper's "mean")."""
         per_input = [m * 255.0 / self.pixel_scale for m in self.mean]
@@ -101,10 +113,19 @@ def _triple(name: str, value: Any) -> tuple[float, float, float]:
     return out  # type: ignore[return-value]
 
 
-#: torchvision's ImageNet weights (``VGG16_Weights.IMAGENET1K_V1``) and the default of our own models.
+#: torchvision's ImageNet weights (``VGG16_Weights.IMAGENET1K_V1``: its ``ImageClassification`` transform's default
+#: mean / std on RGB in [0, 1]) and the default of our own models.
 IMAGENET = Preprocess()
-#: Caffe-style BGR 0-255 minus the mean pixel, no std (ssd.pytorch's ``vgg16_reducedfc.pth`` and checkpoints).
+#: The Caffe mean pixel (B 104, G 117, R 123) on 0-255 pixels, no std, fed in RGB order: what ssd.pytorch (``train.py``
+#: and ``eval.py`` through ``VOCDetection.pull_item``: cv2's BGR image minus ``MEANS = (104, 117, 123)``, then
+#: ``img[:, :, (2, 1, 0)]``) and lufficc/SSD (PIL RGB image minus ``INPUT.PIXEL_MEAN = [123, 117, 104]``) feed both
+#: their trained SSD300 models and the ``vgg16_reducedfc.pth`` backbone they start from.
+CAFFE_RGB = Preprocess("RGB", 255.0, (123.0, 117.0, 104.0), (1.0, 1.0, 1.0))
+#: Caffe's own order, BGR 0-255 minus the mean pixel (weiliu89's Caffe SSD, opencv images): for weights converted
+#: from a ``.caffemodel`` without swapping conv1_1's input channels. None of the peer files we import uses it.
 CAFFE_BGR = Preprocess("BGR", 255.0, (104.0, 117.0, 123.0), (1.0, 1.0, 1.0))
 #: torchvision's ``ssd300_vgg16`` (``GeneralizedRCNNTransform(image_mean=[0.48235, 0.45882, 0.40784],
-#: image_std=[1/255] * 3)``): RGB 0-255 minus (123, 117, 104), written in torchvision's [0, 1] form.
+#: image_std=[1/255] * 3)``) and its backbone ``VGG16_Weights.IMAGENET1K_FEATURES`` (the same numbers in its
+#: transforms; a port of ssd.pytorch's ``vgg16_reducedfc.pth``): RGB 0-255 minus 255 x mean = (123.0, 117.0, 104.0)
+#: to within 1e-3, written in torchvision's [0, 1] form so that the input is torchvision's to the last bit.
 TORCHVISION_SSD = Preprocess("RGB", 1.0, (0.48235, 0.45882, 0.40784), (1.0 / 255.0, 1.0 / 255.0, 1.0 / 255.0))

@@ -29,7 +29,10 @@ class L2Norm(nn.Module):
     ``y[b, c, i, j] = weight[c] * x[b, c, i, j] / max(||x[b, :, i, j]||_2, eps)``. The norm is computed in
     float32 whatever the input dtype (under bf16/fp16 autocast a low-precision sum of 512 squares loses
     accuracy or overflows); the result is returned in the input dtype. ``eps`` keeps an all-zero location
-    (common after ReLU) finite with a zero gradient.
+    (common after ReLU) finite with a zero gradient. The peers differ only there: torchvision's
+    ``F.normalize`` clamps the norm at 1e-12, ssd.pytorch and lufficc divide by ``norm + 1e-10``; for any norm
+    above 1e-10 the first two are the same function and the third differs by a relative 1e-10 / norm, below
+    float32 resolution (tests/model/test_model_torchvision_equivalence.py: bit-identical head outputs).
     """
 
     def __init__(self, channels: int, scale: float = 20.0, eps: float = 1e-10) -> None:

@@ -10,7 +10,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reference.priors import SSD300, SSD300_STEPS, PriorSpec, boxes_per_cell
+from reference.priors import PRESETS as PRIOR_PRESETS
+from reference.priors import SSD300, PriorSpec, boxes_per_cell
 from ssd_torch.modeling.model_config import PRESETS, ModelConfig, ssd300_slim, ssd300_vgg16
 
 
@@ -33,7 +34,7 @@ def _configs() -> st.SearchStrategy[ModelConfig]:
         ModelConfig,
         name=st.sampled_from(["a", "ssd300_slim", "x-y"]),
         num_classes=st.integers(2, 30),
-        prior_spec=st.sampled_from([SSD300, SSD300_STEPS, dataclasses.replace(SSD300, clip=False)]),
+        prior_spec=st.sampled_from([*PRIOR_PRESETS.values(), dataclasses.replace(SSD300, clip=False)]),
         base_channels=st.tuples(*[st.lists(widths, min_size=1, max_size=3).map(tuple)] * 5),
         fc_channels=st.tuples(widths, widths),
         extra_channels=st.tuples(*[st.tuples(widths, widths)] * 4),
@@ -98,3 +99,11 @@ def test_config_is_frozen_and_hashable() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.num_classes = 3  # type: ignore[misc]
     assert hash(cfg) == hash(ModelConfig.from_dict(cfg.to_dict()))
+
+
+def test_checkpoint_config_without_clip_centres_loads_with_the_old_meaning() -> None:
+    """Checkpoints written before PriorSpec.clip_centres existed clamp all four coordinates, as then."""
+    d = ssd300_vgg16().to_dict()
+    assert d["prior_spec"]["clip_centres"] is True
+    del d["prior_spec"]["clip_centres"]
+    assert ModelConfig.from_dict(d) == ssd300_vgg16()

@@ -13,7 +13,7 @@ PRESETS = {name: spec for name, spec in vars(rp).items() if isinstance(spec, rp.
 
 
 def test_presets_found() -> None:
-    assert {"SSD300", "SSD300_STEPS"} <= set(PRESETS)
+    assert {"SSD300", "SSD_PYTORCH_VOC", "LUFFICC_VOC", "TORCHVISION_COCO"} <= set(PRESETS)
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -60,3 +60,21 @@ def test_rejects_bad_arguments() -> None:
         default_boxes({"feature_maps": (38,)})  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="floating"):
         default_boxes(SMALL_SPEC, dtype=torch.int64)
+
+
+def test_torchvision_preset_equals_ssd300_vgg16_default_box_generator() -> None:
+    """TORCHVISION_COCO against the anchor generator of the real ``ssd300_vgg16`` (xyxy pixels at 300x300, as its
+    forward returns them), so that scales, steps, per-cell order and clip semantics are all torchvision's."""
+    from torchvision.models.detection import ssd300_vgg16
+    from torchvision.models.detection.image_list import ImageList
+
+    with torch.device("meta"):  # the generator holds no weights; the network itself is not needed
+        generator = ssd300_vgg16(weights=None, weights_backbone=None).anchor_generator
+    images = ImageList(torch.zeros(1, 3, 300, 300), [(300, 300)])
+    maps = [torch.zeros(1, 1, f, f) for f in rp.TORCHVISION_COCO.feature_maps]
+    theirs = generator(images, maps)[0]
+    ours = default_boxes(rp.TORCHVISION_COCO, dtype=torch.float64)
+    ours_xyxy = torch.cat([ours[:, :2] - 0.5 * ours[:, 2:], ours[:, :2] + 0.5 * ours[:, 2:]], dim=1) * 300
+    assert theirs.shape == (8732, 4)
+    torch.testing.assert_close(ours_xyxy.float(), theirs, rtol=0, atol=1e-4)  # float32 pixels: ~2e-5 apart
+    assert float(theirs[:, 2].max()) > 300.0  # torchvision keeps centres past the border (unclipped cx)
