@@ -282,13 +282,13 @@ def import_peer_file(fmt_name: str, path: str | os.PathLike, *, class_names: Seq
     """Read a peer's file (weights only unless ``trust``) and :func:`import_state_dict` it; also the report. The
     file holds a state dict, or a dict with the state dict under ``"model"`` (lufficc's ``CheckPointer``, with
     ``optimizer``, ``scheduler`` and ``iteration`` beside it)."""
-    from ssd_torch.cli.eval import _file_sha256  # the one file hash (ssd-eval keys its cache with it)
+    from ssd_torch.files import file_sha256  # the one file hash (ssd-eval keys its cache with it)
 
     fmt = _format(fmt_name)
     path = Path(path)
     sd = read_state_dict(path, trust=trust, container_key="model")
     cfg, names, ours = import_state_dict(fmt_name, sd, class_names=class_names, source=str(path))
-    report = ImportReport(format=fmt.name, path=str(path), sha256=_file_sha256(path), num_classes=cfg.num_classes,
+    report = ImportReport(format=fmt.name, path=str(path), sha256=file_sha256(path), num_classes=cfg.num_classes,
                           class_names=names, prior_spec=cfg.prior_spec, preprocess=cfg.preprocess,
                           published=fmt.published)
     return cfg, names, ours, report
