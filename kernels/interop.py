@@ -21,6 +21,8 @@ from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
+from reference.matching import check_padded_ground_truth
+
 from . import matching as _matching
 from . import nms as _nms
 
@@ -83,22 +85,6 @@ def _check_counts(counts: torch.Tensor, upper: int, name: str) -> None:
         raise ValueError(f"{name}{list(index)} = {int(counts[index])} is outside [0, {upper}]")
 
 
-def _check_ground_truth(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: torch.Tensor) -> None:
-    """docs/CONTRACT.md "Matching" step 6 on the valid (non-padding) gts: positive finite size, label >= 1."""
-    _check_counts(counts, gt_boxes.shape[1], "counts")
-    valid = torch.arange(gt_boxes.shape[1], device=gt_boxes.device)[None, :] < counts[:, None]
-    wh = gt_boxes[..., 2:] - gt_boxes[..., :2]
-    finite = torch.isfinite(gt_boxes).all(dim=-1)
-    bad_box = valid & ~(finite & (wh > 0).all(dim=-1))
-    if bool(bad_box.any()):
-        b, g = (int(i) for i in bad_box.nonzero()[0])
-        raise ValueError(f"gt box [{b}, {g}] is degenerate or non-finite: {gt_boxes[b, g].tolist()}")
-    bad_label = valid & (gt_labels < 1)
-    if bool(bad_label.any()):
-        b, g = (int(i) for i in bad_label.nonzero()[0])
-        raise ValueError(f"gt label [{b}, {g}] is {int(gt_labels[b, g])}; object labels are 1..C-1")
-
-
 def _variances(variances: Sequence[float]) -> tuple[float, float]:
     """The two encoding variances as Python floats (ValueError unless exactly two positive numbers)."""
     values = tuple(float(v) for v in variances)
@@ -153,7 +139,7 @@ def match_batch_numba(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: t
         raise ValueError("priors must hold at least one prior, got shape [0, 4]")
     v0, v1 = _variances(variances)
     if check_values if check_values is not None else device.type == "cpu":
-        _check_ground_truth(gt_boxes, gt_labels, counts)
+        check_padded_ground_truth(gt_boxes.cpu(), gt_labels.cpu(), counts.cpu())  # docs/CONTRACT.md step 6
     if num_images == 0 or max_gt == 0:  # G = 0: every prior is background, loc targets 0
         return (torch.zeros((num_images, num_priors), dtype=torch.int64, device=device),
                 torch.zeros((num_images, num_priors, 4), dtype=torch.float32, device=device))

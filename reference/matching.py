@@ -9,14 +9,14 @@ import numpy as np
 
 from .boxes import box_iou, cxcywh_to_xyxy
 
-__all__ = ["match", "validate_ground_truth"]
+__all__ = ["match", "validate_ground_truth", "check_padded_ground_truth"]
 
 
 def validate_ground_truth(gt_boxes: np.ndarray, gt_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Check ``gt_boxes[G, 4]`` (xyxy) and ``gt_labels[G]`` (ints >= 1); return them as float64 / int64.
 
-    docs/CONTRACT.md step 6: a gt box with zero or negative width/height (or a non-finite coordinate) is an input
-    error -> ValueError naming the index.
+    The shapes and integer labels here; docs/CONTRACT.md step 6 (a non-finite coordinate, a width or height
+    <= 0, or a label below 1 is an input error) is :func:`check_padded_ground_truth`'s, on a batch of one image.
     """
     boxes = np.asarray(gt_boxes, dtype=np.float64)
     if boxes.size == 0 and boxes.ndim <= 2:
@@ -29,15 +29,52 @@ def validate_ground_truth(gt_boxes: np.ndarray, gt_labels: np.ndarray) -> tuple[
     labels = raw_labels.astype(np.int64)
     if not np.array_equal(labels, raw_labels):
         raise ValueError(f"gt_labels must be integers, got {raw_labels!r}")
-    for g in range(boxes.shape[0]):
-        x0, y0, x1, y1 = boxes[g]
-        if not np.all(np.isfinite(boxes[g])):
-            raise ValueError(f"gt box {g} has a non-finite coordinate: {boxes[g].tolist()}")
-        if not (x1 - x0 > 0 and y1 - y0 > 0):
-            raise ValueError(f"gt box {g} is degenerate (width {x1 - x0}, height {y1 - y0}): {boxes[g].tolist()}")
-        if labels[g] < 1:
-            raise ValueError(f"gt label {g} is {labels[g]}; object labels are 1..C-1 (0 is background)")
+    error = _ground_truth_error(boxes[None], labels[None], np.ones((1, len(boxes)), dtype=bool), batched=False)
+    if error:
+        raise ValueError(error)
     return boxes, labels
+
+
+def check_padded_ground_truth(gt_boxes: np.ndarray, gt_labels: np.ndarray, counts: np.ndarray) -> None:
+    """docs/CONTRACT.md "Matching" step 6 on a padded batch: the one ground-truth validator of every layer.
+
+    ``gt_boxes[B, G, 4]`` xyxy, ``gt_labels[B, G]`` and ``counts[B]`` (NumPy arrays or CPU tensors); rows
+    ``g >= counts[b]`` are padding and never checked. Raises ValueError naming the first problem: a count
+    outside ``[0, G]``, or a real gt with a non-finite coordinate, a width or height <= 0, or a label below 1.
+    ``ssd_torch.matching.match_batch`` and ``kernels.interop.match_batch_numba`` call it on CPU copies of their
+    tensors (the reference is the layer both already import, and the rule is the reference's);
+    :func:`validate_ground_truth` is its one-image case.
+    """
+    boxes = np.asarray(gt_boxes, dtype=np.float64)
+    labels, counts = np.asarray(gt_labels), np.asarray(counts)
+    num_gt = boxes.shape[1]
+    outside = (counts < 0) | (counts > num_gt)
+    if outside.any():
+        b = int(np.flatnonzero(outside)[0])
+        raise ValueError(f"counts[{b}] = {int(counts[b])} is outside [0, {num_gt}] (the padded batch holds "
+                         f"{num_gt} gt rows per image)")
+    error = _ground_truth_error(boxes, labels, np.arange(num_gt)[None, :] < counts[:, None], batched=True)
+    if error:
+        raise ValueError(error)
+
+
+def _ground_truth_error(boxes: np.ndarray, labels: np.ndarray, valid: np.ndarray, batched: bool) -> str | None:
+    """The message for the first valid gt (row-major over ``[B, G]``) that breaks step 6, else None."""
+    finite = np.isfinite(boxes).all(axis=-1)
+    with np.errstate(invalid="ignore"):  # inf - inf on a non-finite box, which is reported as such
+        sized = (boxes[..., 2:] - boxes[..., :2] > 0).all(axis=-1)
+    bad = valid & ~(finite & sized & (labels >= 1))
+    if not bad.any():
+        return None
+    b, g = (int(i) for i in np.argwhere(bad)[0])
+    where = f"{g} of image {b}" if batched else f"{g}"
+    box = boxes[b, g]
+    if not finite[b, g]:
+        return f"gt box {where} has a non-finite coordinate: {box.tolist()}"
+    if not sized[b, g]:
+        return (f"gt box {where} is degenerate (width {box[2] - box[0]:g}, height {box[3] - box[1]:g}): "
+                f"{box.tolist()}")
+    return f"gt label {where} is {int(labels[b, g])}; object labels are 1..C-1 (0 is background)"
 
 
 def match(gt_boxes: np.ndarray, gt_labels: np.ndarray, priors: np.ndarray,

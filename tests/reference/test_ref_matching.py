@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from ref_strategies import xyxy_boxes
 from reference.boxes import box_iou, cxcywh_to_xyxy, xyxy_to_cxcywh
-from reference.matching import match
+from reference.matching import check_padded_ground_truth, match, validate_ground_truth
 from reference.priors import SSD300, default_boxes
 
 SSD_PRIORS = default_boxes(SSD300)
@@ -123,3 +123,53 @@ def test_every_gt_gets_a_prior_with_its_label(gt: np.ndarray, data: st.DataObjec
     forced = np.zeros(len(SSD_PRIORS), dtype=bool)
     forced[best_prior] = True
     np.testing.assert_array_equal(labels > 0, forced | (best_iou >= 0.5))
+
+
+# ---------------------------------------------------------------------------------------------- padded batches
+PADDED = np.array([[[0.1, 0.1, 0.5, 0.5], [0.0, 0.0, 0.0, 0.0]],  # image 0: one real gt, then padding
+                   [[0.2, 0.2, 0.6, 0.9], [0.3, 0.3, 0.4, 0.4]]])  # image 1: two real gts
+
+
+def test_padded_validator_accepts_junk_padding() -> None:
+    labels = np.array([[1, 0], [2, 3]])  # the padding row holds a degenerate box and label 0
+    check_padded_ground_truth(PADDED, labels, np.array([1, 2]))
+    check_padded_ground_truth(np.zeros((2, 0, 4)), np.zeros((2, 0), np.int64), np.array([0, 0]))
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(counts=np.array([3, 2])), r"counts\[0\] = 3 is outside \[0, 2\]"),
+    (dict(counts=np.array([1, -1])), r"counts\[1\] = -1 is outside \[0, 2\]"),
+    (dict(counts=np.array([2, 2])), "gt box 1 of image 0 is degenerate"),  # the padding row becomes real
+    (dict(labels=np.array([[1, 0], [2, 0]])), "gt label 1 of image 1 is 0"),
+    (dict(box=(1, 0, 2, np.inf)), r"gt box 0 of image 1 has a non-finite coordinate"),
+    (dict(box=(1, 1, 3, 0.3)), r"gt box 1 of image 1 is degenerate \(width 0.1, height 0\)"),
+])
+def test_padded_validator_names_the_first_problem(change: dict, message: str) -> None:
+    boxes = PADDED.copy()
+    if "box" in change:
+        b, g, k, value = change["box"]
+        boxes[b, g, k] = value
+    labels = change.get("labels", np.array([[1, 0], [2, 3]]))
+    with pytest.raises(ValueError, match=message):
+        check_padded_ground_truth(boxes, labels, change.get("counts", np.array([1, 2])))
+
+
+@given(xyxy_boxes(min_n=1, max_n=5, min_size=0.0), st.data())
+def test_one_image_validator_is_the_padded_one(gt: np.ndarray, data: st.DataObject) -> None:
+    """validate_ground_truth and check_padded_ground_truth accept and reject the same gts (step 6, one rule)."""
+    labels = np.array(data.draw(st.lists(st.integers(0, 3), min_size=len(gt), max_size=len(gt))))
+    for g, corruption in enumerate(data.draw(st.lists(st.sampled_from(["", "", "nan", "flat", "flipped"]),
+                                                      min_size=len(gt), max_size=len(gt)))):
+        if corruption == "nan":
+            gt[g, 1] = np.nan
+        elif corruption:  # zero width, or x0 > x1
+            gt[g, 2] = gt[g, 0] - (corruption == "flipped") * 0.1
+    errors = []
+    for check in (lambda: validate_ground_truth(gt, labels),
+                  lambda: check_padded_ground_truth(gt[None], labels[None], np.array([len(gt)]))):
+        try:
+            check()
+            errors.append(None)
+        except ValueError as e:
+            errors.append(str(e).replace(" of image 0", ""))
+    assert errors[0] == errors[1]
