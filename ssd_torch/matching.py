@@ -62,7 +62,9 @@ def match_batch(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: torch.T
         counts: ``Tensor[B]`` int, number of real boxes per image (0 allowed).
         priors: ``Tensor[P, 4]`` cxcywh normalised.
         backend: ``"torch"``, ``"numba"`` (``kernels.interop``) or ``"auto"``.
-        validate: check counts and reject degenerate real gt boxes with a ``ValueError`` (syncs on CUDA).
+        validate: docs/CONTRACT.md "Matching" step 6 (``reference.matching.check_padded_ground_truth``: counts
+            in [0, G], finite non-degenerate real boxes, labels >= 1; ``ValueError``), once, whichever backend
+            runs; it reads the values, a host sync on CUDA. ``False`` checks nothing, the kernels included.
 
     Returns:
         ``labels[B, P]`` int64 (0 = background) and ``loc_targets[B, P, 4]`` (0 for background priors) in the
@@ -82,13 +84,14 @@ def match_batch(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: torch.T
 
 def _match_numba(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: torch.Tensor, priors: torch.Tensor,
                  iou_threshold: float, variances: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Delegate to the numba kernels (imported lazily: numba is optional for the torch path)."""
-    try:
+    """Delegate to the numba kernels, which never validate again: :func:`match_batch` checked the values
+    already (``validate=True``) or was told not to (``validate=False``: no host sync on CUDA)."""
+    try:  # imported lazily, as in ssd_torch.nms: the torch path never loads numba
         from kernels.interop import match_batch_numba
     except ImportError as exc:  # also raised when kernels.interop exists but lacks the function
         raise ImportError(f"backend='numba' needs kernels.interop.match_batch_numba, which failed to import: "
                           f"{exc}") from exc
-    return match_batch_numba(gt_boxes, gt_labels, counts, priors, iou_threshold, variances)
+    return match_batch_numba(gt_boxes, gt_labels, counts, priors, iou_threshold, variances, check_values=False)
 
 
 # Padded gt rows are replaced by this box, far outside every normalised prior: its IoU with any prior is exactly

@@ -181,3 +181,41 @@ def test_numba_backend_agrees_or_explains() -> None:
     else:
         assert torch.equal(numba_l, expected[0])
         torch.testing.assert_close(numba_t, expected[1], rtol=1e-5, atol=1e-5)
+
+
+def _spy_validator(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Count the calls of the one ground-truth validator from both layers that import it."""
+    import kernels.interop
+    import ssd_torch.matching
+    from reference.matching import check_padded_ground_truth
+
+    calls: list = []
+
+    def spy(*args: object) -> None:
+        calls.append(args)
+        check_padded_ground_truth(*args)
+
+    monkeypatch.setattr(ssd_torch.matching, "check_padded_ground_truth", spy)
+    monkeypatch.setattr(kernels.interop, "check_padded_ground_truth", spy)
+    return calls
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+@pytest.mark.parametrize("validate", [True, False])
+def test_validate_checks_once_and_false_reaches_the_kernels(backend: str, validate: bool,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # validate=True: one check per call (a host sync on CUDA), whichever backend runs; validate=False: none,
+    # the numba kernels included (the caller vouched for the data), so even a zero-width real gt goes through
+    calls = _spy_validator(monkeypatch)
+    gt = torch.tensor([[[0.1, 0.2, 0.4, 0.6], [0.5, 0.5, 0.9, 0.8]]])
+    args = (gt, torch.tensor([[4, 2]]), torch.tensor([2]), SSD300_32)
+    match_batch(*args, backend=backend, validate=validate)
+    assert len(calls) == int(validate)
+    gt[0, 1, 2] = 0.5  # zero width
+    if validate:
+        with pytest.raises(ValueError, match="gt box 1 of image 0 is degenerate"):
+            match_batch(*args, backend=backend, validate=True)
+    else:
+        labels, _ = match_batch(*args, backend=backend, validate=False)
+        assert labels.shape == (1, SSD300_32.shape[0])
+    assert len(calls) == 2 * int(validate)
