@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from hypothesis import strategies as st
 
-from reference.boxes import box_iou, cxcywh_to_xyxy
 from reference.loss import match_and_encode
+from reference.matching import float32_ambiguous_priors
 from reference.nms import nms as reference_nms
 
 VARIANCES = (0.1, 0.2)
@@ -171,37 +171,19 @@ EXACT_NMS_KEEP = {
 }
 
 
-def ambiguous_priors(case: MatchCase, b: int, rel: float = 1e-6) -> np.ndarray:
-    """Priors of image ``b`` whose match float32 rounding may legitimately flip (continuous inputs only).
-
-    A prior is ambiguous when its best IoU and the threshold are within ``rel``, or when it is positive and
-    its two best gt IoUs are within ``rel``;
-    and every prior that is within ``rel`` of the best of a gt whose best prior is such a near-tie (forcing
-    may then pick another one).
-    """
+def sure_priors(case: MatchCase, b: int) -> np.ndarray:
+    """``[P]`` bool: the priors of image ``b`` that every float32 path must decide as the reference does (the
+    complement of ``reference.matching.float32_ambiguous_priors``, the one near-tie rule)."""
     n = int(case.counts[b])
-    flags = np.zeros(case.priors.shape[0], bool)
-    if n == 0:
-        return flags
-    iou = box_iou(case.gt_boxes[b, :n].astype(np.float64), cxcywh_to_xyxy(case.priors.astype(np.float64)))
-    top = np.sort(iou, axis=0)[::-1]
-    flags |= np.abs(top[0] - case.iou_threshold) <= rel
-    if n > 1:
-        # a best-gt near-tie only matters for a positive prior (background priors have loc 0, label 0)
-        flags |= ((top[0] - top[1]) <= rel * top[0]) & (top[0] >= case.iou_threshold * (1 - rel))
-    for g in range(n):
-        near_best = iou[g] >= iou[g].max() * (1 - rel)
-        if near_best.sum() > 1:
-            flags |= near_best
-    return flags
+    return ~float32_ambiguous_priors(case.gt_boxes[b, :n], case.priors, case.iou_threshold)
 
 
 def assert_match_close(labels: np.ndarray, loc: np.ndarray, case: MatchCase, atol: float = 1e-4) -> None:
-    """As ``assert_match_equal`` but for continuous inputs: priors flagged by ``ambiguous_priors`` are exempt
+    """As ``assert_match_equal`` but for continuous inputs: the float32 near-ties (:func:`sure_priors`) are exempt
     (there are few: the test fails if more than 1 % of the priors are exempt, so it cannot pass vacuously)."""
     want_labels, want_loc = expected_match(case)
     for b in range(labels.shape[0]):
-        sure = ~ambiguous_priors(case, b)
+        sure = sure_priors(case, b)
         assert sure.mean() > 0.99, f"image {b}: too many ambiguous priors ({(~sure).sum()})"
         np.testing.assert_array_equal(labels[b, sure], want_labels[b, sure], err_msg=f"image {b}")
         np.testing.assert_allclose(loc[b, sure], want_loc[b, sure], rtol=1e-5, atol=atol, err_msg=f"image {b}")

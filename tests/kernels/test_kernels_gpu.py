@@ -13,9 +13,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 
-from kernel_cases import (EXACT_NMS_KEEP, MatchCase, NmsCase, ambiguous_priors, assert_match_close, assert_match_equal,
+from kernel_cases import (EXACT_NMS_KEEP, MatchCase, NmsCase, assert_match_close, assert_match_equal,
                           exact_threshold_match_case, exact_threshold_nms_case, expected_keep, match_cases,
-                          nms_cases, tie_match_case)
+                          nms_cases, sure_priors, tie_match_case)
 from kernels.interop import cuda_available, match_batch_numba, nms_keep_numba
 from reference.priors import SSD300, default_boxes
 
@@ -185,7 +185,7 @@ def test_torch_stack_matching_numba_backend_equals_torch_backend() -> None:
         t_labels, t_loc = match_batch(*args, backend="torch")
         assert_match_close(n_labels.cpu().numpy(), n_loc.cpu().numpy(), case)
         assert_match_close(t_labels.cpu().numpy(), t_loc.cpu().numpy(), case)
-        sure = np.stack([~ambiguous_priors(case, b) for b in range(case.gt_boxes.shape[0])])
+        sure = np.stack([sure_priors(case, b) for b in range(case.gt_boxes.shape[0])])
         np.testing.assert_array_equal(n_labels.cpu().numpy()[sure], t_labels.cpu().numpy()[sure])
         np.testing.assert_allclose(n_loc.cpu().numpy()[sure], t_loc.cpu().numpy()[sure], rtol=1e-5, atol=1e-4)
 

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from ref_strategies import xyxy_boxes
 from reference.boxes import box_iou, cxcywh_to_xyxy, xyxy_to_cxcywh
-from reference.matching import check_padded_ground_truth, match, validate_ground_truth
+from reference.matching import (check_padded_ground_truth, float32_ambiguous_priors, float32_iou_tolerance, match,
+                                validate_ground_truth)
 from reference.priors import SSD300, default_boxes
 
 SSD_PRIORS = default_boxes(SSD300)
@@ -173,3 +174,46 @@ def test_one_image_validator_is_the_padded_one(gt: np.ndarray, data: st.DataObje
         except ValueError as e:
             errors.append(str(e).replace(" of image 0", ""))
     assert errors[0] == errors[1]
+
+
+# ---------------------------------------------------------------------------------------------- float32 near-ties
+TIE_PRIORS = np.array([[0.25, 0.5, 0.5, 1.0], [0.75, 0.5, 0.5, 1.0], [0.5, 0.5, 0.2, 0.2]])  # cxcywh
+
+
+def test_float32_ambiguous_priors_flag_ties_only() -> None:
+    gt = np.array([[0.25, 0.0, 0.75, 1.0]])  # IoU 1/3 with priors 0 and 1: forcing may pick either
+    assert float32_ambiguous_priors(gt, TIE_PRIORS).tolist() == [True, True, False]
+    gt_half = np.array([[0.0, 0.0, 0.5, 0.5]])  # IoU with prior 0 exactly 0.5: at the threshold (step 5)
+    assert float32_ambiguous_priors(gt_half, TIE_PRIORS[:1]).tolist() == [True]
+    assert float32_ambiguous_priors(gt_half, TIE_PRIORS[:1], iou_threshold=0.4).tolist() == [False]
+    assert float32_ambiguous_priors(np.zeros((0, 4)), TIE_PRIORS).tolist() == [False] * 3
+
+
+def test_float32_ambiguous_priors_spare_identical_boxes() -> None:
+    # identical boxes have bit-identical IoUs in every precision: the first index wins everywhere
+    gt = np.array([[0.0, 0.0, 0.5, 1.0]] * 2)  # two identical gts: a step-2 tie on prior 0 (IoU 1 with both)
+    assert not float32_ambiguous_priors(gt, TIE_PRIORS).any()
+    twins = TIE_PRIORS[[0, 0, 2]]  # two identical priors tie for the gt's best prior (step 3)
+    assert not float32_ambiguous_priors(gt[:1], twins).any()
+
+
+def test_float32_ambiguous_priors_near_a_tie_but_not_at_it() -> None:
+    # a gt overlapping prior 0 a little more than prior 1: within rounding for 2^-22, clear-cut for 2^-12
+    for shift, ambiguous in ((2.0 ** -22, True), (2.0 ** -12, False)):
+        gt = np.array([[0.25 - shift, 0.0, 0.75 - shift, 1.0]])
+        assert float32_ambiguous_priors(gt, TIE_PRIORS[:2]).tolist() == [ambiguous] * 2
+    # a rival gt with another box and the same IoU on a positive prior (step 2)
+    gts = np.array([[0.0, 0.0, 0.5, 0.75], [0.0, 0.25, 0.5, 1.0]])  # IoU 0.75 with prior 0 for both
+    assert float32_ambiguous_priors(gts, TIE_PRIORS[:1]).tolist() == [True]
+    assert float32_ambiguous_priors(gts, TIE_PRIORS[:1], iou_threshold=0.9).tolist() == [False]
+
+
+@given(xyxy_boxes(min_n=1, max_n=4, min_size=0.02))
+def test_float32_iou_tolerance_is_positive_and_small(gt: np.ndarray) -> None:
+    gt = np.clip(gt, 0.0, 1.0)
+    assume(np.all(gt[:, 2:] - gt[:, :2] > 0.01))
+    priors = cxcywh_to_xyxy(SSD_PRIORS)
+    tol, iou = float32_iou_tolerance(gt, priors), box_iou(gt, priors)
+    assert np.all(tol[iou > 0] > 0) and tol.max() < 1e-4  # rounding-sized: a few float32 ulps of an IoU
+    apart = (gt[:, None, 2:] < priors[None, :, :2] - 1e-6).any(-1) | (priors[None, :, 2:] < gt[:, None, :2] - 1e-6).any(-1)
+    assert np.all(tol[apart] == 0)  # boxes clearly apart have IoU exactly 0 in every precision
