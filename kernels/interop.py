@@ -9,10 +9,13 @@
 Input rules (a wrong input raises ``TypeError``/``ValueError`` naming the argument, never a silent result):
 float tensors must be float32; integer tensors may be any integer dtype (int64 is used as is, others are
 converted to int64 — a copy); non-contiguous tensors are copied with ``.contiguous()``; all tensors must sit
-on one device. Value checks that need the data itself (degenerate gt boxes, counts outside their range) run
-for CPU tensors only by default (``check_values=None``): on CUDA they would need a host synchronisation, so
-they are opt-in there (``check_values=True``); the kernels clamp counts to their valid range so that an
-unchecked bad count can never read out of bounds.
+on one device. Value checks that need the data itself run for CPU tensors only by default
+(``check_values=None``): on CUDA they would need a host synchronisation, so they are opt-in there
+(``check_values=True``), and ``False`` turns them off (``ssd_torch.matching.match_batch`` passes ``False``: it
+validated already, or was told not to). The ground truth is checked by the reference's one validator,
+``reference.matching.check_padded_ground_truth`` (docs/CONTRACT.md "Matching" step 6), and the variances by
+``reference.coding.check_variances``; the kernels clamp counts to their valid range so that an unchecked bad
+count can never read out of bounds.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
+from reference.coding import check_variances
 from reference.matching import check_padded_ground_truth
 
 from . import matching as _matching
@@ -85,14 +89,6 @@ def _check_counts(counts: torch.Tensor, upper: int, name: str) -> None:
         raise ValueError(f"{name}{list(index)} = {int(counts[index])} is outside [0, {upper}]")
 
 
-def _variances(variances: Sequence[float]) -> tuple[float, float]:
-    """The two encoding variances as Python floats (ValueError unless exactly two positive numbers)."""
-    values = tuple(float(v) for v in variances)
-    if len(values) != 2 or not all(v > 0 for v in values):
-        raise ValueError(f"variances must be two positive numbers, got {variances!r}")
-    return values[0], values[1]
-
-
 # ---------------------------------------------------------------------------------------------- CUDA glue
 @contextlib.contextmanager
 def _torch_stream(device: torch.device) -> Iterator[Any]:
@@ -137,7 +133,7 @@ def match_batch_numba(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: t
     device = _same_device(gt_boxes=gt_boxes, gt_labels=gt_labels, counts=counts, priors=priors)
     if num_priors == 0:
         raise ValueError("priors must hold at least one prior, got shape [0, 4]")
-    v0, v1 = _variances(variances)
+    v0, v1 = check_variances(variances)
     if check_values if check_values is not None else device.type == "cpu":
         check_padded_ground_truth(gt_boxes.cpu(), gt_labels.cpu(), counts.cpu())  # docs/CONTRACT.md step 6
     if num_images == 0 or max_gt == 0:  # G = 0: every prior is background, loc targets 0
