@@ -1,8 +1,9 @@
 """Fast VOC07 evaluator: the rules of ``reference.voc_eval`` (the devkit's ``VOCevaldet.m``), vectorised in NumPy.
 
 Same signature and result as :func:`reference.voc_eval.evaluate_voc` — the same AP floats, bit for bit — but
-without a Python loop over detections: 5,000 images x 200 detections (20 classes) score in ~0.4 s on a quiet
-16-core Xeon, 35-40x faster than the reference loop (``python -m benchmarks.bench_voc_eval``). The rules (docs/CONTRACT.md "VOC evaluation") and how they are vectorised:
+without a Python loop over detections (timings against the reference loop: ``benchmarks/results/voc_eval.json``,
+from ``python -m benchmarks.bench_voc_eval``). The rules (docs/CONTRACT.md "VOC evaluation") and how they are
+vectorised:
 
 1. Each detection takes the gt box *of its class in its image* with the highest IoU (pixels, +1 widths, overlap
    only when ``iw > 0 and ih > 0``; first gt wins a tie). This does not depend on which boxes are already
