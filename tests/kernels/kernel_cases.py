@@ -1,4 +1,7 @@
-"""Inputs and float64 oracles shared by the kernel tests (CPU twins, CUDA simulator, real GPU).
+"""Inputs, float64 oracles and the device parameter shared by the kernel tests (CPU twins, CUDA simulator, GPU).
+
+Every property test runs on ``cpu_and_cuda()`` (torchvision ``test_ops`` style): the ``"cuda"`` parameter is
+marked ``gpu`` and skipped, with the reason, where torch and numba see no usable CUDA device.
 
 Boxes live on a coarse dyadic grid (multiples of 1/16 or 1/32): every corner, area, intersection and union is
 then exact in float32 *and* float64, and two different IoUs differ by far more than a float32 ulp, so the
@@ -10,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 from hypothesis import strategies as st
 
 from reference.loss import match_and_encode
@@ -17,6 +21,26 @@ from reference.matching import float32_ambiguous_priors
 from reference.nms import nms as reference_nms
 
 VARIANCES = (0.1, 0.2)
+
+
+def cuda_skip_reason() -> str:
+    """Why the CUDA kernels cannot run here ("" when they can): torch and numba must both see the GPU."""
+    import torch
+
+    from kernels.interop import cuda_available
+
+    if not torch.cuda.is_available():
+        return "no CUDA device: torch.cuda.is_available() is False"
+    if not cuda_available():
+        return "torch sees a GPU but numba.cuda.is_available() is False (driver / CUDA toolkit for numba)"
+    return ""
+
+
+def cpu_and_cuda() -> tuple:
+    """The device parameters of a kernel test: ``"cpu"`` (the ``@njit`` twins) and ``"cuda"`` (the CUDA kernels),
+    the latter marked ``gpu`` and skipped with :func:`cuda_skip_reason` where there is no usable GPU."""
+    reason = cuda_skip_reason()
+    return ("cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(bool(reason), reason=reason)]))
 
 
 @dataclass(frozen=True)
@@ -187,3 +211,51 @@ def assert_match_close(labels: np.ndarray, loc: np.ndarray, case: MatchCase, ato
         assert sure.mean() > 0.99, f"image {b}: too many ambiguous priors ({(~sure).sum()})"
         np.testing.assert_array_equal(labels[b, sure], want_labels[b, sure], err_msg=f"image {b}")
         np.testing.assert_allclose(loc[b, sure], want_loc[b, sure], rtol=1e-5, atol=atol, err_msg=f"image {b}")
+
+
+def ssd300_match_case(seed: int, num_images: int, num_gt: int) -> MatchCase:
+    """A padded batch of continuous gts (random corners, sizes 0.02-0.6, clipped to the image) against the
+    8732 SSD300 priors, with random counts: the realistic case, exact only away from float32 near-ties."""
+    from reference.priors import SSD300, default_boxes
+
+    rng = np.random.default_rng(seed)
+    corner = rng.uniform(0.0, 0.8, (num_images, num_gt, 2))
+    size = rng.uniform(0.02, 0.6, (num_images, num_gt, 2))
+    gt = np.clip(np.concatenate([corner, corner + size], -1), 0, 1).astype(np.float32)
+    return MatchCase(default_boxes(SSD300).astype(np.float32), gt, rng.integers(1, 21, (num_images, num_gt)),
+                     rng.integers(0, num_gt + 1, num_images))
+
+
+def random_candidates(seed: int, num_images: int, num_classes: int, k: int) -> NmsCase:
+    """Continuous post-processing-sized candidates ``[B, C, K, 4]`` with random counts, NMS threshold 0.45."""
+    rng = np.random.default_rng(seed)
+    centre = rng.uniform(0.2, 0.8, (num_images, num_classes, k, 2))
+    half = rng.uniform(0.01, 0.2, (num_images, num_classes, k, 2))
+    boxes = np.clip(np.concatenate([centre - half, centre + half], -1), 0, 1).astype(np.float32)
+    return NmsCase(boxes, rng.integers(0, k + 1, (num_images, num_classes)), 0.45)
+
+
+def match_on(case: MatchCase, device: str) -> tuple[np.ndarray, np.ndarray]:
+    """``kernels.interop.match_batch_numba`` on ``device`` tensors; the outputs (checked to stay on that device,
+    int64 labels and float32 targets) back as NumPy."""
+    import torch
+
+    from kernels.interop import match_batch_numba
+
+    args = [torch.from_numpy(a).to(device) for a in (case.gt_boxes, case.gt_labels, case.counts, case.priors)]
+    labels, loc = match_batch_numba(*args, case.iou_threshold, case.variances)
+    assert labels.dtype == torch.int64 and loc.dtype == torch.float32
+    assert labels.device.type == loc.device.type == device
+    return labels.cpu().numpy(), loc.cpu().numpy()
+
+
+def keep_on(case: NmsCase, device: str) -> np.ndarray:
+    """``kernels.interop.nms_keep_numba`` on ``device`` tensors; the bool mask (checked to stay there) as NumPy."""
+    import torch
+
+    from kernels.interop import nms_keep_numba
+
+    keep = nms_keep_numba(torch.from_numpy(case.boxes).to(device), torch.from_numpy(case.counts).to(device),
+                          case.iou_threshold)
+    assert keep.dtype == torch.bool and keep.shape == case.boxes.shape[:3] and keep.device.type == device
+    return keep.cpu().numpy()

@@ -178,16 +178,6 @@ def test_auto_backend_runs_the_kernels_for_float32_only(monkeypatch: pytest.Monk
         match_batch(gt, lab, counts, SSD300_32, backend="cuda")
 
 
-def test_numba_backend_agrees_with_torch() -> None:
-    gt, lab, counts = pad_batch([np.array([[0.1, 0.2, 0.4, 0.6], [0.5, 0.5, 0.9, 0.8]]), np.zeros((0, 4))],
-                                [np.array([4, 2]), np.zeros(0, dtype=np.int64)], extra=1)
-    expected = match_batch(gt, lab, counts, SSD300_32)
-    numba_l, numba_t = match_batch(gt, lab, counts, SSD300_32, backend="numba")
-    assert int((numba_l > 0).sum()) >= 2 and not numba_l[1].any()  # both gts matched, the empty image not
-    assert torch.equal(numba_l, expected[0])
-    torch.testing.assert_close(numba_t, expected[1], rtol=1e-5, atol=1e-5)
-
-
 def _spy_validator(monkeypatch: pytest.MonkeyPatch) -> list:
     """Count the calls of the one ground-truth validator from both layers that import it."""
     import kernels.interop

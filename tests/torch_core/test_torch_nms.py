@@ -202,16 +202,6 @@ def test_auto_backend_runs_the_kernels_for_float32_only(monkeypatch: pytest.Monk
     assert ran == ["_nms_keep_numba", "nms_keep_torch"]
 
 
-def test_numba_backend_agrees_with_torch() -> None:
-    g = torch.Generator().manual_seed(0)
-    loc, conf = torch.randn(2, P, 4, generator=g) * 0.5, torch.randn(2, P, 5, generator=g)
-    expected = postprocess(loc, conf, PRI64.float())
-    got = postprocess(loc, conf, PRI64.float(), backend="numba")
-    assert all(len(d.scores) > 0 for d in got)
-    for a, b in zip(got, expected):
-        assert torch.equal(a.labels, b.labels) and torch.equal(a.scores, b.scores) and torch.equal(a.boxes, b.boxes)
-
-
 @given(st.integers(0, 2**31 - 1), st.sampled_from([0.0, 6.0]), st.sampled_from([400, 3]), st.booleans())
 def test_candidate_strategies_agree(seed: int, boost: float, top_k: int, quantise: bool) -> None:
     g = torch.Generator().manual_seed(seed)
