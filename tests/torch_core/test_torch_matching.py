@@ -14,7 +14,7 @@ import reference.priors as rp
 from ssd_torch.matching import match_batch
 from ssd_torch.priors import default_boxes
 from reference.matching import float32_ambiguous_priors
-from torch_cases import SMALL_SPEC, pad_batch, padded_batch_st
+from torch_cases import SMALL_SPEC, pad_batch, padded_batch_st, record_calls
 
 SSD300_32 = default_boxes(rp.SSD300)
 
@@ -164,10 +164,7 @@ def test_auto_backend_runs_the_kernels_for_float32_only(monkeypatch: pytest.Monk
     import ssd_torch.matching as sm
 
     gt, lab, counts = pad_batch([np.array([[0.1, 0.2, 0.4, 0.6], [0.5, 0.5, 0.9, 0.8]])], [np.array([4, 2])])
-    ran = []
-    for name in ("_match_numba", "_match_torch"):
-        real = getattr(sm, name)
-        monkeypatch.setattr(sm, name, lambda *a, _real=real, _name=name: ran.append(_name) or _real(*a))
+    ran = record_calls(monkeypatch, sm, "_match_numba", "_match_torch")
     auto = match_batch(gt, lab, counts, SSD300_32, backend="auto")
     numba = match_batch(gt, lab, counts, SSD300_32, backend="numba")
     assert ran == ["_match_numba", "_match_numba"]
@@ -178,21 +175,13 @@ def test_auto_backend_runs_the_kernels_for_float32_only(monkeypatch: pytest.Monk
         match_batch(gt, lab, counts, SSD300_32, backend="cuda")
 
 
-def _spy_validator(monkeypatch: pytest.MonkeyPatch) -> list:
-    """Count the calls of the one ground-truth validator from both layers that import it."""
+def _spy_validator(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
+    """Record the calls of the one ground-truth validator from both layers that import it."""
     import kernels.interop
     import ssd_torch.matching
-    from reference.matching import check_padded_ground_truth
 
-    calls: list = []
-
-    def spy(*args: object) -> None:
-        calls.append(args)
-        check_padded_ground_truth(*args)
-
-    monkeypatch.setattr(ssd_torch.matching, "check_padded_ground_truth", spy)
-    monkeypatch.setattr(kernels.interop, "check_padded_ground_truth", spy)
-    return calls
+    return (record_calls(monkeypatch, ssd_torch.matching, "check_padded_ground_truth"),
+            record_calls(monkeypatch, kernels.interop, "check_padded_ground_truth"))
 
 
 @pytest.mark.parametrize("backend", ["torch", "numba"])
@@ -205,7 +194,7 @@ def test_validate_checks_once_and_false_reaches_the_kernels(backend: str, valida
     gt = torch.tensor([[[0.1, 0.2, 0.4, 0.6], [0.5, 0.5, 0.9, 0.8]]])
     args = (gt, torch.tensor([[4, 2]]), torch.tensor([2]), SSD300_32)
     match_batch(*args, backend=backend, validate=validate)
-    assert len(calls) == int(validate)
+    assert sum(map(len, calls)) == int(validate)
     gt[0, 1, 2] = 0.5  # zero width
     if validate:
         with pytest.raises(ValueError, match="gt box 1 of image 0 is degenerate"):
@@ -213,4 +202,4 @@ def test_validate_checks_once_and_false_reaches_the_kernels(backend: str, valida
     else:
         labels, _ = match_batch(*args, backend=backend, validate=False)
         assert labels.shape == (1, SSD300_32.shape[0])
-    assert len(calls) == 2 * int(validate)
+    assert sum(map(len, calls)) == 2 * int(validate)

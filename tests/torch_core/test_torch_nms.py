@@ -14,7 +14,7 @@ import reference.coding as rc
 import reference.nms as rn
 from ssd_torch.nms import Detections, nms_keep_torch, postprocess, select_candidates, stable_topk
 from ssd_torch.priors import default_boxes
-from torch_cases import SMALL_SPEC
+from torch_cases import SMALL_SPEC, record_calls
 
 PRI64 = default_boxes(SMALL_SPEC, dtype=torch.float64)  # 88 priors
 P = PRI64.shape[0]
@@ -190,10 +190,7 @@ def test_auto_backend_runs_the_kernels_for_float32_only(monkeypatch: pytest.Monk
     # numba is a required dependency: "auto" must reach the kernels on CPU float32 and the torch mask in float64
     import ssd_torch.nms as sn
 
-    ran = []
-    for name in ("_nms_keep_numba", "nms_keep_torch"):
-        real = getattr(sn, name)
-        monkeypatch.setattr(sn, name, lambda *a, _real=real, _name=name: ran.append(_name) or _real(*a))
+    ran = record_calls(monkeypatch, sn, "_nms_keep_numba", "nms_keep_torch")
     g = torch.Generator().manual_seed(1)
     loc, conf = torch.randn(1, P, 4, generator=g) * 0.5, torch.randn(1, P, 3, generator=g)
     postprocess(loc, conf, PRI64.float(), backend="auto")

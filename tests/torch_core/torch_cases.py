@@ -7,7 +7,10 @@ encoded offsets 1e-4 relative (they divide by small prior sizes and take logs), 
 """
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
+import pytest
 import torch
 from hypothesis import strategies as st
 
@@ -57,3 +60,13 @@ def pad_batch(boxes: list, labels: list, extra: int = 0, dtype: torch.dtype = to
         out_b[i, : len(bx)] = torch.as_tensor(bx, dtype=torch.float64).reshape(-1, 4)
         out_l[i, : len(lb)] = torch.as_tensor(lb, dtype=torch.int64)
     return out_b.to(dtype), out_l, torch.tensor(counts, dtype=torch.int64)
+
+
+def record_calls(monkeypatch: pytest.MonkeyPatch, module: ModuleType, *names: str) -> list[str]:
+    """Wrap the functions ``names`` of ``module`` so that each call appends its name to the returned list (and
+    still runs): which implementation a dispatcher really reached."""
+    calls: list[str] = []
+    for name in names:
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    return calls
