@@ -1,7 +1,10 @@
 """Ground-truth ↔ prior matching for one image (docs/CONTRACT.md "Matching"; SSD paper §2.2 "Matching strategy").
 
 A literal transcription of docs/CONTRACT.md steps 1-6, with a Python loop for the forcing step: this is the oracle,
-readability wins over speed.
+readability wins over speed. Also the home of two matching rules that every layer applies:
+:func:`check_padded_ground_truth` (step 6 on a padded batch: the one ground-truth validator of ``ssd_torch`` and
+``kernels``) and :func:`float32_ambiguous_priors` (which priors a float32 path may legitimately decide either way:
+the one near-tie rule of the tests and ``ssd_torch.parity``).
 """
 from __future__ import annotations
 
@@ -111,7 +114,8 @@ def match(gt_boxes: np.ndarray, gt_labels: np.ndarray, priors: np.ndarray,
 #: How far a float32 path's box coordinates may sit from the reference's, in normalised units: one float32 ulp
 #: at 1.0 (2^-23). The float32 paths derive prior corners from cxcywh (``cx - w / 2`` rounds to half an ulp) and
 #: may start from priors that are themselves float32 roundings of the reference's; the rest of the IoU arithmetic
-#: rounds relative to its own operands and stays inside the first-order bound below.
+#: rounds relative to its own operands and stays inside the first-order bound below (the torch layer's float32
+#: IoUs stay within it on random SSD300 batches: tests/torch_core/test_torch_matching.py).
 FLOAT32_COORD_TOL = 2.0 ** -23
 
 

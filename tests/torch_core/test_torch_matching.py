@@ -5,16 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import reference.boxes as rb
 import reference.loss as rl
 import reference.priors as rp
+from reference.matching import float32_ambiguous_priors, float32_iou_tolerance
+from ssd_torch.boxes import box_iou, cxcywh_to_xyxy
 from ssd_torch.matching import match_batch
 from ssd_torch.priors import default_boxes
-from reference.matching import float32_ambiguous_priors
-from torch_cases import SMALL_SPEC, pad_batch, padded_batch_st, record_calls
+from torch_cases import SMALL_SPEC, gt_boxes_st, pad_batch, padded_batch_st, record_calls
 
 SSD300_32 = default_boxes(rp.SSD300)
 
@@ -60,6 +61,20 @@ def test_float32_matches_reference(batch: tuple) -> None:
 @given(padded_batch_st(max_images=3, max_gt=20))
 def test_float32_matches_reference_ssd300(batch: tuple) -> None:
     _compare_float32(*batch, SSD300_32)
+
+
+@given(gt_boxes_st(max_gt=8), st.sampled_from(["small", "ssd300"]), st.booleans())
+def test_float32_iou_error_is_within_the_near_tie_tolerance(gt: np.ndarray, layout: str, rounded: bool) -> None:
+    """The assumption under reference.matching.float32_ambiguous_priors: the torch layer's float32 IoU (priors
+    converted to xyxy in float32) sits within float32_iou_tolerance of the float64 IoU, whether the reference
+    gets the float32 priors (the tests) or its own float64 ones (ssd_torch.parity)."""
+    spec = SMALL_SPEC if layout == "small" else rp.SSD300
+    priors32 = default_boxes(spec)
+    ref_priors = priors32.double().numpy() if rounded else rp.default_boxes(spec)
+    iou32 = box_iou(torch.from_numpy(gt).float(), cxcywh_to_xyxy(priors32)).double().numpy()
+    ref_xyxy = rb.cxcywh_to_xyxy(ref_priors)
+    error = np.abs(iou32 - rb.box_iou(gt, ref_xyxy))
+    assert np.all(error <= float32_iou_tolerance(gt, ref_xyxy))
 
 
 def _priors_xyxy(*boxes: tuple) -> torch.Tensor:
