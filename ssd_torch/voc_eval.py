@@ -21,7 +21,6 @@ Boxes are pixel ``xyxy`` as in the VOC XML (1-based, inclusive), hence the devki
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
