@@ -12,10 +12,11 @@ Run ``python -m benchmarks.bench_torch [--repeats N] [--threads T] [--device cpu
 * loss forward, B=32, C=21: ``multibox_loss_from_targets`` vs ``SSD.compute_loss`` (both given the matches),
   and ``MultiBoxLoss`` (matching included) vs ``SSDMatcher`` per image + ``compute_loss``.
 
-Where ``kernels.interop`` imports, the ``backend="numba"`` variants are timed too. The torch variants of a task
-run round-robin (``benchmarks.common.time_interleaved``) so that bursts of load on a shared machine hit them
-alike; medians of wall and process CPU time over ``--repeats`` runs after warm-up are printed as a table and
-written to ``benchmarks/results/torch_<device>.json``. The reference gets fewer repeats (it is slow by design).
+Where the kernels run on ``--device`` (``ssd_torch.backend.numba_usable``), the ``backend="numba"`` variants are
+timed too. The torch variants of a task run round-robin (``benchmarks.common.time_interleaved``) so that bursts
+of load on a shared machine hit them alike; medians of wall and process CPU time over ``--repeats`` runs after
+warm-up are printed as a table and written to ``benchmarks/results/torch_<device>.json``. The reference gets
+fewer repeats (it is slow by design).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import torch
 import reference.loss as ref_loss
 import reference.nms as ref_nms
 from benchmarks.common import Timing, cpu_ms, format_table, ms, ratio, time_call, time_interleaved, write_results
+from ssd_torch.backend import numba_usable
 from ssd_torch.boxes import cxcywh_to_xyxy
 from ssd_torch.loss import MultiBoxLoss, multibox_loss_from_targets
 from ssd_torch.matching import match_batch
@@ -71,15 +73,6 @@ def tv_match_encode(matcher: Any, coder: Any, gt_list: list, label_list: list,
         cls[fg] = labels[matched[fg]]
         out.append((cls, coder.encode_single(boxes[matched[fg]], anchors_xyxy[fg]), matched))
     return out
-
-
-def _numba_available() -> bool:
-    """Whether the optional numba backend (``kernels.interop``) imports."""
-    try:
-        import kernels.interop  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _run(args: argparse.Namespace, fns: dict, names: dict, sync: Callable | None) -> dict[str, Timing]:
@@ -206,13 +199,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="results file name (default torch_<device>.json)")
     p.add_argument("--no-numba", dest="numba", action="store_false",
-                   help="skip the backend='numba' rows (they are skipped anyway when kernels.interop is missing)")
+                   help="skip the backend='numba' rows (skipped anyway where the kernels cannot run on --device)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    args.numba = args.numba and _numba_available()
+    args.numba = args.numba and numba_usable(torch.device(args.device).type)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

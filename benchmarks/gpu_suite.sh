@@ -78,7 +78,8 @@ EOF
 HAS_CUDA=$("$PY" -c "from kernels.interop import cuda_available; print(int(cuda_available()))" 2>/dev/null || echo 0)
 note "CUDA usable by torch and numba: $HAS_CUDA"
 
-# 2. real-GPU tests (skip with their reason when there is no GPU).
+# 2. the GPU tests: the "cuda" parameter of every kernel test (kernel_cases.cpu_and_cuda) and the GPU-only ones
+#    (tests/kernels/test_kernels_cuda.py); they skip with their reason when there is no GPU.
 stage tests 120 tests_gpu.log "$PY" -m pytest -m gpu tests/kernels -q -rs -p no:cacheprovider
 TEST_RC=$?
 tail -n 3 "$OUTDIR/tests_gpu.log" | sed 's/^/  tests: /' | tee -a "$SUMMARY"

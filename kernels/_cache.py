@@ -1,7 +1,7 @@
 """On-disk cache for the ``@njit`` CPU twins, invalidated by *any* kernels source they compile from.
 
-Compiling the two parallel CPU twins costs several seconds per process (about 7 s on the 2-core CI machine),
-which every CLI call, demo run and test subprocess would pay again. numba's own ``cache=True`` keys a cached
+Compiling the two parallel CPU twins costs several seconds per process, which every CLI call, demo run and test
+subprocess would pay again. numba's own ``cache=True`` keys a cached
 function on the content of the one file that defines it, but the twins inline device-agnostic arithmetic from
 ``kernels/_boxmath.py`` (and helpers from their own module): an edit there would leave a stale, *wrong*
 machine-code cache in place. So the twins are compiled with ``cache=False`` and then given a cache whose source

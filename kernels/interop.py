@@ -9,10 +9,13 @@
 Input rules (a wrong input raises ``TypeError``/``ValueError`` naming the argument, never a silent result):
 float tensors must be float32; integer tensors may be any integer dtype (int64 is used as is, others are
 converted to int64 — a copy); non-contiguous tensors are copied with ``.contiguous()``; all tensors must sit
-on one device. Value checks that need the data itself (degenerate gt boxes, counts outside their range) run
-for CPU tensors only by default (``check_values=None``): on CUDA they would need a host synchronisation, so
-they are opt-in there (``check_values=True``); the kernels clamp counts to their valid range so that an
-unchecked bad count can never read out of bounds.
+on one device. Value checks that need the data itself run for CPU tensors only by default
+(``check_values=None``): on CUDA they would need a host synchronisation, so they are opt-in there
+(``check_values=True``), and ``False`` turns them off (``ssd_torch.matching.match_batch`` passes ``False``: it
+validated already, or was told not to). The ground truth is checked by the reference's one validator,
+``reference.matching.check_padded_ground_truth`` (docs/CONTRACT.md "Matching" step 6), and the variances by
+``reference.coding.check_variances``; the kernels clamp counts to their valid range so that an unchecked bad
+count can never read out of bounds.
 """
 from __future__ import annotations
 
@@ -20,6 +23,9 @@ import contextlib
 from typing import Any, Iterator, Optional, Sequence
 
 import torch
+
+from reference.coding import check_variances
+from reference.matching import check_padded_ground_truth
 
 from . import matching as _matching
 from . import nms as _nms
@@ -83,30 +89,6 @@ def _check_counts(counts: torch.Tensor, upper: int, name: str) -> None:
         raise ValueError(f"{name}{list(index)} = {int(counts[index])} is outside [0, {upper}]")
 
 
-def _check_ground_truth(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: torch.Tensor) -> None:
-    """docs/CONTRACT.md "Matching" step 6 on the valid (non-padding) gts: positive finite size, label >= 1."""
-    _check_counts(counts, gt_boxes.shape[1], "counts")
-    valid = torch.arange(gt_boxes.shape[1], device=gt_boxes.device)[None, :] < counts[:, None]
-    wh = gt_boxes[..., 2:] - gt_boxes[..., :2]
-    finite = torch.isfinite(gt_boxes).all(dim=-1)
-    bad_box = valid & ~(finite & (wh > 0).all(dim=-1))
-    if bool(bad_box.any()):
-        b, g = (int(i) for i in bad_box.nonzero()[0])
-        raise ValueError(f"gt box [{b}, {g}] is degenerate or non-finite: {gt_boxes[b, g].tolist()}")
-    bad_label = valid & (gt_labels < 1)
-    if bool(bad_label.any()):
-        b, g = (int(i) for i in bad_label.nonzero()[0])
-        raise ValueError(f"gt label [{b}, {g}] is {int(gt_labels[b, g])}; object labels are 1..C-1")
-
-
-def _variances(variances: Sequence[float]) -> tuple[float, float]:
-    """The two encoding variances as Python floats (ValueError unless exactly two positive numbers)."""
-    values = tuple(float(v) for v in variances)
-    if len(values) != 2 or not all(v > 0 for v in values):
-        raise ValueError(f"variances must be two positive numbers, got {variances!r}")
-    return values[0], values[1]
-
-
 # ---------------------------------------------------------------------------------------------- CUDA glue
 @contextlib.contextmanager
 def _torch_stream(device: torch.device) -> Iterator[Any]:
@@ -151,9 +133,9 @@ def match_batch_numba(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: t
     device = _same_device(gt_boxes=gt_boxes, gt_labels=gt_labels, counts=counts, priors=priors)
     if num_priors == 0:
         raise ValueError("priors must hold at least one prior, got shape [0, 4]")
-    v0, v1 = _variances(variances)
+    v0, v1 = check_variances(variances)
     if check_values if check_values is not None else device.type == "cpu":
-        _check_ground_truth(gt_boxes, gt_labels, counts)
+        check_padded_ground_truth(gt_boxes.cpu(), gt_labels.cpu(), counts.cpu())  # docs/CONTRACT.md step 6
     if num_images == 0 or max_gt == 0:  # G = 0: every prior is background, loc targets 0
         return (torch.zeros((num_images, num_priors), dtype=torch.int64, device=device),
                 torch.zeros((num_images, num_priors, 4), dtype=torch.float32, device=device))

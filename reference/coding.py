@@ -13,7 +13,7 @@ import numpy as np
 
 from .boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
 
-__all__ = ["DECODE_CLAMP", "encode", "decode"]
+__all__ = ["DECODE_CLAMP", "encode", "decode", "check_variances"]
 
 DECODE_CLAMP: float = math.log(1000.0 / 16.0)
 
@@ -55,3 +55,12 @@ def decode(loc: np.ndarray, priors: np.ndarray,
     cxcy = priors[:, :2] + loc[:, :2] * v0 * priors[:, 2:]
     wh = priors[:, 2:] * np.exp(np.minimum(loc[:, 2:] * v1, DECODE_CLAMP))
     return cxcywh_to_xyxy(np.concatenate([cxcy, wh], axis=1))
+
+
+def check_variances(variances: Sequence[float]) -> tuple[float, float]:
+    """The two encoding variances ``(v0, v1)`` of docs/CONTRACT.md "Encoding" as floats; ValueError unless they
+    are exactly two positive numbers. The one check of ``ssd_torch.coding`` and ``kernels.interop``."""
+    values = tuple(float(v) for v in variances)
+    if len(values) != 2 or not all(v > 0 for v in values):
+        raise ValueError(f"variances must be two positive numbers, got {tuple(variances)!r}")
+    return values[0], values[1]

@@ -15,7 +15,7 @@ from typing import Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["VocResult", "voc_ap", "evaluate_voc", "RECALL_POINTS_11"]
+__all__ = ["VocResult", "voc_ap", "evaluate_voc", "pixel_boxes", "RECALL_POINTS_11"]
 
 #: The 11 recall thresholds {0.0, 0.1, ..., 1.0}, each the double nearest to i/10. Neither np.arange(0, 1.1, 0.1)
 #: nor np.linspace(0, 1, 11) gives these (both produce 0.30000000000000004, which misses a recall of exactly 0.3).
@@ -154,7 +154,7 @@ def _collect_ground_truth(ground_truth: Mapping[Hashable, tuple], num_classes: i
     by_class: dict[int, dict] = {c: {} for c in range(1, num_classes)}
     npos = {c: 0 for c in range(1, num_classes)}
     for img, (boxes, labels, difficult) in ground_truth.items():
-        boxes = _pixel_boxes(boxes, f"ground truth of image {img!r}")
+        boxes = pixel_boxes(boxes, f"ground truth of image {img!r}")
         labels = _labels(labels, len(boxes), num_classes, f"ground truth of image {img!r}")
         difficult = np.asarray(difficult, dtype=bool).reshape(-1)
         if difficult.shape != labels.shape:
@@ -173,7 +173,7 @@ def _collect_detections(detections: Mapping[Hashable, tuple], ground_truth: Mapp
     for img, (boxes, scores, labels) in detections.items():
         if img not in ground_truth:
             raise ValueError(f"detections for image {img!r}, which has no ground-truth entry")
-        boxes = _pixel_boxes(boxes, f"detections of image {img!r}")
+        boxes = pixel_boxes(boxes, f"detections of image {img!r}")
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)
         labels = _labels(labels, len(boxes), num_classes, f"detections of image {img!r}")
         if scores.shape != labels.shape:
@@ -183,7 +183,10 @@ def _collect_detections(detections: Mapping[Hashable, tuple], ground_truth: Mapp
     return by_class
 
 
-def _pixel_boxes(boxes: np.ndarray, where: str) -> np.ndarray:
+def pixel_boxes(boxes: np.ndarray, where: str) -> np.ndarray:
+    """``boxes`` as a float64 ``[N, 4]`` array of pixel xyxy boxes (an empty input becomes ``[0, 4]``);
+    ValueError naming ``where`` (e.g. ``"detections of image 'a'"``) for any other shape. The one shape check
+    of both VOC evaluators."""
     arr = np.asarray(boxes, dtype=np.float64)
     if arr.size == 0:
         arr = arr.reshape(0, 4)

@@ -1,9 +1,11 @@
 """Which implementation runs for ``backend="auto"``: the one place that reads the benchmark verdict.
 
-Measured (benchmarks/results/torch_cpu.json, torch_cuda.json): the numba kernels beat the torch-vectorised code
-for batched match+encode (2-core CPU: 9.5 ms vs 137 ms at B=32; H200: 1.3 ms vs 1.8 ms) and for the NMS keep
-mask (CPU post-processing 58 ms vs 102 ms; H200 22x vs 3.9x torchvision). So ``"auto"`` is ``"numba"`` wherever
-the kernels can run on the tensors' device and dtype (float32), else ``"torch"``.
+The numba kernels beat the torch-vectorised code for batched match+encode and for the NMS keep mask of the
+post-processing, on the CPU and on a CUDA GPU. The figures (medians, ratios against the torch and torchvision
+baselines of the same run, machine and settings) are in ``benchmarks/results/``: ``torch_<device>.json``
+(``python -m benchmarks.bench_torch``) and ``kernels_<device>.json`` (``python -m benchmarks.bench_kernels``). So
+``"auto"`` is ``"numba"`` wherever the kernels can run on the tensors' device and dtype (float32), else
+``"torch"``; re-run the benchmarks before changing that.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ BACKENDS: tuple[str, ...] = ("torch", "numba", "auto")
 
 @functools.lru_cache(maxsize=None)
 def numba_usable(device_type: str) -> bool:
-    """True when the numba kernels import and can run on ``device_type`` ("cpu" or "cuda")."""
+    """True when the numba kernels import and can run on ``device_type`` ("cpu" or "cuda"): the one check of
+    numba's availability (``resolve_backend``, ``ssd_torch.parity``, the benchmarks)."""
     try:
         from kernels import interop
     except Exception:  # numba missing or broken: the torch path still works

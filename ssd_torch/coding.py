@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from reference.coding import DECODE_CLAMP
+from reference.coding import DECODE_CLAMP, check_variances
 
 from .boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
 
@@ -29,18 +29,12 @@ def _check_pair(x: torch.Tensor, priors: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must have shape [..., {priors.shape[0]}, 4], got {tuple(x.shape)}")
 
 
-def _variances(variances: Sequence[float]) -> tuple[float, float]:
-    if len(variances) != 2 or not all(float(v) > 0 for v in variances):
-        raise ValueError(f"variances must be two positive numbers, got {tuple(variances)}")
-    return float(variances[0]), float(variances[1])
-
-
 def encode_planes(gt_planes: Sequence[torch.Tensor], priors: torch.Tensor,
                   variances: Sequence[float] = (0.1, 0.2)) -> list[torch.Tensor]:
     """:func:`encode` on per-coordinate planes: ``(x0, y0, x1, y1)``, each ``[..., P]`` -> ``[t_x, t_y, t_w,
     t_h]``, each ``[..., P]``. Long contiguous planes keep the elementwise loops fast; the batched matcher uses
     it to mask background priors before the one final stack."""
-    v0, v1 = _variances(variances)
+    v0, v1 = check_variances(variances)
     x0, y0, x1, y1 = gt_planes
     d_cx, d_cy, d_w, d_h = priors.unbind(-1)
     # Same operations as reference.boxes.xyxy_to_cxcywh + reference.coding.encode, in the same order.
@@ -68,7 +62,7 @@ def decode(loc: torch.Tensor, priors: torch.Tensor,
     ``cx = d_cx + t_x v0 d_w``; ``w = d_w exp(min(t_w v1, DECODE_CLAMP))``. No clamping to the image here.
     """
     _check_pair(loc, priors, "loc")
-    v0, v1 = _variances(variances)
+    v0, v1 = check_variances(variances)
     t_x, t_y, t_w, t_h = loc.unbind(-1)
     d_cx, d_cy, d_w, d_h = priors.unbind(-1)
     cx = d_cx + t_x * v0 * d_w

@@ -18,6 +18,8 @@ from typing import Sequence
 
 import torch
 
+from reference.matching import check_padded_ground_truth
+
 from .boxes import cxcywh_to_xyxy, pairwise_inter_union
 from .backend import BACKENDS, resolve_backend
 from .coding import encode_planes
@@ -49,26 +51,6 @@ def _check_inputs(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: torch
         raise TypeError(f"gt_labels and counts must be integer tensors, got {gt_labels.dtype} and {counts.dtype}")
 
 
-def _validate_values(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: torch.Tensor) -> None:
-    """Value checks (they synchronise with the device), the reference's rules for real (non-padded) gts:
-    counts in [0, G], finite non-degenerate boxes (docs/CONTRACT.md matching step 6), labels >= 1."""
-    g = gt_boxes.shape[1]
-    if bool(((counts < 0) | (counts > g)).any()):
-        raise ValueError(f"counts must lie in [0, G={g}], got {counts.tolist()}")
-    valid = torch.arange(g, device=counts.device)[None, :] < counts[:, None]
-    wh = gt_boxes[..., 2:] - gt_boxes[..., :2]
-    bad = valid & ~((wh > 0).all(dim=-1) & torch.isfinite(gt_boxes).all(dim=-1))
-    if bool(bad.any()):
-        b, i = (int(v) for v in bad.nonzero()[0])
-        raise ValueError(f"ground-truth box {i} of image {b} is degenerate (width or height <= 0) or not "
-                         f"finite: {gt_boxes[b, i].tolist()}")
-    bad_label = valid & (gt_labels < 1)
-    if bool(bad_label.any()):
-        b, i = (int(v) for v in bad_label.nonzero()[0])
-        raise ValueError(f"gt label {i} of image {b} is {int(gt_labels[b, i])}; object labels are 1..C-1 "
-                         f"(0 is background)")
-
-
 def match_batch(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: torch.Tensor, priors: torch.Tensor,
                 iou_threshold: float = 0.5, variances: Sequence[float] = (0.1, 0.2), backend: str = "torch",
                 validate: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,7 +62,9 @@ def match_batch(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: torch.T
         counts: ``Tensor[B]`` int, number of real boxes per image (0 allowed).
         priors: ``Tensor[P, 4]`` cxcywh normalised.
         backend: ``"torch"``, ``"numba"`` (``kernels.interop``) or ``"auto"``.
-        validate: check counts and reject degenerate real gt boxes with a ``ValueError`` (syncs on CUDA).
+        validate: docs/CONTRACT.md "Matching" step 6 (``reference.matching.check_padded_ground_truth``: counts
+            in [0, G], finite non-degenerate real boxes, labels >= 1; ``ValueError``), once, whichever backend
+            runs; it reads the values, a host sync on CUDA. ``False`` checks nothing, the kernels included.
 
     Returns:
         ``labels[B, P]`` int64 (0 = background) and ``loc_targets[B, P, 4]`` (0 for background priors) in the
@@ -91,8 +75,8 @@ def match_batch(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: torch.T
     device = priors.device
     gt_boxes, priors = gt_boxes.to(device=device, dtype=dtype), priors.to(dtype=dtype)
     gt_labels, counts = gt_labels.to(device=device, dtype=torch.int64), counts.to(device=device, dtype=torch.int64)
-    if validate:
-        _validate_values(gt_boxes, gt_labels, counts)
+    if validate:  # docs/CONTRACT.md "Matching" step 6, the reference's one validator (a host sync on CUDA)
+        check_padded_ground_truth(gt_boxes.detach().to("cpu", torch.float64), gt_labels.cpu(), counts.cpu())
     if _resolve_backend(backend, device, dtype) == "numba":
         return _match_numba(gt_boxes, gt_labels, counts, priors, iou_threshold, variances)
     return _match_torch(gt_boxes, gt_labels, counts, priors, iou_threshold, variances)
@@ -100,13 +84,14 @@ def match_batch(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: torch.T
 
 def _match_numba(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: torch.Tensor, priors: torch.Tensor,
                  iou_threshold: float, variances: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Delegate to the numba kernels (imported lazily: numba is optional for the torch path)."""
-    try:
+    """Delegate to the numba kernels, which never validate again: :func:`match_batch` checked the values
+    already (``validate=True``) or was told not to (``validate=False``: no host sync on CUDA)."""
+    try:  # imported lazily, as in ssd_torch.nms: the torch path never loads numba
         from kernels.interop import match_batch_numba
     except ImportError as exc:  # also raised when kernels.interop exists but lacks the function
         raise ImportError(f"backend='numba' needs kernels.interop.match_batch_numba, which failed to import: "
                           f"{exc}") from exc
-    return match_batch_numba(gt_boxes, gt_labels, counts, priors, iou_threshold, variances)
+    return match_batch_numba(gt_boxes, gt_labels, counts, priors, iou_threshold, variances, check_values=False)
 
 
 # Padded gt rows are replaced by this box, far outside every normalised prior: its IoU with any prior is exactly

@@ -1,8 +1,9 @@
 """Fast VOC07 evaluator: the rules of ``reference.voc_eval`` (the devkit's ``VOCevaldet.m``), vectorised in NumPy.
 
 Same signature and result as :func:`reference.voc_eval.evaluate_voc` — the same AP floats, bit for bit — but
-without a Python loop over detections: 5,000 images x 200 detections (20 classes) score in ~0.4 s on a quiet
-16-core Xeon, 35-40x faster than the reference loop (``python -m benchmarks.bench_voc_eval``). The rules (docs/CONTRACT.md "VOC evaluation") and how they are vectorised:
+without a Python loop over detections (timings against the reference loop: ``benchmarks/results/voc_eval.json``,
+from ``python -m benchmarks.bench_voc_eval``). The rules (docs/CONTRACT.md "VOC evaluation") and how they are
+vectorised:
 
 1. Each detection takes the gt box *of its class in its image* with the highest IoU (pixels, +1 widths, overlap
    only when ``iw > 0 and ih > 0``; first gt wins a tie). This does not depend on which boxes are already
@@ -20,12 +21,11 @@ Boxes are pixel ``xyxy`` as in the VOC XML (1-based, inclusive), hence the devki
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from reference.voc_eval import VocResult, summarize_tp_fp, voc_ap
+from reference.voc_eval import VocResult, pixel_boxes, summarize_tp_fp, voc_ap
 
 __all__ = ["evaluate_voc", "VocResult", "voc_ap", "match_detections"]
 
@@ -49,7 +49,7 @@ def _flatten_ground_truth(
     for image_id, entry in ground_truth.items():
         if len(entry) != 3:
             raise ValueError(f"ground_truth[{image_id!r}] must be (boxes, labels, difficult), got {len(entry)} items")
-        boxes = _pixel_boxes(entry[0], f"ground truth of image {image_id!r}")
+        boxes = pixel_boxes(_as_array(entry[0], np.float64), f"ground truth of image {image_id!r}")
         labels = _as_array(entry[1], np.int64).reshape(-1)
         difficult = _as_array(entry[2], bool).reshape(-1)
         if not (len(boxes) == len(labels) == len(difficult)):
@@ -79,7 +79,7 @@ def _flatten_detections(
         if image_id not in image_index:
             raise ValueError(f"detections for image {image_id!r}, which has no ground-truth entry "
                              f"(every scored image needs one, possibly empty)")
-        boxes = _pixel_boxes(entry[0], f"detections of image {image_id!r}")
+        boxes = pixel_boxes(_as_array(entry[0], np.float64), f"detections of image {image_id!r}")
         scores = _as_array(entry[1], np.float64).reshape(-1)
         labels = _as_array(entry[2], np.int64).reshape(-1)
         if not (len(boxes) == len(scores) == len(labels)):
@@ -91,15 +91,6 @@ def _flatten_detections(
         parts_lab.append(labels)
     return _concat(parts_img, np.int64), _concat_boxes(parts_box), _concat(parts_score, np.float64), \
         _concat(parts_lab, np.int64)
-
-
-def _pixel_boxes(boxes: Any, where: str) -> np.ndarray:
-    arr = _as_array(boxes, np.float64)
-    if arr.size == 0:
-        arr = arr.reshape(0, 4)
-    if arr.ndim != 2 or arr.shape[1] != 4:
-        raise ValueError(f"{where}: boxes must have shape [N, 4], got {arr.shape}")
-    return arr
 
 
 def _concat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:

@@ -13,7 +13,6 @@ epochs + evaluations).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import statistics
@@ -22,8 +21,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ssd_torch.cli import UserError, run_cli
+from ssd_torch.evaluation.visualize import read_csv_rows
 
-__all__ = ["RunSummary", "read_csv_rows", "summarize_run", "markdown_table", "plot_loss_curves", "main"]
+__all__ = ["RunSummary", "summarize_run", "markdown_table", "plot_loss_curves", "main"]
 
 HEADERS = ("run", "batch", "accum", "eff. batch", "LR", "mAP", "peak mem (MiB)", "img/s", "wall time")
 
@@ -41,14 +41,6 @@ class RunSummary:
     peak_memory_mb: float | None
     images_per_s: float | None
     wall_s: float | None
-
-
-def read_csv_rows(path: Path) -> list[dict[str, str]]:
-    """The rows of a CSV file with a header, or ``[]`` when the file is absent or empty."""
-    if not path.is_file():
-        return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def _floats(rows: list[dict[str, str]], column: str) -> list[float]:

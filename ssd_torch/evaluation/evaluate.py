@@ -20,7 +20,8 @@ from ssd_torch.data.voc import normalized_to_pixel
 __all__ = ["run_inference", "evaluate_detections", "ground_truth_of", "normalized_to_voc_pixels",
            "format_ap_table", "evaluate_model"]
 
-Detections = dict[Hashable, tuple[np.ndarray, np.ndarray, np.ndarray]]
+#: ``{image_id: (boxes[D,4] VOC pixels, scores[D], labels[D])}``; not ``ssd_torch.nms.Detections`` (one image).
+DetectionsByImage = dict[Hashable, tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 class _Indexed(Dataset):
@@ -51,7 +52,7 @@ def run_inference(model: nn.Module, dataset: Any, priors: Tensor, batch_size: in
                   device: str | torch.device = "cpu", backend: str = "torch", *, num_workers: int = 0,
                   variances: tuple[float, float] = (0.1, 0.2), score_threshold: float = 0.01, top_k: int = 400,
                   nms_threshold: float = 0.45, max_detections: int = 200, amp_dtype: torch.dtype | None = None,
-                  channels_last: bool = False, progress: bool = False) -> Detections:
+                  channels_last: bool = False, progress: bool = False) -> DetectionsByImage:
     """Detections of ``model`` on every image of ``dataset``: ``{image_id: (boxes[D,4] VOC pixels, scores[D],
     labels[D])}`` (labels 1..C-1). ``priors``: ``Tensor[P, 4]`` cxcywh normalised. The model is put in eval
     mode (and left there)."""
@@ -63,7 +64,7 @@ def run_inference(model: nn.Module, dataset: Any, priors: Tensor, batch_size: in
     priors = priors.to(device)
     loader = DataLoader(_Indexed(dataset), batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=_collate)
-    out: Detections = {}
+    out: DetectionsByImage = {}
     for indices, images in tqdm(loader, disable=not progress, desc="inference", unit="batch"):
         images = images.to(device)
         if channels_last:
@@ -98,7 +99,7 @@ def _evaluator() -> Any:
     return evaluate_voc
 
 
-def evaluate_detections(dataset: Any, detections: Detections, use_07_metric: bool = True,
+def evaluate_detections(dataset: Any, detections: DetectionsByImage, use_07_metric: bool = True,
                         num_classes: int | None = None, iou_threshold: float = 0.5) -> Any:
     """Score ``detections`` against ``dataset``'s annotations (difficult boxes ignored, VOC rules) -> VocResult.
 

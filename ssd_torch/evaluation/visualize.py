@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["class_colour", "draw_detections", "plot_training_curves"]
+__all__ = ["class_colour", "draw_detections", "plot_training_curves", "read_csv_rows"]
 
 _PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
             (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
@@ -56,7 +56,9 @@ def draw_detections(image: Image.Image, boxes: np.ndarray, scores: np.ndarray, l
     return out
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a run's CSV log (``metrics.csv``, ``epochs.csv``, ``eval.csv``: a header, then one dict per
+    row), or ``[]`` when the file is absent or empty. The one reader of ``ssd-report`` and the curves here."""
     if not path.is_file():
         return []
     with path.open(newline="") as f:
@@ -81,10 +83,10 @@ def plot_training_curves(run_dir: str | Path, out_name: str = "curves.png") -> P
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    rows = _read_csv(run_dir / "metrics.csv")
+    rows = read_csv_rows(run_dir / "metrics.csv")
     if not rows:
         return None
-    evals = _read_csv(run_dir / "eval.csv")
+    evals = read_csv_rows(run_dir / "eval.csv")
     step = _column(rows, "step")
     fig, axes = plt.subplots(1, 3 if evals else 2, figsize=(15 if evals else 10, 4))
     for key in ("loss", "loc_loss", "conf_loss"):

@@ -1,18 +1,22 @@
-"""ssd-crosscheck: every path agrees with the reference on real batches, and a deliberately broken path fails."""
+"""ssd-crosscheck and its library ssd_torch.parity: every path agrees with the reference on real batches, and a
+path broken at any check (a fault injected by monkeypatching the function the library calls) fails loudly."""
 from __future__ import annotations
 
-import copy
 from pathlib import Path
+from typing import Any, Callable
 
+import numpy as np
 import pytest
 import torch
 
+from ssd_torch import parity
 from ssd_torch.cli import crosscheck as cc
-from ssd_torch.modeling.model_config import ssd300_slim
 from ssd_torch.data.synthetic import SYNTHETIC_CLASSES, generate_voc
 from ssd_torch.modeling.model import model_from_config
+from ssd_torch.modeling.model_config import ssd300_slim
+from ssd_torch.nms import Detections
 
-TORCH_CPU = cc.FastPath("torch-cpu", "cpu", "torch")
+TORCH_CPU = parity.FastPath("torch-cpu", "cpu", "torch")
 
 
 @pytest.fixture(scope="module")
@@ -21,9 +25,9 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def setup(tree: Path) -> tuple[list, torch.nn.Module, object]:
+def setup(tree: Path) -> tuple[list, torch.nn.Module, Any]:
     """One augmented batch of 2 images and a seeded random slim model (with its config)."""
-    batches = cc.load_batches([tree], "trainval", SYNTHETIC_CLASSES, batch_size=2, num_batches=1, seed=0)
+    batches = parity.load_batches([tree], "trainval", SYNTHETIC_CLASSES, batch_size=2, num_batches=1, seed=0)
     assert int(batches[0].counts.sum()) > 0  # real gt boxes reach the matching
     torch.manual_seed(0)
     cfg = ssd300_slim(num_classes=len(SYNTHETIC_CLASSES) + 1)
@@ -31,53 +35,99 @@ def setup(tree: Path) -> tuple[list, torch.nn.Module, object]:
 
 
 @pytest.fixture(scope="module")
-def computed(setup: tuple) -> tuple[cc.Results, cc.Results]:
-    """Reference and torch-cpu results on the batch, random slim model outputs."""
+def computed(setup: tuple) -> tuple[list, parity.Results]:
+    """The model outputs and the reference's results on the batch (shared by the fault-injection tests)."""
     batches, model, cfg = setup
-    outputs = cc._model_outputs(model, batches)
-    ref = cc.reference_results(cfg.prior_spec, batches, outputs)
-    return ref, cc.path_results(TORCH_CPU, cfg.prior_spec, batches, outputs, ref)
+    outputs = parity.model_outputs(model, batches)
+    return outputs, parity.reference_results(cfg.prior_spec, batches, outputs)
 
 
-def test_torch_cpu_agrees_with_reference(computed: tuple[cc.Results, cc.Results]) -> None:
-    ref, got = computed
-    rows = cc.compare("torch-cpu", ref, got)
-    assert [r.check for r in rows] == list(cc.CHECKS)
-    assert all(r.ok for r in rows), cc.format_rows(rows)
+def _torch_cpu_rows(setup: tuple, computed: tuple) -> list[parity.Row]:
+    batches, _, cfg = setup
+    outputs, ref = computed
+    return parity.compare("torch-cpu", ref, parity.path_results(TORCH_CPU, cfg.prior_spec, batches, outputs, ref))
+
+
+def test_torch_cpu_agrees_with_reference(setup: tuple, computed: tuple) -> None:
+    rows = _torch_cpu_rows(setup, computed)
+    assert [r.check for r in rows] == list(parity.CHECKS)
+    assert all(r.ok for r in rows), parity.format_rows(rows)
+    ref = computed[1]
     assert sum(len(scores) for _, scores, _ in ref.detections) > 0  # the detection row compared something
     assert rows[-1].agreement == 1.0
+    positives = int((np.concatenate(ref.labels) > 0).sum())
+    assert "positives away from float32 near-ties" in rows[2].note
+    assert int(rows[2].note.split()[0]) > 0.9 * positives  # near-ties are few: the targets row compares most
 
 
-@pytest.mark.parametrize("check", cc.CHECKS)
-def test_each_broken_check_fails_its_row_only(computed: tuple[cc.Results, cc.Results], check: str) -> None:
-    ref, got = computed
-    rows = cc.compare("torch-cpu", ref, cc.break_results(copy.deepcopy(got), {check}))
-    failed = [r.check for r in rows if not r.ok]
-    assert failed == [check], cc.format_rows(rows)
+# ---------------------------------------------------------------------------------------------- faults
+def _relabel(match: Callable) -> Callable:
+    def broken(*args: Any, **kwargs: Any) -> tuple:
+        labels, targets = match(*args, **kwargs)
+        quarter = torch.arange(labels.shape[1], device=labels.device) % 4 == 0
+        return torch.where(quarter, (labels + 1) % 3, labels), targets
+    return broken
 
 
-def test_ambiguous_priors_flag_ties_only() -> None:
-    import numpy as np
+def _shift_targets(match: Callable) -> Callable:
+    def broken(*args: Any, **kwargs: Any) -> tuple:
+        labels, targets = match(*args, **kwargs)
+        return labels, targets + 0.01
+    return broken
 
-    priors = np.array([[0.25, 0.5, 0.5, 1.0], [0.75, 0.5, 0.5, 1.0], [0.5, 0.5, 0.2, 0.2]])  # cxcywh
-    gt = np.array([[0.25, 0.0, 0.75, 1.0]])  # overlaps priors 0 and 1 equally (IoU 1/3): a forced-match tie
-    assert cc.ambiguous_priors(gt, priors).tolist() == [True, True, False]
-    gt_half = np.array([[0.0, 0.0, 0.5, 0.5]])  # IoU with prior 0 exactly 0.5: at the threshold
-    assert cc.ambiguous_priors(gt_half, priors[:1]).tolist() == [True]
-    assert cc.ambiguous_priors(np.zeros((0, 4)), priors).tolist() == [False] * 3
+
+def _scale_loss(loss: Callable) -> Callable:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        parts = loss(*args, **kwargs)
+        return parts._replace(loc=parts.loc * 1.01 + 0.01)
+    return broken
+
+
+def _drop_detections(post: Callable) -> Callable:
+    def broken(*args: Any, **kwargs: Any) -> list:
+        return [Detections(d.boxes[::2], d.scores[::2], d.labels[::2]) for d in post(*args, **kwargs)]
+    return broken
+
+
+def _shift_priors(boxes: Callable) -> Callable:
+    def broken(*args: Any, **kwargs: Any) -> torch.Tensor:
+        return boxes(*args, **kwargs) + 1e-3
+    return broken
+
+
+#: check -> (the parity function a broken path would get wrong, the fault)
+FAULTS = {"priors": ("default_boxes", _shift_priors), "matching": ("match_batch", _relabel),
+          "targets": ("match_batch", _shift_targets), "loss": ("multibox_loss_from_targets", _scale_loss),
+          "detections": ("postprocess", _drop_detections)}
+
+
+def _inject(monkeypatch: pytest.MonkeyPatch, check: str) -> None:
+    name, fault = FAULTS[check]
+    monkeypatch.setattr(parity, name, fault(getattr(parity, name)))
+
+
+@pytest.mark.parametrize("check", parity.CHECKS)
+def test_each_broken_check_fails_its_row(setup: tuple, computed: tuple, check: str,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    _inject(monkeypatch, check)
+    failed = [r.check for r in _torch_cpu_rows(setup, computed) if not r.ok]
+    if check == "priors":  # shifted priors also move the matching, the targets and the detections
+        assert "priors" in failed, failed
+    else:  # every other fault shows in its own row only
+        assert failed == [check]
 
 
 @pytest.mark.slow
-def test_cli_fails_loudly_on_a_broken_path(tree: Path, monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv(cc.BREAK_ENV, "torch-cpu:loss")
+def test_cli_exits_1_and_names_every_broken_check(tree: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    for check in parity.CHECKS:  # all at once (the two match_batch faults compose): one run of the tool
+        _inject(monkeypatch, check)
     args = ["--data", str(tree), "--split", "trainval", "--batches", "1", "--batch-size", "2", "--paths", "torch-cpu"]
     assert cc.main(args) == 1
     out = capsys.readouterr().out
-    assert "FAIL: loss on torch-cpu" in out and "1 row(s) out of tolerance" in out
-    monkeypatch.setenv(cc.BREAK_ENV, "torch-cpu:nonsense")
-    assert cc.main(args) == 2
-    assert "unknown check 'nonsense'" in capsys.readouterr().err
+    for check in parity.CHECKS:
+        assert f"FAIL: {check} on torch-cpu" in out, out
+    assert f"{len(parity.CHECKS)} row(s) out of tolerance" in out
 
 
 def test_cli_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -85,6 +135,13 @@ def test_cli_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "none does not exist" in capsys.readouterr().err
     assert cc.main(["--paths", "torch-tpu"]) == 2
     assert "not available here" in capsys.readouterr().err
+
+
+def test_available_paths_offer_numba_on_cpu() -> None:
+    # numba is a required dependency: its CPU twins must be offered (and hence checked) everywhere
+    names = [p.name for p in parity.available_paths()]
+    assert names[:2] == ["torch-cpu", "numba-cpu"]
+    assert ("torch-cuda" in names) == torch.cuda.is_available()
 
 
 @pytest.mark.slow
@@ -96,8 +153,8 @@ def test_cli_all_available_paths_pass_on_generated_data(tmp_path: Path, monkeypa
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     assert cc.main(["--batches", "1", "--batch-size", "2"]) == 0, capsys.readouterr().out
     out = capsys.readouterr().out
-    for path in cc.available_paths():
-        assert out.count(f" {path.name} ") == len(cc.CHECKS)
+    for path in parity.available_paths():
+        assert out.count(f" {path.name} ") == len(parity.CHECKS)
     assert "all paths within tolerance" in out
     assert not list(tmp_path.iterdir())  # the generated tree is removed afterwards
 
@@ -106,17 +163,18 @@ def test_cli_all_available_paths_pass_on_generated_data(tmp_path: Path, monkeypa
 def test_a_crashing_path_fails_its_rows_and_the_others_still_run(setup: tuple,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     # simulate a path whose kernels cannot compile: path_results raises for it
-    real = cc.path_results
+    real = parity.path_results
 
-    def flaky(path, *args):
+    def flaky(path: parity.FastPath, *args: Any) -> parity.Results:
         if path.name == "broken":
             raise AttributeError("module 'numpy' has no attribute 'row_stack'")
         return real(path, *args)
 
-    monkeypatch.setattr(cc, "path_results", flaky)
+    monkeypatch.setattr(parity, "path_results", flaky)
     batches, model, cfg = setup
-    rows = cc.run_crosscheck(batches, model, cfg.prior_spec, [cc.FastPath("broken", "cpu", "torch"), TORCH_CPU])
+    rows = parity.run_parity(batches, model, cfg.prior_spec, [parity.FastPath("broken", "cpu", "torch"), TORCH_CPU])
+    assert [r.check for r in rows] == [c for c in parity.CHECKS for _ in range(2)]  # grouped by check
     broken = [r for r in rows if r.path == "broken"]
-    assert len(broken) == len(cc.CHECKS) and not any(r.ok for r in broken)
+    assert len(broken) == len(parity.CHECKS) and not any(r.ok for r in broken)
     assert all("AttributeError" in r.note for r in broken)
     assert all(r.ok for r in rows if r.path == "torch-cpu")

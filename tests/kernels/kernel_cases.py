@@ -1,4 +1,7 @@
-"""Inputs and float64 oracles shared by the kernel tests (CPU twins, CUDA simulator, real GPU).
+"""Inputs, float64 oracles and the device parameter shared by the kernel tests (CPU twins, CUDA simulator, GPU).
+
+Every property test runs on ``cpu_and_cuda()`` (torchvision ``test_ops`` style): the ``"cuda"`` parameter is
+marked ``gpu`` and skipped, with the reason, where torch and numba see no usable CUDA device.
 
 Boxes live on a coarse dyadic grid (multiples of 1/16 or 1/32): every corner, area, intersection and union is
 then exact in float32 *and* float64, and two different IoUs differ by far more than a float32 ulp, so the
@@ -10,13 +13,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 from hypothesis import strategies as st
 
-from reference.boxes import box_iou, cxcywh_to_xyxy
 from reference.loss import match_and_encode
+from reference.matching import float32_ambiguous_priors
 from reference.nms import nms as reference_nms
 
 VARIANCES = (0.1, 0.2)
+
+
+def cuda_skip_reason() -> str:
+    """Why the CUDA kernels cannot run here ("" when they can): torch and numba must both see the GPU."""
+    import torch
+
+    from kernels.interop import cuda_available
+
+    if not torch.cuda.is_available():
+        return "no CUDA device: torch.cuda.is_available() is False"
+    if not cuda_available():
+        return "torch sees a GPU but numba.cuda.is_available() is False (driver / CUDA toolkit for numba)"
+    return ""
+
+
+def cpu_and_cuda() -> tuple:
+    """The device parameters of a kernel test: ``"cpu"`` (the ``@njit`` twins) and ``"cuda"`` (the CUDA kernels),
+    the latter marked ``gpu`` and skipped with :func:`cuda_skip_reason` where there is no usable GPU."""
+    reason = cuda_skip_reason()
+    return ("cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(bool(reason), reason=reason)]))
 
 
 @dataclass(frozen=True)
@@ -171,37 +195,67 @@ EXACT_NMS_KEEP = {
 }
 
 
-def ambiguous_priors(case: MatchCase, b: int, rel: float = 1e-6) -> np.ndarray:
-    """Priors of image ``b`` whose match float32 rounding may legitimately flip (continuous inputs only).
-
-    A prior is ambiguous when its best IoU and the threshold are within ``rel``, or when it is positive and
-    its two best gt IoUs are within ``rel``;
-    and every prior that is within ``rel`` of the best of a gt whose best prior is such a near-tie (forcing
-    may then pick another one).
-    """
+def sure_priors(case: MatchCase, b: int) -> np.ndarray:
+    """``[P]`` bool: the priors of image ``b`` that every float32 path must decide as the reference does (the
+    complement of ``reference.matching.float32_ambiguous_priors``, the one near-tie rule)."""
     n = int(case.counts[b])
-    flags = np.zeros(case.priors.shape[0], bool)
-    if n == 0:
-        return flags
-    iou = box_iou(case.gt_boxes[b, :n].astype(np.float64), cxcywh_to_xyxy(case.priors.astype(np.float64)))
-    top = np.sort(iou, axis=0)[::-1]
-    flags |= np.abs(top[0] - case.iou_threshold) <= rel
-    if n > 1:
-        # a best-gt near-tie only matters for a positive prior (background priors have loc 0, label 0)
-        flags |= ((top[0] - top[1]) <= rel * top[0]) & (top[0] >= case.iou_threshold * (1 - rel))
-    for g in range(n):
-        near_best = iou[g] >= iou[g].max() * (1 - rel)
-        if near_best.sum() > 1:
-            flags |= near_best
-    return flags
+    return ~float32_ambiguous_priors(case.gt_boxes[b, :n], case.priors, case.iou_threshold)
 
 
 def assert_match_close(labels: np.ndarray, loc: np.ndarray, case: MatchCase, atol: float = 1e-4) -> None:
-    """As ``assert_match_equal`` but for continuous inputs: priors flagged by ``ambiguous_priors`` are exempt
+    """As ``assert_match_equal`` but for continuous inputs: the float32 near-ties (:func:`sure_priors`) are exempt
     (there are few: the test fails if more than 1 % of the priors are exempt, so it cannot pass vacuously)."""
     want_labels, want_loc = expected_match(case)
     for b in range(labels.shape[0]):
-        sure = ~ambiguous_priors(case, b)
+        sure = sure_priors(case, b)
         assert sure.mean() > 0.99, f"image {b}: too many ambiguous priors ({(~sure).sum()})"
         np.testing.assert_array_equal(labels[b, sure], want_labels[b, sure], err_msg=f"image {b}")
         np.testing.assert_allclose(loc[b, sure], want_loc[b, sure], rtol=1e-5, atol=atol, err_msg=f"image {b}")
+
+
+def ssd300_match_case(seed: int, num_images: int, num_gt: int) -> MatchCase:
+    """A padded batch of continuous gts (random corners, sizes 0.02-0.6, clipped to the image) against the
+    8732 SSD300 priors, with random counts: the realistic case, exact only away from float32 near-ties."""
+    from reference.priors import SSD300, default_boxes
+
+    rng = np.random.default_rng(seed)
+    corner = rng.uniform(0.0, 0.8, (num_images, num_gt, 2))
+    size = rng.uniform(0.02, 0.6, (num_images, num_gt, 2))
+    gt = np.clip(np.concatenate([corner, corner + size], -1), 0, 1).astype(np.float32)
+    return MatchCase(default_boxes(SSD300).astype(np.float32), gt, rng.integers(1, 21, (num_images, num_gt)),
+                     rng.integers(0, num_gt + 1, num_images))
+
+
+def random_candidates(seed: int, num_images: int, num_classes: int, k: int) -> NmsCase:
+    """Continuous post-processing-sized candidates ``[B, C, K, 4]`` with random counts, NMS threshold 0.45."""
+    rng = np.random.default_rng(seed)
+    centre = rng.uniform(0.2, 0.8, (num_images, num_classes, k, 2))
+    half = rng.uniform(0.01, 0.2, (num_images, num_classes, k, 2))
+    boxes = np.clip(np.concatenate([centre - half, centre + half], -1), 0, 1).astype(np.float32)
+    return NmsCase(boxes, rng.integers(0, k + 1, (num_images, num_classes)), 0.45)
+
+
+def match_on(case: MatchCase, device: str) -> tuple[np.ndarray, np.ndarray]:
+    """``kernels.interop.match_batch_numba`` on ``device`` tensors; the outputs (checked to stay on that device,
+    int64 labels and float32 targets) back as NumPy."""
+    import torch
+
+    from kernels.interop import match_batch_numba
+
+    args = [torch.from_numpy(a).to(device) for a in (case.gt_boxes, case.gt_labels, case.counts, case.priors)]
+    labels, loc = match_batch_numba(*args, case.iou_threshold, case.variances)
+    assert labels.dtype == torch.int64 and loc.dtype == torch.float32
+    assert labels.device.type == loc.device.type == device
+    return labels.cpu().numpy(), loc.cpu().numpy()
+
+
+def keep_on(case: NmsCase, device: str) -> np.ndarray:
+    """``kernels.interop.nms_keep_numba`` on ``device`` tensors; the bool mask (checked to stay there) as NumPy."""
+    import torch
+
+    from kernels.interop import nms_keep_numba
+
+    keep = nms_keep_numba(torch.from_numpy(case.boxes).to(device), torch.from_numpy(case.counts).to(device),
+                          case.iou_threshold)
+    assert keep.dtype == torch.bool and keep.shape == case.boxes.shape[:3] and keep.device.type == device
+    return keep.cpu().numpy()

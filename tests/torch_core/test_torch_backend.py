@@ -12,9 +12,30 @@ def test_explicit_backends_pass_through_and_unknown_names_fail() -> None:
         bk.resolve_backend("cuda", torch.device("cpu"), what="NMS backend")
 
 
-def test_auto_picks_numba_on_cpu_float32_when_the_kernels_import() -> None:
-    expected = "numba" if bk.numba_usable("cpu") else "torch"
-    assert bk.resolve_backend("auto", torch.device("cpu")) == expected
+def test_auto_picks_numba_on_cpu_float32() -> None:
+    # numba is a required dependency, so its CPU twins are usable everywhere and "auto" must pick them
+    assert bk.numba_usable("cpu") is True
+    assert bk.resolve_backend("auto", torch.device("cpu")) == "numba"
+    assert bk.resolve_backend("auto", torch.device("cpu"), torch.float16) == "torch"  # the kernels are float32
+
+
+def test_numba_usable_is_false_when_the_kernels_do_not_import(monkeypatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_kernels(name, *args, **kwargs):
+        if name == "kernels" or name.startswith("kernels."):
+            raise ImportError("No module named 'numba'")
+        return real_import(name, *args, **kwargs)
+
+    bk.numba_usable.cache_clear()
+    monkeypatch.setattr(builtins, "__import__", no_kernels)
+    try:
+        assert bk.numba_usable("cpu") is False
+        assert bk.resolve_backend("auto", torch.device("cpu")) == "torch"
+    finally:
+        bk.numba_usable.cache_clear()  # the next caller sees the real answer again
 
 
 def test_auto_falls_back_to_torch_for_float64_and_when_numba_is_unusable(monkeypatch) -> None:

@@ -1,23 +1,23 @@
-"""Shared inputs for the ssd_torch core tests: small prior layouts, hypothesis strategies for padded gt batches,
-and the numeric-conditioning filters used when float32 results are compared with the float64 reference.
+"""Shared inputs for the ssd_torch core tests: small prior layouts and hypothesis strategies for padded gt batches.
+Where float32 matching is compared with the float64 reference, the priors that float32 rounding may legitimately
+decide either way are ``reference.matching.float32_ambiguous_priors`` (the one definition).
 
 Tolerances used across the suite (float32 vs float64 on values of order 1): coordinates/IoU 1e-6 absolute,
 encoded offsets 1e-4 relative (they divide by small prior sizes and take logs), losses 1e-4 relative.
 """
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
+import pytest
 import torch
 from hypothesis import strategies as st
 
-import reference.boxes as rb
 from reference.priors import PriorSpec
 
 #: A small layout (2 maps, 4x4 and 2x2 cells, 4 and 6 boxes per cell -> 88 priors) so the reference stays fast.
 SMALL_SPEC = PriorSpec(feature_maps=(4, 2), scales=(0.3, 0.6, 0.9), aspect_ratios=((2,), (2, 3)))
-
-#: Decisions within this distance of a threshold / tie are left out of float32-vs-float64 comparisons.
-MARGIN = 1e-5
 
 
 @st.composite
@@ -62,29 +62,11 @@ def pad_batch(boxes: list, labels: list, extra: int = 0, dtype: torch.dtype = to
     return out_b.to(dtype), out_l, torch.tensor(counts, dtype=torch.int64)
 
 
-def uncertain_priors(gt: np.ndarray, priors_cxcywh: np.ndarray, threshold: float,
-                     margin: float = MARGIN) -> np.ndarray:
-    """``[P]`` bool: priors whose matching outcome float32 rounding may legitimately change (one image).
-
-    A prior is uncertain when its best IoU is within ``margin`` of the threshold, when two gts with different
-    boxes are within ``margin`` of its best IoU (and it may be positive), or when it is within ``margin`` of
-    the best IoU of a gt whose best prior is not unique up to ``margin`` (forcing may land on either). Ties
-    between identical boxes are exact in every precision, so they are not uncertain. The effects of such a
-    decision stay on these priors, so every other prior must match the reference exactly.
-    """
-    pri = rb.cxcywh_to_xyxy(priors_cxcywh)
-    out = np.zeros(len(pri), dtype=bool)
-    if len(gt) == 0:
-        return out
-    iou = rb.box_iou(gt, pri)  # [G, P]
-    best = iou.max(axis=0)
-    out |= np.abs(best - threshold) < margin
-    same_gt = np.all(gt[:, None, :] == gt[None, :, :], axis=-1)  # [G, G]
-    other = np.where(same_gt[:, iou.argmax(axis=0)], -np.inf, iou).max(axis=0)
-    out |= (best >= threshold - margin) & (best - other < margin)
-    best_p = iou.max(axis=1, keepdims=True)  # [G, 1]
-    same_p = np.all(pri[None, :, :] == pri[iou.argmax(axis=1)][:, None, :], axis=-1)  # [G, P]
-    near = (best_p - iou < margin) & ~same_p  # priors that could win the forcing instead of the argmax
-    ambiguous = near.any(axis=1, keepdims=True)
-    out |= np.any(ambiguous & ((best_p - iou < margin)), axis=0)
-    return out
+def record_calls(monkeypatch: pytest.MonkeyPatch, module: ModuleType, *names: str) -> list[str]:
+    """Wrap the functions ``names`` of ``module`` so that each call appends its name to the returned list (and
+    still runs): which implementation a dispatcher really reached."""
+    calls: list[str] = []
+    for name in names:
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    return calls
