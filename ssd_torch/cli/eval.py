@@ -26,18 +26,18 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Hashable, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 
 from ssd_torch.cli import UserError, add_trust_flag, resolve_device, run_cli
-from ssd_torch.evaluation.coco_eval import COCO_STAT_NAMES
+from ssd_torch.evaluation.coco_eval import COCO_STAT_NAMES, coco_metrics
+from ssd_torch.evaluation.evaluate import DetectionsByImage
 from ssd_torch.files import file_sha256
 
 __all__ = ["inference_settings", "cache_key", "save_detections", "load_detections", "coco_metrics",
            "COCO_STAT_NAMES", "COCO_RESULTS_NAME", "is_coco_data", "evaluate_checkpoint", "main"]
 
-Detections = dict[Hashable, tuple[np.ndarray, np.ndarray, np.ndarray]]
 #: The standard COCO results list of a COCO evaluation, in ``--out``.
 COCO_RESULTS_NAME = "coco_results.json"
 
@@ -61,7 +61,7 @@ def cache_key(checkpoint: Path, roots: Sequence[Path], split: Optional[str], set
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def save_detections(path: Path, detections: Detections) -> Path:
+def save_detections(path: Path, detections: DetectionsByImage) -> Path:
     """Write ``{image_id: (boxes[D,4] pixels, scores[D], labels[D])}`` as one ``.npz`` (no pickle), atomically."""
     ids = list(detections)
     parts = [detections[i] for i in ids]
@@ -80,7 +80,7 @@ def save_detections(path: Path, detections: Detections) -> Path:
     return path
 
 
-def load_detections(path: Path) -> Detections:
+def load_detections(path: Path) -> DetectionsByImage:
     """Inverse of :func:`save_detections` (image ids come back as ``str``)."""
     with np.load(path, allow_pickle=False) as z:
         ids, counts = z["image_ids"].tolist(), z["counts"]
@@ -96,14 +96,6 @@ def _require_pycocotools(why: str) -> None:
     except ImportError as e:
         raise UserError(f"{why} needs pycocotools, which is not installed (pip install pycocotools, or the "
                         "project's 'coco' extra)") from e
-
-
-def coco_metrics(detections: Detections, ground_truth: Mapping[Hashable, tuple], num_classes: int,
-                 sizes: Mapping[Hashable, tuple[int, int]]) -> dict[str, float]:
-    """COCO-style AP/AR of VOC data: ``ssd_torch.evaluation.coco_eval.coco_metrics`` (kept here for callers)."""
-    from ssd_torch.evaluation.coco_eval import coco_metrics as metrics
-
-    return metrics(detections, ground_truth, num_classes, sizes)
 
 
 class _Data(NamedTuple):
@@ -175,7 +167,7 @@ def _open_data(data: Sequence[Path], split: Optional[str], images: Optional[Path
 
 
 def _detections(model: Any, cfg: Any, dataset: Any, settings: dict[str, Any], cache: Path,
-                device: Any, progress: bool) -> tuple[Detections, bool, float]:
+                device: Any, progress: bool) -> tuple[DetectionsByImage, bool, float]:
     """Cached detections when ``cache`` exists and covers the dataset, else run the model (and write it)."""
     from ssd_torch.evaluation.evaluate import run_inference
     from ssd_torch.priors import default_boxes
@@ -233,7 +225,7 @@ def evaluate_checkpoint(checkpoint: Path, roots: Sequence[Path], split: Optional
     return out
 
 
-def _score_coco(dataset: Any, dets: Detections, out_dir: Path) -> dict[str, Any]:
+def _score_coco(dataset: Any, dets: DetectionsByImage, out_dir: Path) -> dict[str, Any]:
     """pycocotools on COCO data; the detections written as the standard results list (file ids) in ``out_dir``."""
     from ssd_torch.evaluation.coco_eval import coco_ground_truth, coco_results, run_cocoeval, write_results_json
 
