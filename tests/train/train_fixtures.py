@@ -76,3 +76,27 @@ def make_trainer(cfg: ModelConfig, dataset, *, batch: int, accumulation: int = 1
                    loss_fn=loss_fn or default_loss, dataset=SeededDataset(dataset, seed), sampler=sampler,
                    collate_fn=collate_detection, device=torch.device("cpu"), total_steps=total_steps,
                    stop_at=stop_at, rank=rank, guard=guard or NonFiniteGuard(), print_fn=lambda s: None, **kwargs)
+
+
+def tiny_run_args(data, run, *extra: str, trainval: int = 8, test: int = 4, steps: int = 1) -> list[str]:
+    """``ssd-train`` flags for a seconds-long CPU run of the demo preset on a tiny synthetic tree at ``data``
+    (generated on first use): batch 4, ``steps`` optimizer steps, the final evaluation on ``test`` images."""
+    return ["--preset", "demo", "--data-root", str(data), "--output-dir", str(run), "--batch-size", "4",
+            "--max-steps", str(steps), "--workers", "0", "--no-progress",
+            "--set", f"data.synthetic_trainval={trainval}", "--set", f"data.synthetic_test={test}",
+            "--set", "schedule.warmup_iterations=0", "--set", "run.log_every=1", "--set", "run.tensorboard=false",
+            "--set", "run.eval_batch_size=4", *extra]
+
+
+def csv_steps(path) -> list[int]:
+    """The ``step`` column of a run folder's CSV log."""
+    import csv
+    with open(path, newline="") as f:
+        return [int(row["step"]) for row in csv.DictReader(f)]
+
+
+def one_line(err: str) -> str:
+    """The single line a user error prints (fails when there is a traceback or more than one line)."""
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
