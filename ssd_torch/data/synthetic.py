@@ -29,7 +29,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple, Optional, Union
 
@@ -331,13 +331,15 @@ def _write_json(path: Path, data: dict) -> None:
 def generate_voc(root: Union[str, os.PathLike], num_trainval: int, num_test: int, seed: int,
                  image_size: SizeSpec = (300, 300), max_objects: int = 6, min_scale: float = 0.07,
                  max_scale: float = 0.95, difficult_prob: float = 0.1, jpeg_quality: int = 90,
-                 max_occlusion: float = 0.35, workers: int = 1) -> Path:
+                 max_occlusion: float = 0.35, workers: int = 1,
+                 announce: Optional[Callable[[], None]] = None) -> Path:
     """Write a synthetic VOC year folder at ``root`` and return it (see the module docstring).
 
     Ids ``000000 ..`` : the first ``num_trainval`` form ``trainval`` (even positions ``train``, odd ``val``),
     the next ``num_test`` form ``test``. ``image_size``: ``(W, H)`` or ``((w_lo, w_hi), (h_lo, h_hi))``.
     ``max_occlusion``: the most of an object's box that later (overlapping) boxes may cover.
-    ``workers > 1`` uses a process pool (the output is identical).
+    ``workers > 1`` uses a process pool (the output is identical). ``announce()`` is called once the folder
+    has been accepted, before the first file is written (e.g. to print "generating ...").
 
     Writes only into an absent folder, one that holds no file, or one this generator stamped with the same
     parameters (its files are a pure function of them, so rewriting them changes no byte); anything else
@@ -353,6 +355,8 @@ def generate_voc(root: Union[str, os.PathLike], num_trainval: int, num_test: int
     params = _params(num_trainval, num_test, seed, image_size, max_objects, min_scale, max_scale,
                      difficult_prob, jpeg_quality, max_occlusion)
     _check_target(root, params)
+    if announce is not None:
+        announce()
     root.mkdir(parents=True, exist_ok=True)
     _write_json(root / _PARTIAL, params)
     (root / _MARKER).unlink(missing_ok=True)
@@ -398,7 +402,7 @@ def is_complete(root: Union[str, os.PathLike], num_trainval: int, num_test: int,
 def ensure_voc(root: Union[str, os.PathLike], num_trainval: int, num_test: int, seed: int, **kwargs) -> Path:
     """:func:`generate_voc` unless :func:`is_complete` already holds (``make demo`` regenerates only if missing);
     refuses, like :func:`generate_voc`, a folder that holds anything but a tree of these parameters."""
-    check_kwargs = {k: v for k, v in kwargs.items() if k != "workers"}
+    check_kwargs = {k: v for k, v in kwargs.items() if k not in ("workers", "announce")}
     if is_complete(root, num_trainval, num_test, seed, **check_kwargs):
         return Path(root)
     return generate_voc(root, num_trainval, num_test, seed, **kwargs)

@@ -18,7 +18,6 @@ import pickle
 import random
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from ssd_torch.errors import CheckpointError
+from ssd_torch.training.atomic import atomic_file
 
 __all__ = ["FORMAT", "REQUIRED_KEYS", "atomic_save", "build_checkpoint", "read_checkpoint", "capture_rng",
            "restore_rng", "CheckpointManager", "unwrap_model"]
@@ -37,22 +37,11 @@ _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # Whatever went wrong (even KeyboardInterrupt), the previous checkpoint stays untouched.
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """``torch.save(obj)`` to ``path`` atomically (``atomic.atomic_file``: whatever goes wrong, even a
+    KeyboardInterrupt, the previous checkpoint stays untouched)."""
+    with atomic_file(path) as f:
+        torch.save(obj, f)
+    return Path(path)
 
 
 def capture_rng() -> dict[str, Any]:
@@ -190,23 +179,23 @@ def _atomic_link(src: Path, dst: Path) -> None:
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
-    """Copy ``src``'s bytes to ``dst`` through a temp file in ``dst``'s folder and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, src.open("rb") as source:
-            shutil.copyfileobj(source, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Copy ``src``'s bytes to ``dst`` atomically."""
+    with atomic_file(dst) as f, src.open("rb") as source:
+        shutil.copyfileobj(source, f)
 
 
 class CheckpointManager:
     """``step_XXXXXXXX.pt`` files in ``directory``, the newest ``keep_last`` kept, plus ``last.pt`` (a copy of
     the newest) and ``best.pt`` (highest metric, never rotated away)."""
+
+    NAMES = ("last.pt", "best.pt")
+
+    @classmethod
+    def owns(cls, name: str) -> bool:
+        """True for a file name this manager writes: ``step_<digits>.pt``, ``last.pt``, ``best.pt``, or the temp
+        file of an interrupted write (``.<name>.<...>.tmp`` / ``.link``)."""
+        return bool(_STEP_FILE.match(name)) or name in cls.NAMES or (
+            name.startswith(".") and name.endswith((".tmp", ".link")) and name[1:].startswith(("step_", *cls.NAMES)))
 
     def __init__(self, directory: str | Path, keep_last: int = 3) -> None:
         if keep_last < 1:
@@ -231,6 +220,11 @@ class CheckpointManager:
 
     def save_best(self, ckpt: dict[str, Any]) -> Path:
         return atomic_save(ckpt, self.directory / "best.pt")
+
+    def has_any(self) -> bool:
+        """True when the folder holds a checkpoint written by a manager (step file, last.pt or best.pt)."""
+        return self.directory.is_dir() and any(self.owns(p.name) and not p.name.startswith(".")
+                                               for p in self.directory.iterdir())
 
     def latest(self) -> Path | None:
         """``last.pt`` if present, else the newest step file, else None."""

@@ -6,9 +6,10 @@ import math
 import pytest
 import torch
 
+from ssd_torch.errors import ConfigError
 from ssd_torch.training.checkpoint import CheckpointManager, read_checkpoint
 from ssd_torch.data.collate import collate_detection
-from ssd_torch.training.engine import NonFiniteGuard, TrainingDiverged, train_step
+from ssd_torch.training.step import NonFiniteGuard, StepOutcome, TrainingDiverged, train_step
 
 from train_fixtures import ToyDetection, components, make_trainer, tiny_config
 
@@ -77,7 +78,7 @@ def test_resume_refuses_another_effective_batch(tmp_path):
     t = make_trainer(cfg, data, batch=2, total_steps=1, checkpoints=CheckpointManager(tmp_path))
     t.fit()
     other = make_trainer(cfg, data, batch=4, total_steps=1)
-    with pytest.raises(ValueError, match="images per step"):
+    with pytest.raises(ConfigError, match="images per step"):
         other.load_state(read_checkpoint(tmp_path / "last.pt"))
 
 
@@ -135,7 +136,6 @@ def test_too_many_nan_steps_stop_with_advice():
 
 
 def test_guard_window_forgets_old_skips():
-    from ssd_torch.training.engine import StepOutcome
     bad = StepOutcome(loss=math.nan, loc=math.nan, conf=0.0, num_pos=1, images=1, finite_loss=False,
                       finite_grad=False, stepped=False, grad_norm=math.nan)
     g = NonFiniteGuard(max_skips=1, window=5)

@@ -5,6 +5,7 @@ import re
 import pytest
 
 from ssd_torch.cli.train import config_from_args, parse_args
+from ssd_torch.errors import ConfigError
 from ssd_torch.training.train_config import TrainConfig, apply_overrides, demo, resolve_config, save_config, voc07
 
 
@@ -40,7 +41,7 @@ def test_file_then_overrides_then_flags(tmp_path):
 def test_errors_name_the_field(tmp_path):
     with pytest.raises(ValueError, match="unknown key 'batchsize'"):
         resolve_config("voc07", None, ["optim.batchsize=3"])
-    with pytest.raises(TypeError, match="optim.batch_size must be an int"):
+    with pytest.raises(ConfigError, match="optim.batch_size must be an int"):
         resolve_config("voc07", None, ["optim.batch_size=\"eight\""])
     with pytest.raises(ValueError, match="runtime.amp must be one of"):
         resolve_config("voc07", None, ["runtime.amp=fp8"])
