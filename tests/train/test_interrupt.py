@@ -71,3 +71,18 @@ def test_signal_checkpoints_and_resume_equals_an_uninterrupted_run(tmp_path, cap
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert csv_steps(cut / "metrics.csv") == csv_steps(straight / "metrics.csv") == list(range(1, STEPS + 1))
     assert csv_steps(cut / "epochs.csv") == csv_steps(straight / "epochs.csv") == [4]
+
+
+def test_first_signal_sets_the_flag_second_aborts_handlers_restored():
+    from ssd_torch.training.interrupt import StopFlag, exit_code, stop_on_signals
+    before = signal.getsignal(signal.SIGINT)
+    flag = StopFlag()
+    with pytest.raises(KeyboardInterrupt, match="second SIGINT"):
+        with stop_on_signals(flag, announce=False):
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert flag.signum == signal.SIGTERM
+            os.kill(os.getpid(), signal.SIGINT)
+            pytest.fail("the second signal must abort at once")
+    assert flag.signum == signal.SIGTERM  # the first signal decides the exit status
+    assert signal.getsignal(signal.SIGINT) is before
+    assert (exit_code(signal.SIGINT), exit_code(signal.SIGTERM)) == (130, 143)
