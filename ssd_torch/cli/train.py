@@ -50,7 +50,7 @@ _FLAGS = {  # flag -> (config path, type, help)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="ssd-train", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="ssd-train", description=__doc__.split("\n\n")[0].replace("``", ""),
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Resolution: preset < --config file < --set < the named flags.")
     p.add_argument("--preset", default="voc07", choices=sorted(PRESETS), help="training preset (default voc07)")

@@ -104,7 +104,7 @@ def run_demo(cfg: Any) -> dict[str, Any]:
 def _main(argv: Sequence[str] | None) -> int:
     from ssd_torch.training.interrupt import exit_code
 
-    p = argparse.ArgumentParser(prog="python -m ssd_torch.demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m ssd_torch.demo", description=__doc__.split("\n\n")[0].replace("``", ""))
     p.add_argument("--data-root", default="data/synthetic",
                    help="synthetic VOC tree (generated if absent or empty; any other folder is refused)")
     p.add_argument("--output-dir", default="runs/demo",

@@ -18,13 +18,13 @@ from ssd_torch.training.checkpoint import read_checkpoint
 from train_fixtures import csv_steps, tiny_run_args
 
 ROOT = Path(__file__).resolve().parents[2]
-STEPS = 6  # 16 images / batch 4: the run crosses an epoch boundary at step 4
+STEPS = 6  # 8 images / batch 2: the run crosses an epoch boundary at step 4
 
 
 def _args(data: Path, run: Path, *extra: str) -> list[str]:
     # one loader worker: Ctrl-C in a terminal reaches it too (the whole process group gets the signal)
-    return tiny_run_args(data, run, "--workers", "1", "--set", "data.max_val_images=2", *extra, trainval=16,
-                         steps=STEPS)
+    return tiny_run_args(data, run, "--workers", "1", "--set", "data.max_val_images=2", *extra, trainval=8,
+                         steps=STEPS, batch=2)
 
 
 def _wait_for_step(proc: subprocess.Popen, metrics: Path, step: int, timeout: float = 240.0) -> None:
