@@ -105,16 +105,18 @@ def _main(argv: Sequence[str] | None) -> int:
     from ssd_torch.training.interrupt import exit_code
 
     p = argparse.ArgumentParser(prog="python -m ssd_torch.demo", description=__doc__.split("\n\n")[0].replace("``", ""))
-    p.add_argument("--data-root", default="data/synthetic",
-                   help="synthetic VOC tree (generated if absent or empty; any other folder is refused)")
-    p.add_argument("--output-dir", default="runs/demo",
-                   help="run folder; an existing one is kept as <folder>.1 (.2, ...) unless --resume")
+    p.add_argument("--data-root", help="synthetic VOC tree, generated if absent or empty; any other folder is "
+                                       "refused (default data/synthetic, with --quick data/synthetic_quick)")
+    p.add_argument("--output-dir", help="run folder; an existing one is kept as <folder>.1 (.2, ...) unless "
+                                        "--resume (default runs/demo, with --quick runs/demo_quick)")
     p.add_argument("--resume", action="store_true", help="continue the (interrupted) run in --output-dir")
     p.add_argument("--quick", action="store_true", help="a tiny run (seconds) for end-to-end tests")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a training-config field (value as JSON); repeatable")
     args = p.parse_args(argv)
-    cfg = demo_config(data_root=args.data_root, output_dir=args.output_dir, quick=args.quick, overrides=args.set,
+    suffix = "_quick" if args.quick else ""  # the quick tree has other parameters: it never meets the full one
+    cfg = demo_config(data_root=args.data_root or f"data/synthetic{suffix}",
+                      output_dir=args.output_dir or f"runs/demo{suffix}", quick=args.quick, overrides=args.set,
                       resume=args.resume)
     try:
         out = run_demo(cfg)

@@ -36,12 +36,13 @@ def exit_code(signum: int) -> int:
 @contextlib.contextmanager
 def stop_on_signals(flag: StopFlag, announce: bool = True) -> Iterator[StopFlag]:
     """Route SIGINT / SIGTERM to ``flag`` while the block runs (main thread only: elsewhere Python cannot
-    install handlers, and the block runs unguarded). ``announce``: write one notice to stderr on the first
+    install handlers, and the block runs unguarded; a signal ignored when the block starts stays ignored). ``announce``: write one notice to stderr on the first
     signal, so that nobody presses Ctrl-C again while a long step finishes."""
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
-    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    # a signal the process was started to ignore (a background job of a script ignores SIGINT) stays ignored
+    previous = {s: h for s in STOP_SIGNALS if (h := signal.getsignal(s)) is not signal.SIG_IGN}
 
     def restore() -> None:
         for s, handler in previous.items():
@@ -56,7 +57,7 @@ def stop_on_signals(flag: StopFlag, announce: bool = True) -> Iterator[StopFlag]
             os.write(2, f"{signal.Signals(signum).name}: stopping after this step to write a checkpoint "
                         f"(send it again to abort at once)\n".encode())
 
-    for s in STOP_SIGNALS:
+    for s in previous:
         signal.signal(s, handler)
     try:
         yield flag

@@ -46,7 +46,7 @@ def config_changes(saved: dict[str, Any], cfg: TrainConfig) -> list[Change]:
         if not isinstance(old, dict):
             continue
         for key, value in new[name].items():
-            if key in old and old[key] != value:
+            if key in old and old[key] != value and key not in section.NOT_COMPARED:
                 changes.append(Change(f"{name}.{key}", old[key], value, key in section.FIXED_ON_RESUME))
     return changes
 

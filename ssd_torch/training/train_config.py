@@ -54,6 +54,8 @@ class _Section:
     SECTION: ClassVar[str] = ""
     #: Fields that cannot change mid-run (``ssd_torch.training.resume`` refuses such a change unless told).
     FIXED_ON_RESUME: ClassVar[frozenset[str]] = frozenset()
+    #: Fields a resume does not compare with the checkpoint's (the resume request itself).
+    NOT_COMPARED: ClassVar[frozenset[str]] = frozenset()
 
     def _require(self, name: str, ok: bool, rule: str) -> None:
         """Raise a ConfigError ``<section>.<name> must be <rule>, got <value>`` unless ``ok``."""
@@ -303,6 +305,7 @@ class RunConfig(_Section):
     """
 
     SECTION: ClassVar[str] = "run"
+    NOT_COMPARED: ClassVar[frozenset[str]] = frozenset({"resume"})
 
     output_dir: str = "runs/voc07"
     log_every: int = 20

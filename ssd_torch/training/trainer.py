@@ -273,7 +273,10 @@ class Trainer:
         return metrics
 
     def _finish(self) -> None:
-        """Final evaluation and checkpoint (the final checkpoint holds the final mAP)."""
+        """Final checkpoint, evaluation, and the checkpoint again with the final mAP (the first write makes a
+        run that is aborted during a long final evaluation resumable at its last step)."""
+        self._save()
         if self.outputs.eval_fn is not None:
             self._evaluate()
-        self._save()
+            self._saved_at = -1
+            self._save()

@@ -16,7 +16,8 @@ from train_fixtures import ToyDetection, make_trainer, tiny_config
 def test_changes_are_listed_and_classified():
     saved = demo().to_dict()
     cfg = resolve_config("demo", None, ["optim.base_lr=0.4", "data.num_workers=0", "schedule.max_steps=9",
-                                        "optim.batch_size=4", "optim.accumulation=2", "runtime.seed=3"])
+                                        "optim.batch_size=4", "optim.accumulation=2", "runtime.seed=3",
+                                        "run.resume=\"auto\""])
     changes = {c.field: c for c in config_changes(saved, cfg)}
     assert set(changes) == {"optim.base_lr", "data.num_workers", "schedule.max_steps", "optim.batch_size",
                             "optim.accumulation", "runtime.seed"}
