@@ -1,8 +1,9 @@
 """The training and held-out data sets of a run, built from the config's data section (``DataConfig``).
 
 ``DATASETS`` and ``AUGMENTATIONS`` are the registries that ``DataConfig`` validates against. The synthetic data
-set is generated on first use (``ssd_torch.data.synthetic.ensure_voc``: only into an absent or empty folder,
-or to complete its own tree of the same parameters; a folder holding anything else is refused).
+set is generated on first use by :func:`ensure_synthetic` (``ssd_torch.data.synthetic.ensure_voc``: only into an
+absent or empty folder, or to complete its own tree of the same parameters; a folder holding anything else is
+refused).
 """
 from __future__ import annotations
 
@@ -70,19 +71,17 @@ def build_train_transform(augment: str, preprocess: Preprocess, size: int = 300)
     raise ValueError(f"unknown augmentation {augment!r}; use one of {AUGMENTATIONS}")
 
 
-def ensure_synthetic(data: "DataConfig", rank: int = 0) -> None:
-    """Generate the synthetic tree at ``data.roots[0]`` unless a complete one with these parameters is there
-    (rank 0 writes, the others wait); refuses a folder that holds anything else."""
-    import torch.distributed as dist
-
+def ensure_synthetic(data: "DataConfig") -> None:
+    """For ``data.dataset == "synthetic"``: generate the tree at ``data.roots[0]`` unless a complete one with
+    these parameters is there; a folder holding anything else is refused (``DatasetError``, nothing written).
+    Under DDP only rank 0 may call it (``distributed.on_rank0``)."""
+    if data.dataset != "synthetic":
+        return
     from ssd_torch.data.synthetic import ensure_voc
     root = Path(data.roots[0])
     counts = (data.synthetic_trainval, data.synthetic_test, data.synthetic_seed)
-    if rank == 0:
-        ensure_voc(root, *counts, announce=lambda: print(f"generating the synthetic VOC tree in {root} "
-                                                         f"({counts[0]} trainval + {counts[1]} test)"))
-    if dist.is_initialized():
-        dist.barrier()
+    ensure_voc(root, *counts, announce=lambda: print(f"generating the synthetic VOC tree in {root} "
+                                                     f"({counts[0]} trainval + {counts[1]} test)"))
 
 
 def build_val_set(data: "DataConfig", *, preprocess: Preprocess = IMAGENET) -> Any:
@@ -94,14 +93,12 @@ def build_val_set(data: "DataConfig", *, preprocess: Preprocess = IMAGENET) -> A
     return val if data.max_val_images is None else FirstN(val, data.max_val_images)
 
 
-def build_datasets(data: "DataConfig", *, preprocess: Preprocess = IMAGENET,
-                   rank: int = 0) -> tuple[Any, Any, list[str]]:
+def build_datasets(data: "DataConfig", *, preprocess: Preprocess = IMAGENET) -> tuple[Any, Any, list[str]]:
     """(train set with the training transform, held-out set with the eval transform, class names with
-    ``"background"`` first); both transforms apply the model's ``preprocess``."""
+    ``"background"`` first); both transforms apply the model's ``preprocess``. A synthetic tree must exist
+    (:func:`ensure_synthetic`)."""
     from ssd_torch.data.voc import VOCDataset
     names = dataset_class_names(data.dataset)
-    if data.dataset == "synthetic":
-        ensure_synthetic(data, rank)
     train = VOCDataset(list(data.roots), data.train_split, class_names=names[1:],
                        transform=build_train_transform(data.augment, preprocess),
                        keep_difficult=data.keep_difficult, skip_bad=data.skip_bad)

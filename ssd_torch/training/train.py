@@ -20,7 +20,7 @@ from ssd_torch.device import resolve_device
 from ssd_torch.errors import ConfigError
 from ssd_torch.training.checkpoint import CheckpointManager
 from ssd_torch.training.data_order import SeededDataset, StepSampler
-from ssd_torch.training.datasets import build_datasets, dataset_class_names
+from ssd_torch.training.datasets import build_datasets, dataset_class_names, ensure_synthetic
 from ssd_torch.training.distributed import DistInfo, on_rank0, say, setup_distributed
 from ssd_torch.training.interrupt import StopFlag, stop_on_signals
 from ssd_torch.training.metrics_log import MetricsLogger
@@ -57,10 +57,11 @@ def run_training(cfg: TrainConfig, *, trust_checkpoint: bool = False, overwrite:
     run_dir = Path(r.output_dir)
     if r.resume is None:
         on_rank0(info, device, lambda: _claim(run_dir, overwrite))
+    on_rank0(info, device, lambda: ensure_synthetic(cfg.data))  # the others wait in on_rank0's all-reduce
     torch.use_deterministic_algorithms(rt.deterministic, warn_only=True)
     torch.manual_seed(rt.seed)  # the same initial weights on every rank (DDP also broadcasts them)
     model, model_cfg = build_model(cfg.model, len(dataset_class_names(cfg.data.dataset)))
-    train_set, val_set, class_names = build_datasets(cfg.data, preprocess=model_cfg.preprocess, rank=info.rank)
+    train_set, val_set, class_names = build_datasets(cfg.data, preprocess=model_cfg.preprocess)
     trainer = _build_trainer(cfg, model, model_cfg, train_set, val_set, class_names, device, info)
     if r.resume is not None:
         resume_trainer(trainer, r.resume, trainer.outputs.checkpoints, cfg, trust=trust_checkpoint,
