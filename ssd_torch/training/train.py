@@ -55,8 +55,8 @@ def run_training(cfg: TrainConfig, *, trust_checkpoint: bool = False, overwrite:
     device = resolve_device(rt.device, info.local_rank)
     cfg.model.weights_to_load()  # a VGG16 without backbone weights is refused before anything is written
     run_dir = Path(r.output_dir)
-    if r.resume is None:
-        on_rank0(info, device, lambda: _claim(run_dir, overwrite))
+    if r.resume is None and not overwrite:
+        on_rank0(info, device, lambda: check_new_run(run_dir))
     on_rank0(info, device, lambda: ensure_synthetic(cfg.data))  # the others wait in on_rank0's all-reduce
     torch.use_deterministic_algorithms(rt.deterministic, warn_only=True)
     torch.manual_seed(rt.seed)  # the same initial weights on every rank (DDP also broadcasts them)
@@ -66,25 +66,19 @@ def run_training(cfg: TrainConfig, *, trust_checkpoint: bool = False, overwrite:
     if r.resume is not None:
         resume_trainer(trainer, r.resume, trainer.outputs.checkpoints, cfg, trust=trust_checkpoint,
                        accept_changes=accept_changes, say=lambda text: say(info, text))
-    summary = _train(trainer, cfg, run_dir, info, f"training {model_cfg.name} on {len(train_set)} images")
+    summary = _train(trainer, cfg, info, f"training {model_cfg.name} on {len(train_set)} images", overwrite)
     return {**summary, "run_dir": str(run_dir), "class_names": class_names, "world_size": info.world_size}
 
 
-def _claim(run_dir: Path, overwrite: bool) -> None:
-    """A new run's folder: refuse an earlier run's files, or remove them with ``overwrite``."""
-    if not overwrite:
-        check_new_run(run_dir)
-        return
-    removed = remove_previous_run(run_dir)
-    if removed:
-        print(describe_removed(run_dir, removed))
-
-
-def _train(trainer: Trainer, cfg: TrainConfig, run_dir: Path, info: DistInfo, what: str) -> dict[str, Any]:
-    """config.json (the config in use), the logs rewound to the start step, then fit under the signal
-    handlers; curves.png at the end (also after a stop)."""
-    logger = trainer.outputs.logger
+def _train(trainer: Trainer, cfg: TrainConfig, info: DistInfo, what: str, overwrite: bool) -> dict[str, Any]:
+    """With ``overwrite`` the earlier run's files go first (as late as possible: everything that can be refused
+    has been); then config.json (the config in use), the logs rewound to the start step, fit under the signal
+    handlers, curves.png at the end (also after a stop)."""
+    logger, run_dir = trainer.outputs.logger, Path(cfg.run.output_dir)
     if info.rank == 0:
+        removed = remove_previous_run(run_dir) if overwrite else []
+        if removed:
+            print(describe_removed(run_dir, removed))
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / CONFIG_FILE)
         if logger is not None and cfg.run.resume is not None:
