@@ -25,7 +25,6 @@ import numpy as np
 import torch
 
 from ssd_torch.errors import CheckpointError
-from ssd_torch.training.atomic import atomic_file
 
 __all__ = ["FORMAT", "REQUIRED_KEYS", "atomic_save", "build_checkpoint", "read_checkpoint", "capture_rng",
            "restore_rng", "CheckpointManager", "unwrap_model"]
@@ -37,11 +36,11 @@ _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically (``atomic.atomic_file``: whatever goes wrong, even a
-    KeyboardInterrupt, the previous checkpoint stays untouched)."""
-    with atomic_file(path) as f:
-        torch.save(obj, f)
-    return Path(path)
+    """``torch.save(obj)`` to ``path`` atomically (``ssd_torch.files.atomic_write``: temp file in the same folder
+    + ``os.replace``; whatever goes wrong, even KeyboardInterrupt, the previous checkpoint stays untouched)."""
+    from ssd_torch.files import atomic_write
+
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def capture_rng() -> dict[str, Any]:
@@ -179,9 +178,11 @@ def _atomic_link(src: Path, dst: Path) -> None:
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
-    """Copy ``src``'s bytes to ``dst`` atomically."""
-    with atomic_file(dst) as f, src.open("rb") as source:
-        shutil.copyfileobj(source, f)
+    """Copy ``src``'s bytes to ``dst`` through a temp file in ``dst``'s folder and ``os.replace``."""
+    from ssd_torch.files import atomic_write
+
+    with src.open("rb") as source:
+        atomic_write(dst, lambda f: shutil.copyfileobj(source, f))
 
 
 class CheckpointManager:
@@ -220,11 +221,6 @@ class CheckpointManager:
 
     def save_best(self, ckpt: dict[str, Any]) -> Path:
         return atomic_save(ckpt, self.directory / "best.pt")
-
-    def has_any(self) -> bool:
-        """True when the folder holds a checkpoint written by a manager (step file, last.pt or best.pt)."""
-        return self.directory.is_dir() and any(self.owns(p.name) and not p.name.startswith(".")
-                                               for p in self.directory.iterdir())
 
     def latest(self) -> Path | None:
         """``last.pt`` if present, else the newest step file, else None."""

@@ -3,7 +3,7 @@
 The first signal only sets a :class:`StopFlag`; the trainer looks at it at each step boundary (all ranks agree
 through an all-reduce), finishes the step, writes a checkpoint and returns. The tool then prints one line and
 exits with ``128 + signal`` (130 for Ctrl-C, 143 for SIGTERM). A second signal aborts at once (a
-``KeyboardInterrupt``; a checkpoint being written stays intact, see ``atomic.atomic_file``).
+``KeyboardInterrupt``; a checkpoint being written stays intact, see ``ssd_torch.files.atomic_write``).
 """
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ tensorboard purges its events after that step, so every step has exactly one row
 from __future__ import annotations
 
 import csv
+import io
 import math
 import resource
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ssd_torch.training.atomic import atomic_file
+from ssd_torch.files import atomic_write_text
 
 __all__ = ["LOG_FILES", "TENSORBOARD_DIR", "MetricsLogger", "peak_memory_mb"]
 
@@ -98,7 +99,8 @@ def _step_of(row: dict[str, str]) -> float:
 
 
 def _atomic_rewrite(path: Path, header: list[str], rows: list[dict[str, str]]) -> None:
-    with atomic_file(path, "w") as f:
-        w = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=header, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, text.getvalue())

@@ -20,7 +20,6 @@ import fnmatch
 from pathlib import Path
 
 from ssd_torch.errors import ConfigError
-from ssd_torch.training.atomic import TEMP_PATTERN
 from ssd_torch.training.checkpoint import CheckpointManager
 from ssd_torch.training.metrics_log import LOG_FILES, TENSORBOARD_DIR
 
@@ -31,6 +30,8 @@ CONFIG_FILE = "config.json"
 CURVES_FILE = "curves.png"
 CHECKPOINT_DIR = "checkpoints"
 DETECTIONS_DIR = "detections"
+#: the temp file of an interrupted atomic write (``ssd_torch.files.atomic_write``: ``.<name>.<random>.tmp``)
+TEMP_PATTERN = ".*.tmp"
 #: top-level files, and (folder, glob) pairs of what the tools write inside sub-folders
 _TOP_FILES = (CONFIG_FILE, CURVES_FILE, *(name for name, _ in LOG_FILES.values()))
 _SUB_FILES = ((TENSORBOARD_DIR, "events.out.tfevents.*"), (DETECTIONS_DIR, "*.png"))

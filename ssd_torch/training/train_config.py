@@ -32,10 +32,10 @@ from typing import Any, Callable, ClassVar
 from ssd_torch.backend import BACKENDS
 from ssd_torch.device import check_device_name
 from ssd_torch.errors import ConfigError
+from ssd_torch.files import atomic_write_text
 from ssd_torch.modeling.model_config import PRESETS as MODEL_PRESETS
 from ssd_torch.modeling.model_config import VGG16_BASE
 from ssd_torch.plain import plain
-from ssd_torch.training.atomic import atomic_file
 from ssd_torch.training.datasets import AUGMENTATIONS, DATASETS
 from ssd_torch.training.schedule import SCHEDULE_KINDS
 from ssd_torch.training.step import AMP_MODES
@@ -499,6 +499,5 @@ def resolve_config(preset: str = "voc07", config_file: str | Path | None = None,
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
-    """Write the resolved config as indented JSON, atomically (``atomic.atomic_file``)."""
-    with atomic_file(path, "w") as f:
-        f.write(json.dumps(cfg.to_dict(), indent=2, sort_keys=False) + "\n")
+    """Write the resolved config as indented JSON, atomically (``ssd_torch.files.atomic_write_text``)."""
+    atomic_write_text(path, json.dumps(cfg.to_dict(), indent=2, sort_keys=False) + "\n")
