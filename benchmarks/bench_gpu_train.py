@@ -2,9 +2,12 @@
 
 ``python -m benchmarks.bench_gpu_train [--device cuda] [--batch 64] [--preset ssd300_vgg16] [--out DIR]``
 
-* train step: forward (channels_last) + ``ssd_torch.loss.MultiBoxLoss`` (matching + hard negatives) +
-  backward + ``torch.optim.SGD`` step (momentum 0.9, weight decay 5e-4), in fp32 and in bf16 autocast
-  (the loss itself in float32), with the matcher on ``backend="torch"`` and ``"numba"``;
+* train step: the step ``ssd-train`` runs, ``ssd_torch.training.step.train_step`` (matching of the whole
+  step, forward (channels_last), MultiBox loss normalised by the step's positives, backward, finiteness check,
+  SGD step), with ``match_fn`` / ``loss_fn`` from ``ssd_torch.training.objective.build_objective`` and the
+  optimizer from ``model_setup.build_optimizer`` (momentum 0.9, weight decay 5e-4 on weights only), exactly as
+  ``ssd_torch.training.train`` builds them; fp32 and bf16 autocast (the loss in float32), with the matcher on
+  ``backend="torch"`` and ``"numba"``;
 * inference: forward (fp32 / bf16 autocast) + ``ssd_torch.nms.postprocess`` (``backend="torch"`` and
   ``"numba"``). A random-init network scores every class almost uniformly, so every class has the full 400
   NMS candidates: the post-processing's worst case, slower than with a trained detector.
@@ -77,18 +80,22 @@ def measure(step: Callable[[], Any], device: torch.device, batch: int, warmup: i
             "steps_per_window": steps}
 
 
-def train_step_fn(model: torch.nn.Module, loss_fn: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                  data: dict[str, torch.Tensor], mode: str) -> Callable[[], None]:
-    """One SGD step on the fixed synthetic batch (the loss in float32 even under bf16 autocast)."""
+def train_step_fn(model: torch.nn.Module, priors: torch.Tensor, optimizer: torch.optim.Optimizer,
+                  data: dict[str, torch.Tensor], mode: str, backend: str) -> Callable[[], None]:
+    """One ``ssd-train`` optimizer step (``training.step.train_step``) on the fixed synthetic batch."""
+    from ssd_torch.data.collate import Batch
+    from ssd_torch.training.objective import build_objective
+    from ssd_torch.training.step import amp_settings, train_step
+    from ssd_torch.training.train_config import LossConfig
+
     device = data["images"].device
+    match_fn, loss_fn = build_objective(LossConfig(backend=backend), priors)
+    batch = Batch(data["images"], data["boxes"], data["labels"], data["counts"])
+    amp_dtype, _ = amp_settings("none" if mode == "fp32" else mode, device)  # runtime.amp's names
 
     def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(mode, device):
-            loc, conf = model(data["images"])
-        parts = loss_fn(loc.float(), conf.float(), data["boxes"], data["labels"], data["counts"])
-        (parts.loc + parts.conf).backward()
-        optimizer.step()
+        train_step(model=model, micro_batches=[batch], match_fn=match_fn, loss_fn=loss_fn, optimizer=optimizer,
+                   scaler=None, device=device, amp_dtype=amp_dtype, channels_last=True)
 
     return step
 
@@ -122,7 +129,7 @@ def build(preset: str, device: torch.device) -> tuple[torch.nn.Module, torch.Ten
 
 def run(args: argparse.Namespace, save: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
     """All settings in turn; ``save(results)`` after each one, so a run cut short still leaves its numbers."""
-    from ssd_torch.loss import MultiBoxLoss
+    from ssd_torch.training.model_setup import build_optimizer
 
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = True
@@ -130,12 +137,11 @@ def run(args: argparse.Namespace, save: Callable[[dict[str, Any]], Any]) -> dict
     data = synthetic_batch(args.batch, num_classes, device)
     results: dict[str, Any] = {"preset": args.preset, "batch": args.batch, "channels_last": True,
                                "train": [], "inference": []}
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
+    optimizer = build_optimizer(model, lr=1e-4, momentum=0.9, weight_decay=5e-4)
     model.train()
     for mode, backend in args.train_settings:
-        loss_fn = MultiBoxLoss(priors, backend=backend, validate=False).to(device)
-        row = measure(train_step_fn(model, loss_fn, optimizer, data, mode), device, args.batch, args.warmup,
-                      args.steps, args.windows)
+        row = measure(train_step_fn(model, priors, optimizer, data, mode, backend), device, args.batch,
+                      args.warmup, args.steps, args.windows)
         results["train"].append({"mode": mode, "match_backend": backend, **row})
         print(f"train     {mode:5s} match={backend:6s} {row['img_per_s']:9.1f} img/s", flush=True)
         save(_with_memory(results, device))

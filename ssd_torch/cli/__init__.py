@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
+from ssd_torch.device import resolve_device
 from ssd_torch.errors import UserError
 
 __all__ = ["UserError", "run_cli", "resolve_device", "add_trust_flag", "EXIT_USER_ERROR"]
@@ -36,18 +37,3 @@ def add_trust_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="load a checkpoint that needs more than tensors and plain containers (an old file "
                              "you trust); without it such a file is refused and nothing from it runs")
-
-
-def resolve_device(name: str) -> "torch.device":  # noqa: F821 - torch is imported lazily
-    """``"auto"`` -> CUDA when available else CPU; anything else must name an available device."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise UserError(f"invalid --device {name!r} ({e})") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
-    return device

@@ -1,7 +1,7 @@
 """``ssd-report RUN_DIR...``: the seed's results table (one Markdown row per training run) + a loss-curve PNG.
 
-Reads what ``ssd_torch.training.engine`` leaves in a run folder — ``config.json`` (the resolved ``TrainConfig``),
-``metrics.csv`` (per logged step: ``step, loss, lr, images_per_s, ...``), ``epochs.csv`` (``seconds,
+Reads what ``ssd-train`` (``ssd_torch.training.trainer`` and ``metrics_log``) leaves in a run folder —
+``config.json`` (the resolved ``TrainConfig``), ``metrics.csv`` (per logged step: ``step, loss, lr, images_per_s, ...``), ``epochs.csv`` (``seconds,
 images_per_s, peak_memory_mb``) and ``eval.csv`` (``step, mAP, seconds``) — and tolerates any of them being
 absent or lacking a column: the cell then reads ``n/a``.
 

@@ -1,47 +1,77 @@
 """``ssd-train``: resolve a ``TrainConfig`` from a preset, a JSON file and flags, then train.
 
-Single process: ``ssd-train --preset voc07 --set data.roots='["VOCdevkit/VOC2007","VOCdevkit/VOC2012"]'``.
-Several GPUs / nodes: ``torchrun --nproc_per_node=8 -m ssd_torch.cli.train --preset voc07 ...`` (DDP; nccl on
-GPU, gloo on CPU). ``--batch-size`` is PER PROCESS. A user error (bad config value, missing split, corrupt
-image without ``data.skip_bad``) prints one line and exits 2 (``ssd_torch.cli.run_cli``).
+Single process: ``ssd-train --preset voc07 --backbone-weights torchvision:IMAGENET1K_FEATURES --data-root
+VOCdevkit/VOC2007 --data-root VOCdevkit/VOC2012``. Several GPUs / nodes: ``torchrun --nproc_per_node=8 -m
+ssd_torch.cli.train --preset voc07 ...`` (DDP; nccl on GPU, gloo on CPU). ``--batch-size`` is PER PROCESS.
+A user error (bad config value, missing split, corrupt image without ``data.skip_bad``, a run folder that
+holds an earlier run) prints one line and exits 2 (``ssd_torch.cli.run_cli``). Ctrl-C / SIGTERM finish the
+current step, write a checkpoint, print how to resume and exit 130 / 143.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shlex
 import sys
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 from ssd_torch.cli import add_trust_flag, run_cli
-from ssd_torch.errors import ConfigError
+from ssd_torch.device import DEVICE_NAMES
 from ssd_torch.training.train_config import PRESETS, TrainConfig, resolve_config
 
-__all__ = ["parse_args", "config_from_args", "main"]
+__all__ = ["parse_args", "config_from_args", "resume_command", "main"]
 
-_FLAGS = {  # flag -> (config path, type)
-    "output_dir": ("run.output_dir", str), "batch_size": ("optim.batch_size", int),
-    "accumulation": ("optim.accumulation", int), "lr": ("optim.base_lr", float), "epochs": ("schedule.epochs", int),
-    "max_steps": ("schedule.max_steps", int), "device": ("runtime.device", str), "amp": ("runtime.amp", str),
-    "workers": ("data.num_workers", int), "seed": ("runtime.seed", int), "resume": ("run.resume", str),
-    "schedule": ("schedule.kind", str), "grad_clip": ("optim.grad_clip", float),
+_FLAGS = {  # flag -> (config path, type, help)
+    "output_dir": ("run.output_dir", str, "the run folder; a new run refuses a folder that holds an earlier run"),
+    "batch_size": ("optim.batch_size", int, "images per micro-batch and process"),
+    "accumulation": ("optim.accumulation", int,
+                     "micro-batches per optimizer step; the effective batch is batch x accumulation x processes"),
+    "lr": ("optim.base_lr", float,
+           "the LR per 32 images (optim.reference_batch), scaled linearly to the effective batch "
+           "(batch x accumulation x processes): --lr 1e-3 at an effective batch of 8 trains at 2.5e-4"),
+    "epochs": ("schedule.epochs", int, "passes over the training set (instead of schedule.iterations)"),
+    "max_steps": ("schedule.max_steps", int, "stop after this many optimizer steps (the LR schedule keeps its "
+                                             "full length)"),
+    "device": ("runtime.device", str, DEVICE_NAMES),
+    "amp": ("runtime.amp", str, "none (fp32), bf16 or fp16 (with a gradient scaler)"),
+    "workers": ("data.num_workers", int, "DataLoader worker processes"),
+    "seed": ("runtime.seed", int, "initial weights and data order"),
+    "resume": ("run.resume", str, "continue a run: 'auto' (the latest checkpoint in --output-dir, if any) or a "
+                                  "checkpoint file; settings that differ from the checkpoint's are listed"),
+    "schedule": ("schedule.kind", str, "LR shape: multistep or cosine"),
+    "grad_clip": ("optim.grad_clip", float, "clip the global gradient norm to this value"),
+    "backbone_weights": ("model.backbone_weights", str,
+                         "ImageNet VGG16 backbone: a file (torchvision's VGG16 state dict or ssd.pytorch's "
+                         "vgg16_reducedfc.pth), torchvision:IMAGENET1K_FEATURES, torchvision:IMAGENET1K_V1, or "
+                         "'none' to train from scratch on purpose"),
 }
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="ssd-train", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="ssd-train", description=__doc__.split("\n\n")[0].replace("``", ""),
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Resolution: preset < --config file < --set < the named flags.")
     p.add_argument("--preset", default="voc07", choices=sorted(PRESETS), help="training preset (default voc07)")
     p.add_argument("--config", help="JSON config file (nested like config.json in a run folder; may be partial)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override any field, value as JSON (e.g. --set data.roots='[\"a\",\"b\"]'); repeatable")
-    p.add_argument("--data-root", action="append", metavar="DIR", help="a dataset root (repeat for 07+12)")
-    for name, (path, typ) in _FLAGS.items():
-        p.add_argument("--" + name.replace("_", "-"), type=typ, help=f"sets {path}")
+    p.add_argument("--data-root", action="append", metavar="DIR",
+                   help="a dataset root (repeat for 07+12); sets data.roots, and data.val_roots to the first")
+    for name, (path, typ, text) in _FLAGS.items():
+        p.add_argument("--" + name.replace("_", "-"), type=typ, help=f"sets {path}: {text}")
     p.add_argument("--channels-last", action="store_true", default=None, help="sets runtime.channels_last")
     p.add_argument("--compile", action="store_true", default=None, help="sets runtime.compile (torch.compile)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an --output-dir that holds an earlier one, removing only the files "
+                        "ssd-train writes there: config.json, metrics.csv, epochs.csv, eval.csv, curves.png, "
+                        "checkpoints/step_<N>.pt, last.pt and best.pt, tb/events.out.tfevents.*, detections/*.png "
+                        "(and their temp files); anything else in the folder stays")
+    p.add_argument("--resume-with-changes", action="store_true",
+                   help="with --resume: apply settings that normally cannot change mid-run (model, data order, "
+                        "LR and schedule, loss); the effective batch can never change")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     add_trust_flag(p)
     return p.parse_args(argv)
@@ -49,7 +79,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides = list(args.set)
-    for name, (path, _) in _FLAGS.items():
+    for name, (path, _, _) in _FLAGS.items():
         value = getattr(args, name)
         if value is not None:
             overrides.append(f"{path}={json.dumps(value)}")
@@ -64,27 +94,49 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return resolve_config(args.preset, args.config, overrides)
 
 
+def resume_command(run_dir: str | Path, world_size: int = 1) -> str:
+    """The command that continues the run in ``run_dir`` (its config.json holds every setting)."""
+    tool = "ssd-train" if world_size <= 1 else f"torchrun --nproc_per_node={world_size} -m ssd_torch.cli.train"
+    return f"{tool} --config {shlex.quote(str(Path(run_dir) / 'config.json'))} --resume auto"
+
+
+def _report(summary: dict[str, Any]) -> int:
+    """The last line(s) of a run on rank 0; the exit status (128 + signal after a stop)."""
+    from ssd_torch.training.interrupt import exit_code
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    if summary["stopped_by"]:
+        if rank0:
+            print(f"ssd-train: interrupted at step {summary['step']}; resume with: "
+                  f"{resume_command(summary['run_dir'], summary['world_size'])}", file=sys.stderr)
+        return exit_code(summary["stopped_by"])
+    if rank0:
+        print(f"done: {summary['step']} steps, final mAP {summary['last_metrics'].get('mAP')}, best mAP "
+              f"{summary['best_map']:.4f}, run folder {summary['run_dir']}")
+    return 0
+
+
 def _main(argv: Sequence[str] | None) -> int:
     import torch.distributed as dist
 
-    from ssd_torch.training.train import DistInfo, run_training, say
+    from ssd_torch.training.interrupt import exit_code
+    from ssd_torch.training.train import run_training
 
     args = parse_args(argv)
-    try:
-        cfg = config_from_args(args)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(str(e)) from e
+    cfg = config_from_args(args)
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
-    summary = run_training(cfg, trust_checkpoint=args.trust_checkpoint)
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    best = summary["best_map"]
-    say(DistInfo(rank=int(os.environ.get("RANK", "0"))),
-         f"done: {summary['step']} steps, final mAP {summary['last_metrics'].get('mAP')}, best mAP {best:.4f}, "
-         f"run folder {summary['run_dir']}")
-    return 0
+    try:
+        summary = run_training(cfg, trust_checkpoint=args.trust_checkpoint, overwrite=args.overwrite,
+                               accept_changes=args.resume_with_changes)
+    except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint of this step, the last one stays intact
+        print(f"ssd-train: aborted at once; the latest checkpoint (if any) is in {cfg.run.output_dir}/checkpoints",
+              file=sys.stderr)
+        return exit_code(2)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return _report(summary)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

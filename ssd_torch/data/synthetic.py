@@ -6,6 +6,7 @@
     root/JPEGImages/<id>.jpg           PIL JPEG
     root/ImageSets/Main/{trainval,train,val,test}.txt
     root/synthetic.json                generation parameters, written last (marks the tree complete)
+    root/synthetic.partial.json        the same, written first and removed last (an interrupted run)
 
 Bounding boxes are pixels in the VOC convention (1-based, inclusive) and are the *tight* box of the drawn
 mask, so ``voc.pixel_to_normalized`` gives the exact continuous extent of the object's pixels.
@@ -29,13 +30,14 @@ import io
 import json
 import math
 import os
-import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple, Optional, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from ssd_torch.errors import DatasetError
 
 __all__ = [
     "SYNTHETIC_CLASSES", "SyntheticObject", "render_image", "generate_voc", "is_complete", "ensure_voc", "main",
@@ -44,6 +46,7 @@ __all__ = [
 
 SYNTHETIC_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "ring", "cross", "star")
 _MARKER = "synthetic.json"
+_PARTIAL = "synthetic.partial.json"
 _FORMAT = "ssd300-synthetic-voc/1"
 SizeSpec = Union[tuple[int, int], tuple[tuple[int, int], tuple[int, int]]]
 
@@ -282,17 +285,74 @@ def _write_one_star(args: tuple[Path, int, dict]) -> None:
     _write_one(*args)
 
 
+def _read_stamp(root: Path) -> Optional[dict]:
+    """The parameters the generator stamped ``root`` with: the completion marker, else the in-progress stamp
+    (written before the first image); None when neither exists."""
+    for name in (_MARKER, _PARTIAL):
+        path = root / name
+        if path.is_file():
+            try:
+                return json.loads(path.read_text())
+            except (OSError, ValueError):
+                raise DatasetError(path, "unreadable synthetic-tree stamp; nothing was written: generate into an "
+                                         "empty or absent folder") from None
+    return None
+
+
+def _describe(params: dict, other: dict) -> str:
+    """``"30 trainval + 10 test, seed 0"`` plus every other parameter that differs from ``other``."""
+    text = f"{params.get('num_trainval')} trainval + {params.get('num_test')} test, seed {params.get('seed')}"
+    extra = [f"{k}={params.get(k)!r}" for k in sorted(set(params) | set(other))
+             if k not in ("num_trainval", "num_test", "seed") and params.get(k) != other.get(k)]
+    return ", ".join([text, *extra])
+
+
+def _check_target(root: Path, params: dict) -> None:
+    """Refuse (:class:`DatasetError`, nothing written) unless ``root`` is absent, holds no file, or was
+    stamped by this generator with exactly ``params`` (complete or interrupted): generation never overwrites
+    a file it did not write."""
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise DatasetError(root, "exists and is not a folder; nothing was written")
+    stamped = _read_stamp(root)
+    if stamped is None:
+        example = next((p for p in root.rglob("*") if p.is_file()), None)
+        if example is not None:
+            raise DatasetError(root, f"holds files not written by the synthetic generator (e.g. "
+                                     f"{example.relative_to(root)}) and no {_MARKER} stamp; nothing was written. "
+                                     f"Generate into an empty or absent folder, or train on the data that is "
+                                     f"there with data.dataset=voc")
+    elif stamped != params:
+        raise DatasetError(root, f"holds a synthetic tree generated with other parameters ({_describe(stamped, params)}"
+                                 f"; wanted {_describe(params, stamped)}); nothing was written. Use another "
+                                 f"folder, or ask for the parameters of the tree that is there")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
 def generate_voc(root: Union[str, os.PathLike], num_trainval: int, num_test: int, seed: int,
                  image_size: SizeSpec = (300, 300), max_objects: int = 6, min_scale: float = 0.07,
                  max_scale: float = 0.95, difficult_prob: float = 0.1, jpeg_quality: int = 90,
-                 max_occlusion: float = 0.35, workers: int = 1) -> Path:
+                 max_occlusion: float = 0.35, workers: int = 1,
+                 announce: Optional[Callable[[], None]] = None) -> Path:
     """Write a synthetic VOC year folder at ``root`` and return it (see the module docstring).
 
     Ids ``000000 ..`` : the first ``num_trainval`` form ``trainval`` (even positions ``train``, odd ``val``),
     the next ``num_test`` form ``test``. ``image_size``: ``(W, H)`` or ``((w_lo, w_hi), (h_lo, h_hi))``.
     ``max_occlusion``: the most of an object's box that later (overlapping) boxes may cover.
-    ``workers > 1`` uses a process pool (the output is identical). The marker ``synthetic.json`` is removed
-    first and written last, so an interrupted run is never mistaken for a complete tree.
+    ``workers > 1`` uses a process pool (the output is identical). ``announce()`` is called once the folder
+    has been accepted, before the first file is written (e.g. to print "generating ...").
+
+    Writes only into an absent folder, one that holds no file, or one this generator stamped with the same
+    parameters (its files are a pure function of them, so rewriting them changes no byte); anything else
+    raises :class:`DatasetError` before a file is touched. The stamp ``synthetic.partial.json`` is written
+    first and ``synthetic.json`` last, so an interrupted run is never mistaken for a complete tree and the
+    next call completes it.
     """
     if num_trainval < 0 or num_test < 0 or num_trainval + num_test == 0:
         raise ValueError(f"need a positive number of images, got trainval={num_trainval}, test={num_test}")
@@ -301,9 +361,14 @@ def generate_voc(root: Union[str, os.PathLike], num_trainval: int, num_test: int
     root = Path(root)
     params = _params(num_trainval, num_test, seed, image_size, max_objects, min_scale, max_scale,
                      difficult_prob, jpeg_quality, max_occlusion)
+    _check_target(root, params)
+    if announce is not None:
+        announce()
+    root.mkdir(parents=True, exist_ok=True)
+    _write_json(root / _PARTIAL, params)
+    (root / _MARKER).unlink(missing_ok=True)
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    (root / _MARKER).unlink(missing_ok=True)
     jobs = [(root, i, params) for i in range(num_trainval + num_test)]
     if workers > 1:
         from multiprocessing import get_context
@@ -317,9 +382,8 @@ def generate_voc(root: Union[str, os.PathLike], num_trainval: int, num_test: int
               "test": ids[num_trainval:]}
     for name, members in splits.items():
         (root / "ImageSets" / "Main" / f"{name}.txt").write_text("".join(f"{m}\n" for m in members))
-    tmp = root / (_MARKER + ".tmp")
-    tmp.write_text(json.dumps(params, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, root / _MARKER)
+    _write_json(root / _MARKER, params)
+    (root / _PARTIAL).unlink()
     return root
 
 
@@ -343,8 +407,9 @@ def is_complete(root: Union[str, os.PathLike], num_trainval: int, num_test: int,
 
 
 def ensure_voc(root: Union[str, os.PathLike], num_trainval: int, num_test: int, seed: int, **kwargs) -> Path:
-    """:func:`generate_voc` unless :func:`is_complete` already holds (``make demo`` regenerates only if missing)."""
-    check_kwargs = {k: v for k, v in kwargs.items() if k != "workers"}
+    """:func:`generate_voc` unless :func:`is_complete` already holds (``make demo`` regenerates only if missing);
+    refuses, like :func:`generate_voc`, a folder that holds anything but a tree of these parameters."""
+    check_kwargs = {k: v for k, v in kwargs.items() if k not in ("workers", "announce")}
     if is_complete(root, num_trainval, num_test, seed, **check_kwargs):
         return Path(root)
     return generate_voc(root, num_trainval, num_test, seed, **kwargs)
@@ -361,7 +426,7 @@ def _coco_params(num_trainval: int, num_test: int, seed: int, category_ids: Sequ
     """The VOC tree's parameters (same scenes; ``kwargs``: :func:`generate_voc`'s scene keywords, with its
     defaults) + the category ids, tagged with the COCO format."""
     scene = {name: p.default for name, p in inspect.signature(generate_voc).parameters.items()
-             if p.default is not inspect.Parameter.empty and name != "workers"}
+             if p.default is not inspect.Parameter.empty and name not in ("workers", "announce")}
     unknown = set(kwargs) - set(scene)
     if unknown:
         raise TypeError(f"unknown scene parameter(s) {sorted(unknown)}; known: {sorted(scene)}")
@@ -455,7 +520,6 @@ def generate_coco(root: Union[str, os.PathLike], num_trainval: int, num_test: in
     tree of these parameters is left as it is; an interrupted one is finished. Any other non-empty folder is
     refused (``DatasetError``): nothing that this generator did not write is ever overwritten.
     """
-    from ssd_torch.errors import DatasetError
 
     root = Path(root)
     ids = list(range(1, len(SYNTHETIC_CLASSES) + 1)) if category_ids is None else [int(c) for c in category_ids]
@@ -502,16 +566,17 @@ def is_complete_coco(root: Union[str, os.PathLike], num_trainval: int, num_test:
     return images and all((root / "annotations" / f"instances_{s}.json").is_file() for s in COCO_SPLITS)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """CLI: ``python -m ssd_torch.data.synthetic ROOT --trainval N --test M --seed S``."""
+def _main(argv: Optional[Sequence[str]]) -> int:
     parser = argparse.ArgumentParser(prog="python -m ssd_torch.data.synthetic", description=__doc__.split("\n")[0])
-    parser.add_argument("root", help="year folder to write, e.g. data/synthetic/VOCdevkit/VOC2007")
+    parser.add_argument("root", help="year folder to write, e.g. data/synthetic/VOCdevkit/VOC2007 (absent, empty, "
+                                     "or a synthetic tree of the same parameters)")
     parser.add_argument("--trainval", type=int, default=2000)
     parser.add_argument("--test", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, nargs=2, default=(300, 300), metavar=("W", "H"))
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--force", action="store_true", help="regenerate even if the tree is complete")
+    parser.add_argument("--force", action="store_true",
+                        help="rewrite the files of a synthetic tree of the same parameters even if it is complete")
     parser.add_argument("--format", choices=("voc", "coco"), default="voc",
                         help="voc: a VOC year folder; coco: images/ + annotations/instances_<split>.json of the "
                              "same scenes (default: %(default)s)")
@@ -528,19 +593,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main_coco(parser: argparse.ArgumentParser, args: argparse.Namespace, kwargs: dict) -> int:
-    """``--format coco``: :func:`generate_coco` (idempotent; refuses a folder holding anything else)."""
-    from ssd_torch.errors import UserError
-
+    """``--format coco``: :func:`generate_coco` (idempotent; a refused folder is a UserError for run_cli)."""
     if args.force:
         parser.error("--force applies to --format voc only (a COCO tree of the same parameters is left as it is)")
-    try:
-        generate_coco(args.root, args.trainval, args.test, args.seed, **kwargs)
-    except UserError as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return 2
+    generate_coco(args.root, args.trainval, args.test, args.seed, **kwargs)
     print(f"synthetic COCO tree at {args.root}: trainval {args.trainval}, test {args.test}, seed {args.seed} "
           f"(images/, annotations/instances_<split>.json)")
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """CLI: ``python -m ssd_torch.data.synthetic ROOT --trainval N --test M --seed S``; a refused folder is
+    one line on stderr and exit 2."""
+    from ssd_torch.cli import run_cli
+    return run_cli(_main, argv, "python -m ssd_torch.data.synthetic")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import Any, Callable
 from reference.priors import SSD300 as SSD300_SPEC
 from reference.priors import PriorSpec, boxes_per_cell, num_priors
 from ssd_torch.data.preprocess import IMAGENET, Preprocess
+from ssd_torch.plain import plain as _plain
 
 __all__ = ["ModelConfig", "ssd300_vgg16", "ssd300_slim", "PRESETS", "VGG16_BASE", "VGG16_EXTRAS"]
 
@@ -150,13 +151,6 @@ def _seq(name: str, value: Any) -> tuple:
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         raise TypeError(f"ModelConfig.{name} must be a sequence, got {value!r}")
     return tuple(value)
-
-
-def _plain(v: Any) -> Any:
-    """Tuples (nested) -> lists, so that a dict survives JSON or ``torch.load(weights_only=True)``."""
-    if isinstance(v, (tuple, list)):
-        return [_plain(x) for x in v]
-    return v
 
 
 def _check_keys(what: str, d: dict, cls: type) -> None:

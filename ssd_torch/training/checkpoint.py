@@ -189,6 +189,15 @@ class CheckpointManager:
     """``step_XXXXXXXX.pt`` files in ``directory``, the newest ``keep_last`` kept, plus ``last.pt`` (a copy of
     the newest) and ``best.pt`` (highest metric, never rotated away)."""
 
+    NAMES = ("last.pt", "best.pt")
+
+    @classmethod
+    def owns(cls, name: str) -> bool:
+        """True for a file name this manager writes: ``step_<digits>.pt``, ``last.pt``, ``best.pt``, or the temp
+        file of an interrupted write (``.<name>.<...>.tmp`` / ``.link``)."""
+        return bool(_STEP_FILE.match(name)) or name in cls.NAMES or (
+            name.startswith(".") and name.endswith((".tmp", ".link")) and name[1:].startswith(("step_", *cls.NAMES)))
+
     def __init__(self, directory: str | Path, keep_last: int = 3) -> None:
         if keep_last < 1:
             raise ValueError(f"keep_last must be >= 1, got {keep_last}")

@@ -13,8 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["effective_batch", "scaled_lr", "rescale_steps", "LRFactor", "build_lr_factor", "build_scheduler",
-           "ScheduleLengths", "schedule_lengths"]
+__all__ = ["SCHEDULE_KINDS", "effective_batch", "scaled_lr", "rescale_steps", "LRFactor", "build_lr_factor",
+           "build_scheduler", "restore_position", "ScheduleLengths", "schedule_lengths"]
+
+#: The LR shapes ``LRFactor`` implements (``ScheduleConfig.kind``).
+SCHEDULE_KINDS: tuple[str, ...] = ("multistep", "cosine")
 
 
 def effective_batch(batch_size: int, accumulation: int, world_size: int) -> int:
@@ -102,14 +105,14 @@ class LRFactor:
             span = max(1, self.total_steps - self.warmup_steps)
             t = min(1.0, max(0.0, (step - self.warmup_steps) / span))
             return warm * (self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t)))
-        raise ValueError(f"unknown schedule kind {self.kind!r}; use 'multistep' or 'cosine'")
+        raise ValueError(f"unknown schedule kind {self.kind!r}; use one of {SCHEDULE_KINDS}")
 
 
 def build_lr_factor(*, kind: str, total_steps: int, milestones: tuple[int, ...] = (), gamma: float = 0.1,
                     warmup_steps: int = 0, warmup_factor: float = 1.0 / 3.0, min_ratio: float = 0.0) -> LRFactor:
     """Validated ``LRFactor``."""
-    if kind not in ("multistep", "cosine"):
-        raise ValueError(f"unknown schedule kind {kind!r}; use 'multistep' or 'cosine'")
+    if kind not in SCHEDULE_KINDS:
+        raise ValueError(f"unknown schedule kind {kind!r}; use one of {SCHEDULE_KINDS}")
     if total_steps <= 0 or warmup_steps < 0:
         raise ValueError(f"need total_steps > 0 and warmup_steps >= 0, got {total_steps}, {warmup_steps}")
     return LRFactor(kind=kind, total_steps=total_steps, milestones=tuple(milestones), gamma=gamma,
@@ -119,3 +122,19 @@ def build_lr_factor(*, kind: str, total_steps: int, milestones: tuple[int, ...] 
 def build_scheduler(optimizer: torch.optim.Optimizer, factor: LRFactor) -> torch.optim.lr_scheduler.LambdaLR:
     """A ``LambdaLR`` stepped once per optimizer step; its ``last_epoch`` is the step count."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=factor)
+
+
+def restore_position(scheduler: torch.optim.lr_scheduler.LambdaLR, state: dict) -> None:
+    """Resume ``scheduler`` at the step count of a saved ``state_dict`` while keeping ITS OWN peak LRs and LR
+    factor (built from the current config), and set the optimizer's LRs for that step.
+
+    ``LambdaLR.load_state_dict`` would also restore the saved ``base_lrs`` and overwrite the factor's fields,
+    so a resumed run would silently keep the old schedule. The LR is computed exactly as ``LambdaLR.step``
+    does (``base_lr * factor(step)``), so an unchanged config resumes bit-identically.
+    """
+    scheduler.last_epoch = int(state["last_epoch"])
+    scheduler._step_count = int(state.get("_step_count", scheduler.last_epoch + 1))
+    lrs = [base * fn(scheduler.last_epoch) for fn, base in zip(scheduler.lr_lambdas, scheduler.base_lrs)]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = lrs

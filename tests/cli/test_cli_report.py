@@ -1,4 +1,4 @@
-"""ssd-report on two fake run folders (the files ssd_torch.training.engine writes), one of them incomplete."""
+"""ssd-report on two fake run folders (the files ssd-train writes), one of them incomplete."""
 from __future__ import annotations
 
 import csv

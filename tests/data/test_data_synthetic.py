@@ -11,6 +11,7 @@ from PIL import Image
 from ssd_torch.data import synthetic
 from ssd_torch.data.synthetic import SYNTHETIC_CLASSES, ensure_voc, generate_voc, is_complete
 from ssd_torch.data.voc import VOCDataset, parse_annotation, pixel_to_normalized
+from ssd_torch.errors import DatasetError
 
 
 def _tree_contents(root: Path) -> tuple[dict[str, bytes], dict[str, np.ndarray]]:
@@ -131,3 +132,69 @@ def test_parallel_generation_is_identical(tmp_path: Path) -> None:
     xa, pa = _tree_contents(a)
     xb, pb = _tree_contents(b)
     assert xa == xb and all(np.array_equal(pa[k], pb[k]) for k in pa)
+
+
+# ---- issue #10: generation never touches files it did not write -------------------------------------------
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _users_voc_tree(root: Path) -> dict[str, bytes]:
+    """A user's own VOC year folder (ids that the generator would also write)."""
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True)
+    (root / "JPEGImages" / "000005.jpg").write_bytes(b"\xff\xd8 the user's photo \xff\xd9")
+    (root / "Annotations" / "000005.xml").write_text("<annotation><filename>000005.jpg</filename></annotation>")
+    (root / "ImageSets" / "Main" / "trainval.txt").write_text("000005\n")
+    return _snapshot(root)
+
+
+def test_generation_refuses_a_users_tree(tmp_path: Path) -> None:
+    root = tmp_path / "realvoc"
+    before = _users_voc_tree(root)
+    for write in (generate_voc, ensure_voc):
+        with pytest.raises(DatasetError, match=r"realvoc.*(not written by the synthetic generator)"):
+            write(root, 3, 1, seed=0)
+    assert _snapshot(root) == before
+
+
+def test_generation_refuses_a_tree_of_other_parameters(tmp_path: Path) -> None:
+    root = generate_voc(tmp_path / "syn", 3, 1, seed=0)
+    before = _snapshot(root)
+    with pytest.raises(DatasetError, match=r"other parameters.*3 trainval \+ 1 test.*5 trainval \+ 2 test"):
+        ensure_voc(root, 5, 2, seed=0)
+    with pytest.raises(DatasetError, match="other parameters"):
+        generate_voc(root, 3, 1, seed=1)
+    assert _snapshot(root) == before
+
+
+def test_interrupted_generation_is_completed_with_the_same_bytes(tmp_path: Path, monkeypatch) -> None:
+    real = synthetic._write_one
+
+    def crash_at_three(root, index, params):
+        if index == 3:
+            raise KeyboardInterrupt
+        real(root, index, params)
+
+    monkeypatch.setattr(synthetic, "_write_one", crash_at_three)
+    with pytest.raises(KeyboardInterrupt):
+        generate_voc(tmp_path / "a" / "VOC", 4, 2, seed=5)
+    monkeypatch.setattr(synthetic, "_write_one", real)
+    assert not is_complete(tmp_path / "a" / "VOC", 4, 2, seed=5)
+    ensure_voc(tmp_path / "a" / "VOC", 4, 2, seed=5)  # our own unfinished tree: completed, not refused
+    assert is_complete(tmp_path / "a" / "VOC", 4, 2, seed=5)
+    assert _snapshot(tmp_path / "a" / "VOC") == _snapshot(generate_voc(tmp_path / "b" / "VOC", 4, 2, seed=5))
+
+
+def test_empty_folder_is_used(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    assert is_complete(ensure_voc(tmp_path / "empty", 2, 1, seed=0), 2, 1, seed=0)
+
+
+def test_cli_refusal_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = tmp_path / "realvoc"
+    before = _users_voc_tree(root)
+    assert synthetic.main([str(root), "--trainval", "3", "--test", "1", "--force"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "realvoc" in err and "Traceback" not in err
+    assert _snapshot(root) == before

@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from ssd_torch.training.engine import SeededDataset, StepSampler
+from ssd_torch.training.data_order import SeededDataset, StepSampler
 
 
 def _steps(sampler):

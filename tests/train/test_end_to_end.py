@@ -12,15 +12,23 @@ from ssd_torch.training import demo
 from ssd_torch.training.checkpoint import read_checkpoint
 from ssd_torch.inference import load_model_for_inference
 from ssd_torch.training.train_config import TrainConfig
+from train_fixtures import csv_steps
 
 
 @pytest.mark.slow
 def test_quick_demo_then_resume(tmp_path, capsys):
     data, run = tmp_path / "syn", tmp_path / "run"
+    run.mkdir()
+    (run / "earlier.txt").write_text("a previous demo run")
     assert demo.main(["--quick", "--data-root", str(data), "--output-dir", str(run),
                       "--set", "run.tensorboard=false"]) == 0
     out = capsys.readouterr().out
     assert "VOC07 11-point AP" in out and "mAP" in out
+    # make demo is re-runnable: the previous runs/demo/ is kept under the first free name
+    assert (tmp_path / "run.1" / "earlier.txt").read_text() == "a previous demo run"
+    assert f"kept the previous {run} as {tmp_path / 'run.1'}" in out
+    assert not (run / "earlier.txt").exists()
+    assert csv_steps(run / "eval.csv") == [1, 2]  # the quick demo evaluates during training too
     for name in ("config.json", "metrics.csv", "eval.csv", "curves.png", "checkpoints/last.pt",
                  "checkpoints/best.pt", "checkpoints/step_00000002.pt"):
         assert (run / name).is_file(), name
@@ -33,7 +41,23 @@ def test_quick_demo_then_resume(tmp_path, capsys):
     assert names == ckpt["class_names"] and mcfg.name == "ssd300_slim"
     # resume through the ssd-train CLI: one more step on top of the two
     cfg_file = run / "config.json"
-    assert train.main(["--preset", "demo", "--config", str(cfg_file), "--resume", "auto", "--max-steps", "3"]) == 0
+    resume = ["--preset", "demo", "--config", str(cfg_file), "--resume", "auto", "--max-steps", "3"]
+    # a changed LR is listed and refused (issue #10.4: it used to be ignored silently)...
+    config_before = cfg_file.read_bytes()
+    assert train.main([*resume, "--lr", "0.4"]) == 2
+    err = capsys.readouterr().err
+    assert "optim.base_lr: 0.2 -> 0.4" in err and "--resume-with-changes" in err
+    assert cfg_file.read_bytes() == config_before
+    assert read_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
+    # ... and applied for real with --resume-with-changes: config.json and the LR of step 3 say 0.4
+    assert train.main([*resume, "--lr", "0.4", "--resume-with-changes"]) == 0
+    out = capsys.readouterr().out
+    assert "optim.base_lr: 0.2 -> 0.4" in out and "schedule.max_steps: 2 -> 3" in out
+    assert json.loads(cfg_file.read_text())["optim"]["base_lr"] == 0.4
+    with (run / "metrics.csv").open() as f:
+        lr3 = [float(r["lr"]) for r in csv.DictReader(f) if r["step"] == "3"]
+    # 0.4 per 32 images at batch 4, cosine over 6 steps without warmup: factor (1 + cos(pi * 2 / 6)) / 2 at step 2
+    assert lr3 == [pytest.approx(0.4 * 4 / 32 * 0.75)]
     again = read_checkpoint(run / "checkpoints" / "last.pt")
     assert again["step"] == 3 and again["epoch"] == 0 and again["extra"]["step_in_epoch"] == 3
     with (run / "metrics.csv").open() as f:

@@ -6,10 +6,12 @@ import math
 import pytest
 import torch
 
+from ssd_torch.errors import ConfigError
 from ssd_torch.training.checkpoint import CheckpointManager, read_checkpoint
 from ssd_torch.data.collate import collate_detection
-from ssd_torch.training.engine import NonFiniteGuard, TrainingDiverged, train_step
+from ssd_torch.training.step import NonFiniteGuard, StepOutcome, TrainingDiverged, train_step
 
+from ssd_torch.training.trainer import SideJobs
 from train_fixtures import ToyDetection, components, make_trainer, tiny_config
 
 
@@ -77,7 +79,7 @@ def test_resume_refuses_another_effective_batch(tmp_path):
     t = make_trainer(cfg, data, batch=2, total_steps=1, checkpoints=CheckpointManager(tmp_path))
     t.fit()
     other = make_trainer(cfg, data, batch=4, total_steps=1)
-    with pytest.raises(ValueError, match="images per step"):
+    with pytest.raises(ConfigError, match="images per step"):
         other.load_state(read_checkpoint(tmp_path / "last.pt"))
 
 
@@ -135,7 +137,6 @@ def test_too_many_nan_steps_stop_with_advice():
 
 
 def test_guard_window_forgets_old_skips():
-    from ssd_torch.training.engine import StepOutcome
     bad = StepOutcome(loss=math.nan, loc=math.nan, conf=0.0, num_pos=1, images=1, finite_loss=False,
                       finite_grad=False, stepped=False, grad_norm=math.nan)
     g = NonFiniteGuard(max_skips=1, window=5)
@@ -149,3 +150,26 @@ def test_guard_window_forgets_old_skips():
     for s in range(3):
         g2.record(s, overflow, scaler_active=True)  # fp16 scale calibration: counted apart, never stops
     assert g2.overflows == 3 and g2.total == 0
+
+
+@pytest.mark.slow
+def test_periodic_evaluation_leaves_training_unchanged():
+    """Evaluating during training (the demo now does, every 5 epochs) gives the weights of a run without it: the
+    evaluation runs the model in eval mode (BatchNorm statistics untouched) and may use the global RNGs, which
+    the training data order never reads."""
+    import numpy as np
+    data, cfg = ToyDetection(6), tiny_config(batch_norm=True)
+
+    def eval_fn(model):
+        assert not model.training
+        with torch.no_grad():
+            model(torch.rand(2, 3, 300, 300))
+        return {"mAP": float(np.random.rand())}
+
+    plain = make_trainer(cfg, data, batch=2, total_steps=4)
+    plain.fit()
+    evaluated = make_trainer(cfg, data, batch=2, total_steps=4, eval_fn=eval_fn, jobs=SideJobs(eval_every=1))
+    evaluated.fit()
+    assert evaluated.last_metrics["step"] == 4 and evaluated.model.training
+    a, b = _weights(plain), _weights(evaluated)
+    assert all(torch.equal(a[k], b[k]) for k in a)

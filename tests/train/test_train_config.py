@@ -1,9 +1,11 @@
 """Config resolution: preset < JSON file < --set < named flags; validation names the field."""
 import json
+import re
 
 import pytest
 
 from ssd_torch.cli.train import config_from_args, parse_args
+from ssd_torch.errors import ConfigError
 from ssd_torch.training.train_config import TrainConfig, apply_overrides, demo, resolve_config, save_config, voc07
 
 
@@ -39,7 +41,7 @@ def test_file_then_overrides_then_flags(tmp_path):
 def test_errors_name_the_field(tmp_path):
     with pytest.raises(ValueError, match="unknown key 'batchsize'"):
         resolve_config("voc07", None, ["optim.batchsize=3"])
-    with pytest.raises(TypeError, match="optim.batch_size must be an int"):
+    with pytest.raises(ConfigError, match="optim.batch_size must be an int"):
         resolve_config("voc07", None, ["optim.batch_size=\"eight\""])
     with pytest.raises(ValueError, match="runtime.amp must be one of"):
         resolve_config("voc07", None, ["runtime.amp=fp8"])
@@ -60,3 +62,70 @@ def test_override_parsing():
     assert d["run"]["output_dir"] == "runs/x" and d["optim"]["grad_clip"] == 10 and d["model"]["batch_norm"] is None
     with pytest.raises(ValueError, match="section.key=value"):
         apply_overrides(d, ["optim.grad_clip"])
+
+
+# ---- issue #10.5: ranges the math requires ------------------------------------------------------------------
+@pytest.mark.parametrize("override, field", [
+    ("optim.momentum=2", "optim.momentum"), ("optim.momentum=1", "optim.momentum"),
+    ("optim.momentum=-0.1", "optim.momentum"), ("optim.weight_decay=-1e-4", "optim.weight_decay"),
+    ("optim.base_lr=0", "optim.base_lr"), ("optim.grad_clip=0", "optim.grad_clip"),
+    ("schedule.gamma=0", "schedule.gamma"), ("schedule.gamma=1.5", "schedule.gamma"),
+    ("schedule.min_lr_ratio=1.5", "schedule.min_lr_ratio"), ("schedule.warmup_factor=0", "schedule.warmup_factor"),
+    ("schedule.kind=\"step\"", "schedule.kind"), ("schedule.epochs=0", "schedule.epochs"),
+    ("loss.iou_threshold=1.5", "loss.iou_threshold"), ("loss.iou_threshold=0", "loss.iou_threshold"),
+    ("loss.variances=[0.1, 0]", "loss.variances"), ("loss.variances=[0.1]", "loss.variances"),
+    ("loss.neg_pos_ratio=0", "loss.neg_pos_ratio"), ("loss.backend=\"cuda\"", "loss.backend"),
+    ("model.head_bias_prior=1.0", "model.head_bias_prior"), ("model.l2norm_scale=0", "model.l2norm_scale"),
+    ("model.preset=\"resnet50\"", "model.preset"), ("model.batch_norm=true", "model.batch_norm"),
+    ("data.augment=\"heavy\"", "data.augment"), ("data.dataset=\"imagenet\"", "data.dataset"),
+    ("data.roots=[]", "data.roots"), ("data.max_train_images=0", "data.max_train_images"),
+    ("runtime.device=\"gpu\"", "runtime.device"), ("runtime.amp=\"fp8\"", "runtime.amp"),
+    ("runtime.num_threads=0", "runtime.num_threads"), ("run.keep_last=0", "run.keep_last"),
+    ("run.nan_window=0", "run.nan_window"), ("run.output_dir=\"\"", "run.output_dir"),
+])
+def test_values_outside_their_range_are_refused(override, field):
+    """Defect: ``--set optim.momentum=2`` was accepted."""
+    from ssd_torch.errors import ConfigError
+    with pytest.raises(ConfigError, match=re.escape(field)):
+        resolve_config("voc07", None, [override])
+
+
+def test_nesterov_needs_momentum():
+    from ssd_torch.errors import ConfigError
+    with pytest.raises(ConfigError, match="optim.nesterov"):
+        resolve_config("voc07", None, ["optim.nesterov=true", "optim.momentum=0"])
+    assert resolve_config("voc07", None, ["optim.nesterov=true"]).optim.nesterov
+
+
+def test_registries_are_the_allowed_values():
+    """The allowed values come from the registries, not from copied string tables."""
+    from ssd_torch.backend import BACKENDS
+    from ssd_torch.modeling.model_config import PRESETS as MODEL_PRESETS
+    from ssd_torch.training.schedule import SCHEDULE_KINDS
+    for backend in BACKENDS:
+        assert resolve_config("voc07", None, [f"loss.backend=\"{backend}\""]).loss.backend == backend
+    for kind in SCHEDULE_KINDS:
+        assert resolve_config("voc07", None, [f"schedule.kind=\"{kind}\""]).schedule.kind == kind
+    for preset in MODEL_PRESETS:
+        assert resolve_config("voc07", None, [f"model.preset=\"{preset}\""]).model.preset == preset
+    assert voc07().loss.backend == "auto"
+
+
+def test_lr_help_names_the_reference_batch(capsys):
+    """Defect: ``--lr`` help only said "sets optim.base_lr"."""
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "LR per 32 images" in text and "scaled linearly to the effective batch" in text
+
+
+def test_demo_evaluates_during_training():
+    """Defect: the demo evaluated only at the end, so the mAP panel of curves.png was a single dot."""
+    from ssd_torch.training.schedule import schedule_lengths
+    d = demo()
+    steps_per_epoch = d.data.synthetic_trainval // d.optim.batch_size
+    total = schedule_lengths(iterations=d.schedule.iterations, milestones=d.schedule.milestones,
+                             warmup_iterations=d.schedule.warmup_iterations, effective=d.optim.batch_size,
+                             epochs=d.schedule.epochs, steps_per_epoch=steps_per_epoch).total_steps
+    assert d.run.eval_every > 0 and total // d.run.eval_every >= 5
+    assert d.run.eval_every % steps_per_epoch == 0  # at epoch ends

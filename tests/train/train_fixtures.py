@@ -2,19 +2,20 @@
 model and an in-memory dataset."""
 from __future__ import annotations
 
-import functools
-
 import pytest
 import torch
 
-from ssd_torch.modeling.model_config import ModelConfig
 from ssd_torch.data.collate import collate_detection
-from ssd_torch.training.engine import NonFiniteGuard, SeededDataset, StepSampler, Trainer, param_groups
-from ssd_torch.loss import multibox_loss_from_targets
-from ssd_torch.matching import match_batch
 from ssd_torch.modeling.model import model_from_config
+from ssd_torch.modeling.model_config import ModelConfig
 from ssd_torch.priors import default_boxes
+from ssd_torch.training.data_order import SeededDataset, StepSampler
+from ssd_torch.training.model_setup import param_groups
+from ssd_torch.training.objective import build_objective
 from ssd_torch.training.schedule import build_lr_factor, build_scheduler
+from ssd_torch.training.step import NonFiniteGuard
+from ssd_torch.training.train_config import LossConfig
+from ssd_torch.training.trainer import Feed, Outputs, SideJobs, Span, Trainer
 
 NUM_CLASSES = 4
 
@@ -52,19 +53,20 @@ class ToyDetection(torch.utils.data.Dataset):
 
 
 def components(cfg: ModelConfig, seed: int = 0):
-    """(model, priors, match_fn, loss_fn) with a fixed initialisation."""
+    """(model, priors, match_fn, loss_fn) with a fixed initialisation; the objective as ssd-train builds it
+    (the torch matcher)."""
     torch.manual_seed(seed)
     model = model_from_config(cfg)
     priors = default_boxes(cfg.prior_spec)
-    match_fn = functools.partial(match_batch, priors=priors)
-    loss_fn = functools.partial(multibox_loss_from_targets, neg_pos_ratio=3)
+    match_fn, loss_fn = build_objective(LossConfig(backend="torch"), priors)
     return model, priors, match_fn, loss_fn
 
 
 def make_trainer(cfg: ModelConfig, dataset, *, batch: int, accumulation: int = 1, total_steps: int,
                  stop_at: int | None = None, lr: float = 0.01, seed: int = 0, loss_fn=None, guard=None,
-                 world_size: int = 1, rank: int = 0, **kwargs) -> Trainer:
-    """A CPU Trainer; with ``world_size > 1`` (a process group must exist) the model is wrapped in DDP."""
+                 world_size: int = 1, rank: int = 0, jobs: SideJobs = SideJobs(), stop=None, **outputs) -> Trainer:
+    """A CPU Trainer; with ``world_size > 1`` (a process group must exist) the model is wrapped in DDP.
+    ``outputs``: fields of ``trainer.Outputs`` (checkpoints, logger, eval_fn, ...)."""
     model, _, match_fn, default_loss = components(cfg, seed)
     opt = torch.optim.SGD(param_groups(model, 5e-4), lr=lr, momentum=0.9)
     if world_size > 1:
@@ -73,6 +75,33 @@ def make_trainer(cfg: ModelConfig, dataset, *, batch: int, accumulation: int = 1
                                                  warmup_factor=0.5))
     sampler = StepSampler(len(dataset), batch, accumulation, world_size, rank, seed=seed)
     return Trainer(model=model, optimizer=opt, scheduler=sched, scaler=None, match_fn=match_fn,
-                   loss_fn=loss_fn or default_loss, dataset=SeededDataset(dataset, seed), sampler=sampler,
-                   collate_fn=collate_detection, device=torch.device("cpu"), total_steps=total_steps,
-                   stop_at=stop_at, rank=rank, guard=guard or NonFiniteGuard(), print_fn=lambda s: None, **kwargs)
+                   loss_fn=loss_fn or default_loss, feed=Feed(SeededDataset(dataset, seed), sampler, collate_detection),
+                   device=torch.device("cpu"), span=Span(total_steps, stop_at), jobs=jobs,
+                   outputs=Outputs(print_fn=lambda s: None, **outputs), guard=guard or NonFiniteGuard(), rank=rank,
+                   stop=stop)
+
+
+def tiny_run_args(data, run, *extra: str, trainval: int = 8, test: int = 4, steps: int = 1,
+                  batch: int = 4) -> list[str]:
+    """``ssd-train`` flags for a seconds-long CPU run of the demo preset on a tiny synthetic tree at ``data``
+    (generated on first use): ``steps`` optimizer steps of ``batch`` images, the final evaluation on ``test``
+    images."""
+    return ["--preset", "demo", "--data-root", str(data), "--output-dir", str(run), "--batch-size", str(batch),
+            "--max-steps", str(steps), "--workers", "0", "--no-progress",
+            "--set", f"data.synthetic_trainval={trainval}", "--set", f"data.synthetic_test={test}",
+            "--set", "schedule.warmup_iterations=0", "--set", "run.log_every=1", "--set", "run.tensorboard=false",
+            "--set", "run.eval_batch_size=4", *extra]
+
+
+def csv_steps(path) -> list[int]:
+    """The ``step`` column of a run folder's CSV log."""
+    import csv
+    with open(path, newline="") as f:
+        return [int(row["step"]) for row in csv.DictReader(f)]
+
+
+def one_line(err: str) -> str:
+    """The single line a user error prints (fails when there is a traceback or more than one line)."""
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]

@@ -1,0 +1,106 @@
+"""The run's logs: ``metrics.csv`` (every logged step), ``epochs.csv``, ``eval.csv`` and, when tensorboard is
+installed and enabled, the same scalars under ``tb/``.
+
+Rows are appended as training goes. A resumed run first ``rewind``s the logs to the step of its checkpoint:
+rows of later steps (logged by the interrupted run after that checkpoint) are dropped by an atomic rewrite, and
+tensorboard purges its events after that step, so every step has exactly one row (``ssd-report`` reads them).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import resource
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ssd_torch.files import atomic_write_text
+
+__all__ = ["LOG_FILES", "TENSORBOARD_DIR", "MetricsLogger", "peak_memory_mb"]
+
+#: kind -> (file name, columns); every row has a ``step`` (optimizer steps done when it was logged).
+LOG_FILES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "step": ("metrics.csv", ("step", "epoch", "loss", "loc_loss", "conf_loss", "lr", "num_pos", "images_per_s",
+                             "grad_norm", "skipped_total")),
+    "epoch": ("epochs.csv", ("epoch", "step", "mean_loss", "seconds", "images_per_s", "peak_memory_mb")),
+    "eval": ("eval.csv", ("step", "epoch", "mAP", "seconds")),
+}
+TENSORBOARD_DIR = "tb"
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA max allocated (since the last reset) on a GPU, else the process's peak RSS (getrusage, KiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class MetricsLogger:
+    """Appends rows to the CSV files of :data:`LOG_FILES` in ``run_dir`` (and tensorboard scalars)."""
+
+    def __init__(self, run_dir: str | Path, tensorboard: bool = True) -> None:
+        self.run_dir = Path(run_dir)
+        self.tensorboard = tensorboard
+        self.writer: Any = None
+        self._purge_step: int | None = None
+
+    def rewind(self, step: int) -> None:
+        """Drop the rows logged after optimizer step ``step`` (atomic rewrite of each CSV that has such rows)."""
+        for name, _ in LOG_FILES.values():
+            path = self.run_dir / name
+            if not path.is_file():
+                continue
+            with path.open(newline="") as f:
+                reader = csv.DictReader(f)
+                header, rows = reader.fieldnames or [], list(reader)
+            keep = [r for r in rows if _step_of(r) <= step]
+            if len(keep) != len(rows):
+                _atomic_rewrite(path, header, keep)
+        self._purge_step = step + 1
+
+    def log(self, kind: str, row: dict[str, Any]) -> None:
+        """``kind`` in :data:`LOG_FILES`; numbers also go to tensorboard as ``kind/name``."""
+        name, fields = LOG_FILES[kind]
+        path = self.run_dir / name
+        new = not path.exists()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow({k: row.get(k, "") for k in fields})
+        self._tensorboard(kind, row)
+
+    def _tensorboard(self, kind: str, row: dict[str, Any]) -> None:
+        if self.tensorboard and self.writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.writer = SummaryWriter(str(self.run_dir / TENSORBOARD_DIR), purge_step=self._purge_step)
+            except Exception:  # tensorboard missing or broken: the CSV files still work
+                self.tensorboard = False
+        if self.writer is None:
+            return
+        for k, v in row.items():
+            if k not in ("step", "epoch") and isinstance(v, (int, float)) and math.isfinite(v):
+                self.writer.add_scalar(f"{kind}/{k}", v, row.get("step", 0))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _step_of(row: dict[str, str]) -> float:
+    try:
+        return float(row.get("step") or "nan")
+    except ValueError:
+        return math.nan  # an unreadable row is dropped too (nan <= step is False)
+
+
+def _atomic_rewrite(path: Path, header: list[str], rows: list[dict[str, str]]) -> None:
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=header, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, text.getvalue())
