@@ -1,5 +1,5 @@
 """Command-line tools: ``ssd-train``, ``ssd-eval``, ``ssd-detect``, ``ssd-crosscheck``, ``ssd-export``,
-``ssd-report``.
+``ssd-report``, ``ssd-import`` (a peer's trained SSD300 file -> our checkpoint).
 
 Each tool is a module with ``main(argv=None) -> int``, a thin shell over library functions that tests call
 directly. Shared here: :func:`run_cli`, which turns a user's mistake (any ``ssd_torch.errors.UserError``: a

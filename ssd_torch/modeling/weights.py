@@ -168,12 +168,12 @@ def read_state_dict(path: str | os.PathLike, *, trust: bool = False, container_k
     :class:`CheckpointError` naming the file. ``container_key``: also accept ``{container_key: state_dict, ...}``
     (lufficc's checkpoints hold the model under ``"model"``). A ``module.`` prefix on every key (a model saved
     inside ``DataParallel``) is removed."""
-    from ssd_torch.training.checkpoint import _load  # the one weights-only loader and its refusal message
+    from ssd_torch.training.checkpoint import load_torch_file  # the one loader and its refusal message
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file not found: {path}")
-    obj = _load(path, trust, "cpu")
+    obj = load_torch_file(path, trust=trust)
     if container_key is not None and isinstance(obj, Mapping) and isinstance(obj.get(container_key), Mapping):
         obj = obj[container_key]
     if not isinstance(obj, Mapping) or not obj:
