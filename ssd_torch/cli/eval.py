@@ -31,6 +31,7 @@ from typing import Any, Mapping, NamedTuple, Optional, Sequence
 import numpy as np
 
 from ssd_torch.cli import UserError, add_trust_flag, resolve_device, run_cli
+from ssd_torch.data.coco import is_coco_data
 from ssd_torch.evaluation.coco_eval import COCO_STAT_NAMES, coco_metrics
 from ssd_torch.evaluation.evaluate import DetectionsByImage
 from ssd_torch.files import file_sha256
@@ -106,11 +107,6 @@ class _Data(NamedTuple):
     split: Optional[str]
     data_sha256: Optional[str]
     is_coco: bool
-
-
-def is_coco_data(data: Sequence[Path]) -> bool:
-    """``--data`` names one COCO instances file (a ``.json``) rather than VOC year folders."""
-    return len(data) == 1 and Path(data[0]).suffix.lower() == ".json"
 
 
 def _open_voc(roots: Sequence[Path], split: str, class_names: Sequence[str], cfg: Any) -> Any:

@@ -12,6 +12,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ssd_torch.evaluation.headline import headline_label, headline_of_run
+
 __all__ = ["class_colour", "draw_detections", "plot_training_curves", "read_csv_rows"]
 
 _PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -76,8 +78,9 @@ def _column(rows: list[dict[str, str]], key: str) -> np.ndarray:
 
 
 def plot_training_curves(run_dir: str | Path, out_name: str = "curves.png") -> Path | None:
-    """Loss (total, loc, conf), LR and — when ``eval.csv`` exists — mAP against the step, from the run's
-    ``metrics.csv``; written as ``run_dir/out_name`` (matplotlib, Agg backend). None if nothing was logged."""
+    """Loss (total, loc, conf), LR and — when ``eval.csv`` exists — the evaluations' headline metric (labelled
+    by ``ssd_torch.evaluation.headline``) against the step, from the run's ``metrics.csv``; written as
+    ``run_dir/out_name`` (matplotlib, Agg backend). None if nothing was logged."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -97,7 +100,8 @@ def plot_training_curves(run_dir: str | Path, out_name: str = "curves.png") -> P
     axes[1].set(xlabel="optimizer step", ylabel="learning rate", title="LR")
     if evals:
         axes[2].plot(_column(evals, "step"), _column(evals, "mAP"), marker="o")
-        axes[2].set(xlabel="optimizer step", ylabel="mAP (VOC07 11-point)", title="held-out mAP", ylim=(0, 1))
+        axes[2].set(xlabel="optimizer step", ylabel=headline_label(headline_of_run(evals)), title="held-out mAP",
+                    ylim=(0, 1))
     fig.tight_layout()
     path = run_dir / out_name
     fig.savefig(path, dpi=90)

@@ -38,7 +38,7 @@ from ssd_torch.data.preprocess import CAFFE_RGB, IMAGENET, TORCHVISION_SSD, Prep
 from ssd_torch.errors import CheckpointError, ConfigError
 from ssd_torch.modeling.model_config import VGG16_BASE
 
-__all__ = ["LoadReport", "load_backbone", "load_vgg16_backbone", "reduce_fc6", "reduce_fc7", "VGG_CONV_NAMES",
+__all__ = ["LoadReport", "load_backbone", "reduce_fc6", "reduce_fc7", "VGG_CONV_NAMES",
            "TORCHVISION_SOURCES", "hub_file", "read_state_dict", "mismatch_problems", "listed"]
 
 #: Names of the 15 backbone convs, in order.
@@ -306,7 +306,3 @@ def load_backbone(model: nn.Module, source: str | os.PathLike, *, trust: bool = 
     notes = (_FEATURES_NOTE,) if layout == "torchvision-features" else ()
     return LoadReport(path=spath, layout=layout, loaded=loaded, converted=tuple(converted), ignored=tuple(ignored),
                       untouched=untouched, preprocess=_PREPROCESS[layout], source=os.fspath(source), notes=notes)
-
-
-#: The name ``ssd_torch.training.train.build_model`` calls; the same function.
-load_vgg16_backbone = load_backbone

@@ -54,7 +54,7 @@ def test_errors_name_the_field(tmp_path):
     with pytest.raises(ValueError, match="bad.json"):
         resolve_config("voc07", bad)
     with pytest.raises(ValueError, match="unknown training preset"):
-        resolve_config("coco")
+        resolve_config("imagenet")
 
 
 def test_override_parsing():
