@@ -120,25 +120,27 @@ def ensure_synthetic(data: "DataConfig") -> None:
                                                      f"({counts[0]} trainval + {counts[1]} test)"))
 
 
-def _class_hint(err: DatasetError, class_names: Sequence[str]) -> DatasetError:
+def _class_hint(err: DatasetError, class_names: Sequence[str], held_out: bool) -> DatasetError:
     """A VOC file naming a class outside the run's list: the error says where the list comes from."""
     from ssd_torch.data.voc import UNKNOWN_CLASS
     if not err.reason.startswith(UNKNOWN_CLASS):
         return err
     shown = list(class_names[:6]) + (["..."] if len(class_names) > 6 else [])
-    return DatasetError(err.path, f"{err.reason}; this run's classes are {shown} (data.class_names): list the "
-                                  f"data's classes there, or set data.class_names=auto to read them from the "
-                                  f"training annotations")
+    fix = ("the held-out data has a class that the training data lacks: list every class in data.class_names, "
+           "or hold out a split with the training classes only" if held_out else
+           "list the data's classes there, or set data.class_names=auto to read them from the training annotations")
+    return DatasetError(err.path, f"{err.reason}; this run's classes are {shown} (data.class_names): {fix}")
 
 
-def _voc(data: "DataConfig", roots: Sequence[str], split: str, class_names: Sequence[str], transform: Any,
-         keep_difficult: bool) -> Any:
+def _voc(data: "DataConfig", held_out: bool, class_names: Sequence[str], transform: Any) -> Any:
     from ssd_torch.data.voc import VOCDataset
-    try:
+    roots, split = (data.val_roots, data.val_split) if held_out else (data.roots, data.train_split)
+    try:  # the held-out split keeps its difficult boxes: the VOC rule ignores detections on them
         return VOCDataset(list(roots), split, class_names=tuple(class_names), transform=transform,
-                          keep_difficult=keep_difficult, skip_bad=data.skip_bad, keep_empty=data.keep_empty)
+                          keep_difficult=held_out or data.keep_difficult, skip_bad=data.skip_bad,
+                          keep_empty=data.keep_empty)
     except DatasetError as e:
-        raise _class_hint(e, class_names) from None
+        raise _class_hint(e, class_names, held_out) from None
 
 
 def _coco(data: "DataConfig", files: tuple[str, str], class_names: Sequence[str], transform: Any) -> Any:
@@ -156,7 +158,7 @@ def build_val_set(data: "DataConfig", class_names: Sequence[str], *, preprocess:
     if data.dataset == "coco":
         val = _coco(data, data.coco_files()[1], class_names, transform)
     else:
-        val = _voc(data, data.val_roots, data.val_split, class_names, transform, keep_difficult=True)
+        val = _voc(data, True, class_names, transform)
     return val if data.max_val_images is None else FirstN(val, data.max_val_images)
 
 
@@ -170,7 +172,7 @@ def build_datasets(data: "DataConfig", class_names: Sequence[str], *,
     if data.dataset == "coco":
         train = _coco(data, data.coco_files()[0], class_names, transform)
     else:
-        train = _voc(data, data.roots, data.train_split, class_names, transform, keep_difficult=data.keep_difficult)
+        train = _voc(data, False, class_names, transform)
     if data.max_train_images is not None:
         train = FirstN(train, data.max_train_images)
     return train, build_val_set(data, class_names, preprocess=preprocess)
