@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from ssd_torch.cli import UserError, add_trust_flag, run_cli
+from ssd_torch.cli import UserError, add_data_flags, add_trust_flag, check_data_flags, run_cli
 
 __all__ = ["main"]
 
@@ -56,12 +56,9 @@ def _model_and_classes(checkpoint: Path | None, class_names: Sequence[str] | Non
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssd-crosscheck",
                                 description="Compare every fast path (torch/numba, CPU/CUDA) with the NumPy reference.")
-    p.add_argument("--data", type=Path, nargs="+", default=None, metavar="PATH",
-                   help="VOC year folder(s), or one COCO instances .json (with --images); default: a synthetic "
-                        "tree generated in a temporary folder")
-    p.add_argument("--images", type=Path, default=None, metavar="DIR",
-                   help="COCO data: the folder that the file's file_name entries are relative to")
-    p.add_argument("--split", default=None, help="VOC data: split of --data (default: trainval)")
+    add_data_flags(p, required=False, default_split="trainval",
+                   data_help="VOC year folder(s), or one COCO instances .json (with --images); default: a "
+                             "synthetic tree generated in a temporary folder")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="model outputs from this checkpoint (default: a seeded random slim model)")
     p.add_argument("--batches", type=int, default=2, help="number of batches (default: %(default)s)")
@@ -116,35 +113,13 @@ def _report(rows: list[Any]) -> int:
     return 1 if failed else 0
 
 
-def _check_data(args: argparse.Namespace) -> None:
-    """``--data`` / ``--images`` / ``--split`` as ``ssd-eval`` takes them: VOC folders and a split, or one COCO
-    file with its image folder; ``args.split`` is set to VOC's default (trainval) where it applies."""
-    from ssd_torch.data.coco import is_coco_data
-
-    if is_coco_data(args.data):
-        if args.images is None:
-            raise UserError(f"--data {args.data[0]} is a COCO annotation file: give --images DIR, the folder that "
-                            f"its file_name entries are relative to")
-        if args.split is not None:
-            raise UserError("--split is for VOC data; a COCO annotation file is one split already")
-        if not args.images.is_dir():
-            raise UserError(f"--images {args.images} does not exist")
-        return
-    if args.images is not None:
-        raise UserError("--images is for COCO data (--data instances.json); a VOC year folder holds its images")
-    for root in args.data:
-        if not root.is_dir():
-            raise UserError(f"data root {root} does not exist (a VOC year folder, or one COCO instances .json)")
-    args.split = args.split or "trainval"
-
-
 def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.batches < 1 or args.batch_size < 1:
         raise UserError(f"--batches and --batch-size must be >= 1, got {args.batches} and {args.batch_size}")
     paths = _select_paths(args.paths)  # a bad path list is reported before any work
     if args.data is not None:
-        _check_data(args)
+        args.split = check_data_flags(args.data, args.images, args.split, default_split="trainval")
         return _report(_crosscheck(args, list(args.data), paths))
     if args.images is not None:
         raise UserError("--images goes with --data instances.json (COCO data)")
