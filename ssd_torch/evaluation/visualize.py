@@ -1,6 +1,8 @@
 """Pictures: detections drawn on an image (``ssd-detect``, the demo) and the loss / LR curves of a run.
 
-Boxes here are PIXELS (xyxy; VOC's 1-based inclusive boxes are drawn as given, one pixel off at most).
+Boxes here are PIXELS, xyxy, in the 0-based continuous convention of ``ssd_torch.Detector`` (``x = x_normalized *
+width``: what ``PIL.ImageDraw`` draws); ``ImageDetections.draw`` (ssd-detect, the demo's pictures) calls
+:func:`draw_detections`.
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ def draw_detections(image: Image.Image, boxes: np.ndarray, scores: np.ndarray, l
             continue
         colour = class_colour(int(labels[i]))
         x0, y0, x1, y1 = boxes[i].tolist()
-        # a near-empty box in VOC pixels (+1 on the min corner) can come out with max < min: draw it as a point
+        # a degenerate box (max < min, e.g. VOC pixels of a sub-pixel box: +1 on the min corner) is a point
         x1, y1 = max(x0, x1), max(y0, y1)
         draw.rectangle([x0, y0, x1, y1], outline=colour, width=line_width)
         label = int(labels[i])
