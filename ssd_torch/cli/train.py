@@ -157,6 +157,7 @@ def resume_command(run_dir: str | Path, world_size: int = 1) -> str:
 
 def _report(summary: dict[str, Any]) -> int:
     """The last line(s) of a run on rank 0; the exit status (128 + signal after a stop)."""
+    from ssd_torch.evaluation.headline import headline_label
     from ssd_torch.training.interrupt import exit_code
     rank0 = int(os.environ.get("RANK", "0")) == 0
     if summary["stopped_by"]:
@@ -165,7 +166,8 @@ def _report(summary: dict[str, Any]) -> int:
                   f"{resume_command(summary['run_dir'], summary['world_size'])}", file=sys.stderr)
         return exit_code(summary["stopped_by"])
     if rank0:
-        print(f"done: {summary['step']} steps, final mAP {summary['last_metrics'].get('mAP')}, best mAP "
+        metric = headline_label(summary["last_eval"].get("metric"))
+        print(f"done: {summary['step']} steps, final {metric} {summary['last_metrics'].get('mAP')}, best "
               f"{summary['best_map']:.4f}, run folder {summary['run_dir']}")
     return 0
 
