@@ -16,8 +16,9 @@ file is of the real one's order of size). It reports median wall times of:
   (``run_cocoeval``: evaluate + accumulate + summarize) and, for comparison, the fast VOC07 scorer on the same
   detections.
 
-JSON goes to ``benchmarks/results/coco_cpu.json`` (with the machine; the medians say nothing about an idle one
-if the machine was shared, which the ``note`` field records).
+JSON goes to ``coco_cpu.json`` in the results folder (``benchmarks.common.default_results_dir``: ``runs/bench/``,
+``benchmarks/results/`` when recording) (with the machine; the medians say nothing about an idle one if the machine
+was shared, which the ``note`` field records).
 """
 from __future__ import annotations
 

@@ -15,8 +15,9 @@
 The images, gt boxes (1..8 per image) and labels are generated once on the device, so no data loading is
 measured. Each setting: ``--warmup`` untimed steps (cuDNN autotuning), then ``--windows`` windows of
 ``--steps`` steps, each timed with CUDA events (wall clock on the CPU); the median window gives img/s.
-JSON to ``benchmarks/results/gpu_train_<device>.json`` (or ``--out``), rewritten after every setting so that
-a run stopped by a time limit keeps what it measured.
+JSON to ``gpu_train_<device>.json`` in the results folder (``benchmarks.common.default_results_dir``:
+``runs/bench/``, ``benchmarks/results/`` when recording) (or ``--out``), rewritten after every setting so that a run
+stopped by a time limit keeps what it measured.
 """
 from __future__ import annotations
 
@@ -184,7 +185,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--train-settings", type=_settings, default=_settings("fp32:torch,bf16:torch,bf16:numba"))
     parser.add_argument("--inference-settings", type=_settings,
                         default=_settings("fp32:torch,bf16:torch,bf16:numba"))
-    parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results folder (default: runs/bench, benchmarks/results when recording)")
     return parser.parse_args(argv)
 
 

@@ -14,9 +14,10 @@
   ``SSD.postprocess_detections`` (the unbound method on an object holding torchvision SSD300's settings),
   ``ssd_torch.nms.postprocess`` with ``backend="torch"`` and ``"numba"``, and the reference (B=1 only).
 
-Medians after warm-up (CUDA: CUDA events around each call), ratios vs the torchvision row of each table
-(``x tv`` > 1 means faster than torchvision), JSON to ``benchmarks/results/kernels_<device>[_quick].json``
-or ``--out``. ``--quick``: CI-sized (B=8 matcher, B in {1, 4} post-processing, few repeats).
+Medians after warm-up (CUDA: CUDA events around each call), ratios vs the torchvision row of each table (``x tv`` >
+1 means faster than torchvision), JSON to ``kernels_<device>[_quick].json`` in the results folder
+(``benchmarks.common.default_results_dir``: ``runs/bench/``, ``benchmarks/results/`` when recording) or ``--out``.
+``--quick``: CI-sized (B=8 matcher, B in {1, 4} post-processing, few repeats).
 """
 from __future__ import annotations
 
@@ -345,7 +346,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per implementation")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {sorted(SECTIONS)}")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results folder (default: runs/bench, benchmarks/results when recording)")
     return parser.parse_args(argv)
 
 

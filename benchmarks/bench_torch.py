@@ -13,10 +13,11 @@ Run ``python -m benchmarks.bench_torch [--repeats N] [--threads T] [--device cpu
   and ``MultiBoxLoss`` (matching included) vs ``SSDMatcher`` per image + ``compute_loss``.
 
 Where the kernels run on ``--device`` (``ssd_torch.backend.numba_usable``), the ``backend="numba"`` variants are
-timed too. The torch variants of a task run round-robin (``benchmarks.common.time_interleaved``) so that bursts
-of load on a shared machine hit them alike; medians of wall and process CPU time over ``--repeats`` runs after
-warm-up are printed as a table and written to ``benchmarks/results/torch_<device>.json``. The reference gets
-fewer repeats (it is slow by design).
+timed too. The torch variants of a task run round-robin (``benchmarks.common.time_interleaved``) so that bursts of
+load on a shared machine hit them alike; medians of wall and process CPU time over ``--repeats`` runs after warm-up
+are printed as a table and written to ``torch_<device>.json`` in the results folder
+(``benchmarks.common.default_results_dir``: ``runs/bench/``, ``benchmarks/results/`` when recording). The reference
+gets fewer repeats (it is slow by design).
 """
 from __future__ import annotations
 

@@ -2,10 +2,10 @@
 
 ``python -m benchmarks.bench_voc_eval [--images 5000] [--dets 200] [--ref-images 250]``: scores generated
 detections (20 classes, 1-8 gt per image of which ~10% difficult, detections scattered around the gt with
-random labels and scores) and reports median wall times. The reference is timed on the first ``--ref-images``
-images only (its per-detection Python loop takes minutes at full size); both evaluators are also timed on
-that subset, where their APs are checked to be identical, so the speed-up is like for like. JSON goes to
-``benchmarks/results/voc_eval.json``.
+random labels and scores) and reports median wall times. The reference is timed on the first ``--ref-images`` images
+only (its per-detection Python loop takes minutes at full size); both evaluators are also timed on that subset,
+where their APs are checked to be identical, so the speed-up is like for like. JSON goes to ``voc_eval.json`` in the
+results folder (``benchmarks.common.default_results_dir``: ``runs/bench/``, ``benchmarks/results/`` when recording).
 """
 from __future__ import annotations
 

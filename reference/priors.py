@@ -98,7 +98,7 @@ SSD300 = PriorSpec(
 )
 
 #: The strides of ssd.pytorch, lufficc and torchvision (pixels at a 300x300 input).
-_SSD300_STEPS = (8, 16, 32, 64, 100, 300)
+_PEER_STEPS = (8, 16, 32, 64, 100, 300)
 
 
 def _from_pixel_sizes(min_sizes: tuple[int, ...], max_size: int, image_size: int = 300) -> tuple[float, ...]:
@@ -115,7 +115,7 @@ SSD_PYTORCH_VOC = PriorSpec(
     scales=_from_pixel_sizes((30, 60, 111, 162, 213, 264), 315),
     aspect_ratios=SSD300.aspect_ratios,
     clip=True,
-    steps=_SSD300_STEPS,
+    steps=_PEER_STEPS,
     image_size=300,
 )
 
@@ -130,7 +130,7 @@ TORCHVISION_COCO = PriorSpec(
     scales=(0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05),
     aspect_ratios=SSD300.aspect_ratios,
     clip=True,
-    steps=_SSD300_STEPS,
+    steps=_PEER_STEPS,
     image_size=300,
     clip_centres=False,
 )

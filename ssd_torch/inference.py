@@ -24,7 +24,7 @@ from ssd_torch.modeling.model_config import ModelConfig
 from ssd_torch.nms import postprocess as _postprocess
 from ssd_torch.training.checkpoint import read_checkpoint
 
-__all__ = ["CheckpointError", "PostprocessConfig", "InferenceCheckpoint", "check_state_dict",
+__all__ = ["CheckpointError", "PostprocessConfig", "InferenceCheckpoint", "check_state_dict", "config_and_classes",
            "load_checkpoint_for_inference", "load_model_for_inference"]
 
 _MAX_LISTED = 8  # keys named in a mismatch message; the rest are counted
@@ -96,8 +96,11 @@ class InferenceCheckpoint(NamedTuple):
     postprocess: PostprocessConfig
 
 
-def _config_and_classes(ckpt: dict[str, Any], path: Path) -> tuple[ModelConfig, list[str]]:
-    """The ``ModelConfig`` and class names of a checkpoint, checked against each other."""
+def config_and_classes(ckpt: dict[str, Any], path: str | Path) -> tuple[ModelConfig, list[str]]:
+    """The ``ModelConfig`` and class names (``"background"`` first) of a checkpoint dict read from ``path``
+    (:func:`~ssd_torch.training.checkpoint.read_checkpoint`), checked against each other: the one reading of
+    a checkpoint's model description (inference and ``ssd_torch.modeling.finetune``). A
+    :class:`CheckpointError` names the file and the problem."""
     try:
         cfg = ModelConfig.from_dict(ckpt["model_config"])
     except (TypeError, ValueError) as e:
@@ -165,7 +168,7 @@ def load_checkpoint_for_inference(path: str | Path, device: str | torch.device =
 
     path = Path(path)
     ckpt = read_checkpoint(path, trust=trust_checkpoint)
-    cfg, names = _config_and_classes(ckpt, path)
+    cfg, names = config_and_classes(ckpt, path)
     post = _postprocess_of(ckpt, path)
     model = model_from_config(cfg)
     check_state_dict(model, ckpt["model"], f"checkpoint {path}")

@@ -121,21 +121,31 @@ def available_paths() -> list[FastPath]:
 
 
 # ---------------------------------------------------------------------------------------------- inputs
-def load_batches(roots: Sequence[Path], split: str, class_names: Sequence[str], batch_size: int,
-                 num_batches: int, seed: int, preprocess: Any = None) -> list[Any]:
-    """The first ``num_batches`` padded batches (``collate.Batch``) of a VOC split through the *training*
-    augmentation (real gt boxes in every position and size), torch's RNG seeded: every run sees the same."""
+def load_batches(roots: Sequence[Path], split: str | None, class_names: Sequence[str], batch_size: int,
+                 num_batches: int, seed: int, preprocess: Any = None, *, images: Path | None = None) -> list[Any]:
+    """The first ``num_batches`` padded batches (``collate.Batch``) of a data set through the *training*
+    augmentation (real gt boxes in every position and size), torch's RNG seeded: every run sees the same.
+
+    The data set: VOC year folders ``roots`` and their ``split``; or COCO data, ``roots`` = one instances
+    ``.json`` (``ssd_torch.data.coco.is_coco_data``) over the folder ``images`` (``split`` unused), categories
+    matched to ``class_names`` by name."""
+    from ssd_torch.data.coco import CocoDataset, is_coco_data
     from ssd_torch.data.collate import collate_detection
     from ssd_torch.data.preprocess import IMAGENET
     from ssd_torch.data.transforms import SSDTrainTransform
     from ssd_torch.data.voc import VOCDataset
 
+    transform = SSDTrainTransform(preprocess=preprocess or IMAGENET)
     # a bad file raises DatasetError, a UserError already: one line naming the file
-    ds = VOCDataset(list(roots), split, class_names=tuple(class_names),
-                    transform=SSDTrainTransform(preprocess=preprocess or IMAGENET))
+    if is_coco_data(roots):
+        if images is None:
+            raise UserError(f"{roots[0]} is a COCO annotation file: the folder of its images is needed too")
+        ds: Any = CocoDataset(images, roots[0], transform=transform, class_names=tuple(class_names))
+    else:
+        ds = VOCDataset(list(roots), split, class_names=tuple(class_names), transform=transform)
     if len(ds) < batch_size:
-        raise UserError(f"split {split!r} of {[str(r) for r in roots]} has {len(ds)} images, fewer than one "
-                        f"batch of {batch_size}")
+        raise UserError(f"{'split ' + repr(split) + ' of ' if not is_coco_data(roots) else ''}"
+                        f"{[str(r) for r in roots]} has {len(ds)} images, fewer than one batch of {batch_size}")
     torch.manual_seed(seed)
     n = min(num_batches, len(ds) // batch_size)
     return [collate_detection([ds[b * batch_size + i] for i in range(batch_size)]) for b in range(n)]

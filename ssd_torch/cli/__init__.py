@@ -1,5 +1,5 @@
 """Command-line tools: ``ssd-train``, ``ssd-eval``, ``ssd-detect``, ``ssd-crosscheck``, ``ssd-export``,
-``ssd-report``.
+``ssd-report``, ``ssd-import`` (a peer's trained SSD300 file -> our checkpoint).
 
 Each tool is a module with ``main(argv=None) -> int``, a thin shell over library functions that tests call
 directly. Shared here: :func:`run_cli`, which turns a user's mistake (any ``ssd_torch.errors.UserError``: a
@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Callable, Optional, Sequence
 
 from ssd_torch.device import resolve_device
 from ssd_torch.errors import UserError
 
-__all__ = ["UserError", "run_cli", "resolve_device", "add_trust_flag", "EXIT_USER_ERROR"]
+__all__ = ["UserError", "run_cli", "resolve_device", "add_trust_flag", "add_data_flags", "check_data_flags",
+           "EXIT_USER_ERROR"]
 
 EXIT_USER_ERROR = 2
 
@@ -37,3 +39,41 @@ def add_trust_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="load a checkpoint that needs more than tensors and plain containers (an old file "
                              "you trust); without it such a file is refused and nothing from it runs")
+
+
+def add_data_flags(parser: argparse.ArgumentParser, *, required: bool, default_split: str, data_help: str) -> None:
+    """``--data PATH...`` (VOC year folders, or one COCO instances ``.json``), ``--images DIR`` (COCO: the image
+    folder) and ``--split S`` (VOC): the data flags of ``ssd-eval`` and ``ssd-crosscheck``
+    (:func:`check_data_flags` applies their rules)."""
+    parser.add_argument("--data", type=Path, nargs="+", required=required, default=None, metavar="PATH",
+                        help=data_help)
+    parser.add_argument("--images", type=Path, default=None, metavar="DIR",
+                        help="COCO data: the folder that the file's file_name entries are relative to, e.g. "
+                             "coco/val2017")
+    parser.add_argument("--split", default=None, help=f"VOC data: ImageSets/Main split (default: {default_split})")
+
+
+def check_data_flags(data: Sequence[Path], images: Optional[Path], split: Optional[str],
+                     default_split: str) -> Optional[str]:
+    """The rules of :func:`add_data_flags`' flags, each broken one a :class:`UserError`: COCO data is one
+    ``.json`` with ``--images`` and no ``--split``; VOC data is existing folders, without ``--images``. Returns
+    the VOC split (``default_split`` when not given), None for COCO data."""
+    from ssd_torch.data.coco import is_coco_data
+
+    if is_coco_data(data):
+        if images is None:
+            raise UserError(f"--data {data[0]} is a COCO annotation file: give --images DIR, the folder that its "
+                            f"file_name entries are relative to (e.g. coco/val2017)")
+        if split is not None:
+            raise UserError("--split is for VOC data; a COCO annotation file is one split already")
+        return None
+    if images is not None:
+        raise UserError("--images is for COCO data (--data instances.json); a VOC year folder holds its images")
+    for root in data:
+        if Path(root).suffix.lower() == ".json":
+            raise UserError(f"--data {root}: a COCO annotation file is read alone (one --data file with --images "
+                            f"DIR), not together with other data")
+        if not Path(root).is_dir():
+            raise UserError(f"data root {root} does not exist (expected a VOC year folder, e.g. VOCdevkit/VOC2007, "
+                            f"or a COCO instances .json file)")
+    return split or default_split

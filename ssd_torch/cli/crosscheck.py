@@ -2,10 +2,12 @@
 
 What a user runs first on a new machine or a new version. A thin shell over :mod:`ssd_torch.parity` (the checks,
 their tolerances and the table are documented there): the paths are ``torch-cpu`` and ``numba-cpu``, plus
-``torch-cuda`` and ``numba-cuda`` when a GPU is present. The batches come from a dataset split
-(``--data ROOT --split S``) through the *training* augmentation, or from a synthetic VOC tree generated in a
-temporary folder when ``--data`` is absent. Model outputs come from ``--checkpoint``, else from a randomly
-initialised slim SSD300 (seeded).
+``torch-cuda`` and ``numba-cuda`` when a GPU is present. The batches come from a dataset through the *training*
+augmentation: VOC year folders (``--data ROOT --split S``), COCO data (``--data instances.json --images DIR``,
+as for ``ssd-eval``), or a synthetic VOC tree generated in a temporary folder when ``--data`` is absent. Model
+outputs come from ``--checkpoint`` (its classes, priors and input convention), else from a randomly initialised
+slim SSD300 (seeded) for the data's classes: the synthetic shapes for a synthetic tree, a COCO file's
+categories, else VOC's 20.
 
 Exit status 0 when every row meets its tolerance, 1 when any row leaves it (each failing row is named on a
 ``FAIL:`` line), 2 on a user error (a missing folder, an unknown ``--paths`` entry, a bad checkpoint).
@@ -17,17 +19,21 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from ssd_torch.cli import UserError, add_trust_flag, run_cli
+from ssd_torch.cli import UserError, add_data_flags, add_trust_flag, check_data_flags, run_cli
 
 __all__ = ["main"]
 
 
-def _class_names_for(root: Path) -> tuple[str, ...]:
-    """The synthetic classes for a tree written by ``ssd_torch.data.synthetic``, else the 20 VOC classes."""
+def _class_names_for(roots: Sequence[Path]) -> tuple[str, ...]:
+    """A COCO file's categories; the synthetic classes for a tree written by ``ssd_torch.data.synthetic``;
+    else the 20 VOC classes."""
+    from ssd_torch.data.coco import coco_class_names, is_coco_data
     from ssd_torch.data.synthetic import SYNTHETIC_CLASSES
     from ssd_torch.data.voc import VOC_CLASSES
 
-    return SYNTHETIC_CLASSES if (root / "synthetic.json").is_file() else VOC_CLASSES
+    if is_coco_data(roots):
+        return coco_class_names(roots[0])
+    return SYNTHETIC_CLASSES if (roots[0] / "synthetic.json").is_file() else VOC_CLASSES
 
 
 def _model_and_classes(checkpoint: Path | None, class_names: Sequence[str] | None, seed: int,
@@ -50,9 +56,9 @@ def _model_and_classes(checkpoint: Path | None, class_names: Sequence[str] | Non
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssd-crosscheck",
                                 description="Compare every fast path (torch/numba, CPU/CUDA) with the NumPy reference.")
-    p.add_argument("--data", type=Path, nargs="+", default=None, metavar="ROOT",
-                   help="VOC year folder(s); default: a synthetic tree generated in a temporary folder")
-    p.add_argument("--split", default="trainval", help="split of --data (default: %(default)s)")
+    add_data_flags(p, required=False, default_split="trainval",
+                   data_help="VOC year folder(s), or one COCO instances .json (with --images); default: a "
+                             "synthetic tree generated in a temporary folder")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="model outputs from this checkpoint (default: a seeded random slim model)")
     p.add_argument("--batches", type=int, default=2, help="number of batches (default: %(default)s)")
@@ -83,11 +89,12 @@ def _crosscheck(args: argparse.Namespace, roots: list[Path], paths: list[Any]) -
     """Model + batches from the flags, then ``ssd_torch.parity.run_parity``: the rows."""
     from ssd_torch.parity import load_batches, run_parity
 
-    names_given = None if args.checkpoint is not None else _class_names_for(roots[0])
+    names_given = None if args.checkpoint is not None else _class_names_for(roots)
     model, cfg, names = _model_and_classes(args.checkpoint, names_given, args.seed, args.trust_checkpoint)
     batches = load_batches(roots, args.split, names[1:], args.batch_size, args.batches, args.seed,
-                           cfg.preprocess)
-    print(f"{len(batches)} batches x {args.batch_size} images from {', '.join(map(str, roots))} ({args.split}), "
+                           cfg.preprocess, images=args.images)
+    where = f" ({args.split})" if args.split else f" (images {args.images})"
+    print(f"{len(batches)} batches x {args.batch_size} images from {', '.join(map(str, roots))}{where}, "
           f"model: {args.checkpoint or f'random {cfg.name} (seed {args.seed})'}; "
           f"paths: {', '.join(p.name for p in paths)}")
     return run_parity(batches, model, cfg.prior_spec, paths)
@@ -112,10 +119,10 @@ def _main(argv: Sequence[str] | None) -> int:
         raise UserError(f"--batches and --batch-size must be >= 1, got {args.batches} and {args.batch_size}")
     paths = _select_paths(args.paths)  # a bad path list is reported before any work
     if args.data is not None:
-        for root in args.data:
-            if not root.is_dir():
-                raise UserError(f"data root {root} does not exist")
+        args.split = check_data_flags(args.data, args.images, args.split, default_split="trainval")
         return _report(_crosscheck(args, list(args.data), paths))
+    if args.images is not None:
+        raise UserError("--images goes with --data instances.json (COCO data)")
     from ssd_torch.data.synthetic import generate_voc
 
     with tempfile.TemporaryDirectory(prefix="ssd-crosscheck-") as tmp:

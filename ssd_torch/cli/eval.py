@@ -30,7 +30,8 @@ from typing import Any, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from ssd_torch.cli import UserError, add_trust_flag, resolve_device, run_cli
+from ssd_torch.cli import UserError, add_data_flags, add_trust_flag, check_data_flags, resolve_device, run_cli
+from ssd_torch.data.coco import is_coco_data
 from ssd_torch.evaluation.coco_eval import COCO_STAT_NAMES, coco_metrics
 from ssd_torch.evaluation.evaluate import DetectionsByImage
 from ssd_torch.files import file_sha256
@@ -108,24 +109,12 @@ class _Data(NamedTuple):
     is_coco: bool
 
 
-def is_coco_data(data: Sequence[Path]) -> bool:
-    """``--data`` names one COCO instances file (a ``.json``) rather than VOC year folders."""
-    return len(data) == 1 and Path(data[0]).suffix.lower() == ".json"
-
-
 def _open_voc(roots: Sequence[Path], split: str, class_names: Sequence[str], cfg: Any) -> Any:
     """``VOCDataset`` with the checkpoint's classes and input convention (``cfg``: its ``ModelConfig``); a
     missing split file or an unknown class is a UserError."""
     from ssd_torch.data.transforms import SSDEvalTransform
     from ssd_torch.data.voc import DatasetError, VOCDataset
 
-    for root in roots:
-        if Path(root).suffix.lower() == ".json":
-            raise UserError(f"--data {root}: a COCO annotation file is evaluated alone (one --data file with "
-                            f"--images DIR), not together with other data")
-        if not Path(root).is_dir():
-            raise UserError(f"data root {root} does not exist (expected a VOC year folder, e.g. "
-                            f"VOCdevkit/VOC2007, or a COCO instances .json file)")
     try:
         return VOCDataset([Path(r) for r in roots], split, class_names=tuple(class_names),
                           transform=SSDEvalTransform(cfg.image_size, preprocess=cfg.preprocess))
@@ -137,15 +126,12 @@ def _class_hint(err: Exception, class_names: Sequence[str]) -> str:
     return f" (the checkpoint's classes are {list(class_names)})" if "class" in str(err) else ""
 
 
-def _open_coco(annotation_file: Path, images: Optional[Path], class_names: Sequence[str], cfg: Any) -> Any:
+def _open_coco(annotation_file: Path, images: Path, class_names: Sequence[str], cfg: Any) -> Any:
     """``CocoDataset`` with the checkpoint's classes (matched by name) and input convention."""
     from ssd_torch.data.coco import CocoDataset
     from ssd_torch.data.transforms import SSDEvalTransform
     from ssd_torch.errors import DatasetError
 
-    if images is None:
-        raise UserError(f"--data {annotation_file} is a COCO annotation file: give --images DIR, the folder that "
-                        f"its file_name entries are relative to (e.g. coco/val2017)")
     try:
         return CocoDataset(images, annotation_file, class_names=tuple(class_names),
                            transform=SSDEvalTransform(cfg.image_size, preprocess=cfg.preprocess))
@@ -155,13 +141,10 @@ def _open_coco(annotation_file: Path, images: Optional[Path], class_names: Seque
 
 def _open_data(data: Sequence[Path], split: Optional[str], images: Optional[Path], class_names: Sequence[str],
                cfg: Any) -> _Data:
-    if not is_coco_data(data):
-        if images is not None:
-            raise UserError("--images is for COCO data (--data instances.json); a VOC year folder holds its images")
-        split = "test" if split is None else split
-        return _Data(_open_voc(data, split, class_names, cfg), [Path(r) for r in data], split, None, False)
+    split = check_data_flags(data, images, split, default_split="test")
     if split is not None:
-        raise UserError("--split is for VOC data; a COCO annotation file is one split already")
+        return _Data(_open_voc(data, split, class_names, cfg), [Path(r) for r in data], split, None, False)
+    assert images is not None  # check_data_flags: COCO data comes with its image folder
     dataset = _open_coco(Path(data[0]), images, class_names, cfg)
     return _Data(dataset, [Path(data[0]), Path(images)], None, file_sha256(Path(data[0])), True)
 
@@ -241,12 +224,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssd-eval", description="mAP of an SSD300 checkpoint on a VOC split, or COCO "
                                                              "metrics (pycocotools) on a COCO annotation file.")
     p.add_argument("checkpoint", type=Path, help="checkpoint file written by ssd-train")
-    p.add_argument("--data", type=Path, nargs="+", required=True, metavar="PATH",
-                   help="VOC year folder(s), e.g. data/VOCdevkit/VOC2007; or one COCO instances file, e.g. "
-                        "coco/annotations/instances_val2017.json (with --images)")
-    p.add_argument("--images", type=Path, default=None, metavar="DIR",
-                   help="COCO data: the folder that the file's file_name entries are relative to, e.g. coco/val2017")
-    p.add_argument("--split", default=None, help="VOC data: ImageSets/Main split (default: test)")
+    add_data_flags(p, required=True, default_split="test",
+                   data_help="VOC year folder(s), e.g. data/VOCdevkit/VOC2007; or one COCO instances file, e.g. "
+                             "coco/annotations/instances_val2017.json (with --images)")
     p.add_argument("--backend", choices=("torch", "numba", "auto"), default="auto",
                    help="NMS backend (default: %(default)s = numba where it runs, else torch)")
     p.add_argument("--batch-size", type=int, default=32)

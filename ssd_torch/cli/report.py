@@ -1,14 +1,16 @@
 """``ssd-report RUN_DIR...``: the seed's results table (one Markdown row per training run) + a loss-curve PNG.
 
 Reads what ``ssd-train`` (``ssd_torch.training.trainer`` and ``metrics_log``) leaves in a run folder —
-``config.json`` (the resolved ``TrainConfig``), ``metrics.csv`` (per logged step: ``step, loss, lr, images_per_s, ...``), ``epochs.csv`` (``seconds,
-images_per_s, peak_memory_mb``) and ``eval.csv`` (``step, mAP, seconds``) — and tolerates any of them being
+``config.json`` (the resolved ``TrainConfig``), ``metrics.csv`` (per logged step: ``step, loss, lr,
+images_per_s, ...``), ``epochs.csv`` (``seconds, images_per_s, peak_memory_mb``) and ``eval.csv`` (``step,
+metric, mAP, seconds``, and a COCO evaluation's AP50, AP75, ..., voc_mAP) — and tolerates any of them being
 absent or lacking a column: the cell then reads ``n/a``.
 
 Columns: batch size, accumulation steps, effective batch (batch x accumulation x world size), LR (the peak LR
-after linear scaling: ``base_lr * effective / reference_batch``, else the largest logged LR), mAP (the last
-evaluation), peak memory (MiB, the largest per-epoch value), img/s (median over epochs), wall time (training
-epochs + evaluations).
+after linear scaling: ``base_lr * effective / reference_batch``, else the largest logged LR), mAP (the headline
+of the last evaluation) and metric (which one it is: ``VOC07 mAP@0.5 (11-point)`` for VOC data, ``COCO
+AP@[.5:.95]`` for COCO data; ``ssd_torch.evaluation.headline``), peak memory (MiB, the largest per-epoch value),
+img/s (median over epochs), wall time (training epochs + evaluations).
 """
 from __future__ import annotations
 
@@ -21,11 +23,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ssd_torch.cli import UserError, run_cli
+from ssd_torch.evaluation.headline import headline_label, headline_of_run
 from ssd_torch.evaluation.visualize import read_csv_rows
 
 __all__ = ["RunSummary", "summarize_run", "markdown_table", "plot_loss_curves", "main"]
 
-HEADERS = ("run", "batch", "accum", "eff. batch", "LR", "mAP", "peak mem (MiB)", "img/s", "wall time")
+HEADERS = ("run", "batch", "accum", "eff. batch", "LR", "mAP", "metric", "peak mem (MiB)", "img/s", "wall time")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class RunSummary:
     effective_batch: int | None
     lr: float | None
     mAP: float | None
+    metric: str | None
     peak_memory_mb: float | None
     images_per_s: float | None
     wall_s: float | None
@@ -106,6 +110,7 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
     seconds = _floats(epochs, "seconds") + _floats(evals, "seconds")
     return RunSummary(name=run_dir.name, batch_size=batch, accumulation=accum, effective_batch=effective,
                       lr=_effective_lr(config, effective, steps), mAP=maps[-1] if maps else None,
+                      metric=headline_of_run([r for r in evals if _floats([r], "mAP")]),
                       peak_memory_mb=max(peaks) if peaks else None,
                       images_per_s=statistics.median(rates) if rates else None,
                       wall_s=sum(seconds) if seconds else None)
@@ -121,7 +126,8 @@ def _cells(s: RunSummary) -> list[str]:
         return "n/a" if v is None else format(v, spec)
 
     return [s.name, fmt(s.batch_size, "d"), fmt(s.accumulation, "d"), fmt(s.effective_batch, "d"),
-            fmt(s.lr, ".3g"), fmt(s.mAP, ".4f"), fmt(s.peak_memory_mb, ".0f"), fmt(s.images_per_s, ".1f"),
+            fmt(s.lr, ".3g"), fmt(s.mAP, ".4f"), "n/a" if s.metric is None else headline_label(s.metric),
+            fmt(s.peak_memory_mb, ".0f"), fmt(s.images_per_s, ".1f"),
             "n/a" if s.wall_s is None else _fmt_wall(s.wall_s)]
 
 

@@ -3,6 +3,12 @@
 Single process: ``ssd-train --preset voc07 --backbone-weights torchvision:IMAGENET1K_FEATURES --data-root
 VOCdevkit/VOC2007 --data-root VOCdevkit/VOC2012``. Several GPUs / nodes: ``torchrun --nproc_per_node=8 -m
 ssd_torch.cli.train --preset voc07 ...`` (DDP; nccl on GPU, gloo on CPU). ``--batch-size`` is PER PROCESS.
+
+Data: VOC year folders (``--data-root``, repeatable), or COCO: ``--data-root train.json --images DIR
+--val-data val.json --val-images DIR`` (a ``.json`` is a COCO instances file, as for ``ssd-eval``), or
+``--data-format coco --data-root ROOT`` for COCO's own layout under ROOT (``--preset coco``: ``data/coco``).
+``--init-from CHECKPOINT`` starts from a trained model (ours, or a peer's imported with ``ssd-import``) instead
+of ImageNet backbone weights.
 A user error (bad config value, missing split, corrupt image without ``data.skip_bad``, a run folder that
 holds an earlier run) prints one line and exits 2 (``ssd_torch.cli.run_cli``). Ctrl-C / SIGTERM finish the
 current step, write a checkpoint, print how to resume and exit 130 / 143.
@@ -17,11 +23,15 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ssd_torch.cli import add_trust_flag, run_cli
+from ssd_torch.cli import UserError, add_trust_flag, run_cli
+from ssd_torch.data.coco import is_coco_data
 from ssd_torch.device import DEVICE_NAMES
 from ssd_torch.training.train_config import PRESETS, TrainConfig, resolve_config
 
-__all__ = ["parse_args", "config_from_args", "resume_command", "main"]
+__all__ = ["DATA_FORMATS", "parse_args", "config_from_args", "resume_command", "main"]
+
+#: ``--data-format``: the ``data.dataset`` kinds a user's files can be (``synthetic`` is generated, not given).
+DATA_FORMATS = ("voc", "coco")
 
 _FLAGS = {  # flag -> (config path, type, help)
     "output_dir": ("run.output_dir", str, "the run folder; a new run refuses a folder that holds an earlier run"),
@@ -46,6 +56,14 @@ _FLAGS = {  # flag -> (config path, type, help)
                          "ImageNet VGG16 backbone: a file (torchvision's VGG16 state dict or ssd.pytorch's "
                          "vgg16_reducedfc.pth), torchvision:IMAGENET1K_FEATURES, torchvision:IMAGENET1K_V1, or "
                          "'none' to train from scratch on purpose"),
+    "init_from": ("model.init_from", str,
+                  "start from this trained checkpoint (ours, or a peer's converted by ssd-import): the backbone, "
+                  "extras, loc heads and the conf rows of the classes both have are copied, the rest starts fresh, "
+                  "and the run takes the checkpoint's priors and input convention; not with --backbone-weights. "
+                  "Unlike --resume, only weights are taken: the run starts at step 0"),
+    "images": ("data.train_images", str, "COCO data: the folder that the training file's file_name entries are "
+                                         "relative to"),
+    "val_images": ("data.val_images", str, "COCO data: the folder of the --val-data file's images"),
 }
 
 
@@ -57,8 +75,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", help="JSON config file (nested like config.json in a run folder; may be partial)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override any field, value as JSON (e.g. --set data.roots='[\"a\",\"b\"]'); repeatable")
-    p.add_argument("--data-root", action="append", metavar="DIR",
-                   help="a dataset root (repeat for 07+12); sets data.roots, and data.val_roots to the first")
+    p.add_argument("--data-root", action="append", metavar="PATH",
+                   help="a VOC year folder (repeat for 07+12; sets data.roots, and data.val_roots to the first), a "
+                        "COCO root (with --data-format coco: ROOT/annotations/instances_<split>.json and "
+                        "ROOT/<split>/), or a COCO instances .json (with --images, --val-data and --val-images)")
+    p.add_argument("--data-format", choices=DATA_FORMATS,
+                   help="sets data.dataset where --data-root cannot tell (a .json is COCO, a folder VOC)")
+    p.add_argument("--val-data", metavar="PATH",
+                   help="the held-out data: a VOC year folder (data.val_roots) or a COCO instances .json "
+                        "(data.val_annotations, with --val-images)")
+    p.add_argument("--classes", metavar="NAMES",
+                   help="sets data.class_names: the object classes, comma-separated (label order), or 'auto' to "
+                        "read them from the training annotations; default: the data's own (VOC's 20, a COCO "
+                        "file's categories)")
     for name, (path, typ, text) in _FLAGS.items():
         p.add_argument("--" + name.replace("_", "-"), type=typ, help=f"sets {path}: {text}")
     p.add_argument("--channels-last", action="store_true", default=None, help="sets runtime.channels_last")
@@ -77,14 +106,40 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _data_overrides(args: argparse.Namespace) -> list[str]:
+    """``--data-root``, ``--data-format``, ``--val-data`` and ``--classes`` as ``data.*`` overrides: a ``.json``
+    is a COCO instances file (``ssd_torch.data.coco.is_coco_data``, the rule of ssd-eval), a folder a VOC
+    year folder, or with ``--data-format coco`` a COCO root."""
+    out = [] if args.data_format is None else [f"data.dataset={json.dumps(args.data_format)}"]
+    roots, val = args.data_root or [], args.val_data
+    if roots and is_coco_data(roots):
+        if args.data_format == "voc":
+            raise UserError(f"--data-root {roots[0]} is a COCO instances file, not VOC data (--data-format voc)")
+        if args.images is None or val is None or args.val_images is None:
+            raise UserError(f"--data-root {roots[0]} is a COCO instances file: give --images DIR (its images), "
+                            f"--val-data VAL.json and --val-images DIR (the held-out file and its images)")
+        out += ['data.dataset="coco"', f"data.train_annotations={json.dumps(roots[0])}"]
+    elif any(r.lower().endswith(".json") for r in roots):
+        raise UserError(f"--data-root: one COCO instances file alone, or VOC / COCO root folders; got {roots}")
+    elif roots:
+        out += [f"data.roots={json.dumps(roots)}", f"data.val_roots={json.dumps(roots[:1])}"]
+    if val is not None and val.lower().endswith(".json"):
+        out.append(f"data.val_annotations={json.dumps(val)}")
+    elif val is not None:
+        out.append(f"data.val_roots={json.dumps([val])}")
+    if args.classes is not None:
+        names = args.classes if args.classes == "auto" else [n.strip() for n in args.classes.split(",")]
+        out.append(f"data.class_names={json.dumps(names)}")
+    return out
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides = list(args.set)
     for name, (path, _, _) in _FLAGS.items():
         value = getattr(args, name)
         if value is not None:
             overrides.append(f"{path}={json.dumps(value)}")
-    if args.data_root:
-        overrides += [f"data.roots={json.dumps(args.data_root)}", f"data.val_roots={json.dumps(args.data_root[:1])}"]
+    overrides += _data_overrides(args)
     if args.channels_last:
         overrides.append("runtime.channels_last=true")
     if args.compile:
@@ -102,6 +157,7 @@ def resume_command(run_dir: str | Path, world_size: int = 1) -> str:
 
 def _report(summary: dict[str, Any]) -> int:
     """The last line(s) of a run on rank 0; the exit status (128 + signal after a stop)."""
+    from ssd_torch.evaluation.headline import headline_label
     from ssd_torch.training.interrupt import exit_code
     rank0 = int(os.environ.get("RANK", "0")) == 0
     if summary["stopped_by"]:
@@ -110,7 +166,8 @@ def _report(summary: dict[str, Any]) -> int:
                   f"{resume_command(summary['run_dir'], summary['world_size'])}", file=sys.stderr)
         return exit_code(summary["stopped_by"])
     if rank0:
-        print(f"done: {summary['step']} steps, final mAP {summary['last_metrics'].get('mAP')}, best mAP "
+        metric = headline_label(summary["last_eval"].get("metric"))
+        print(f"done: {summary['step']} steps, final {metric} {summary['last_metrics'].get('mAP')}, best "
               f"{summary['best_map']:.4f}, run folder {summary['run_dir']}")
     return 0
 

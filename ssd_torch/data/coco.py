@@ -70,7 +70,7 @@ from .voc import (BOX_TOLERANCE_PX, Annotation, DetectionDataset, check_image_fi
 
 __all__ = [
     "coco_to_normalized", "coco_to_voc_pixels", "voc_pixels_to_coco", "CocoCategory", "CocoFile",
-    "CocoRecord", "read_coco_file", "clear_file_cache", "coco_class_names", "CocoDataset",
+    "CocoRecord", "read_coco_file", "clear_file_cache", "coco_class_names", "is_coco_data", "CocoDataset",
 ]
 
 log = logging.getLogger(__name__)
@@ -284,6 +284,12 @@ def clear_file_cache() -> None:
 def coco_class_names(annotation_file: PathLike) -> tuple[str, ...]:
     """The file's category names in id order: the ``class_names`` a :class:`CocoDataset` of it has by default."""
     return tuple(c.name for c in read_coco_file(annotation_file).categories)
+
+
+def is_coco_data(paths: Sequence[PathLike]) -> bool:
+    """``paths`` (a tool's data argument) name one COCO instances file (a ``.json``) rather than VOC year
+    folders: the one rule of ``ssd-eval --data``, ``ssd-crosscheck --data`` and ``ssd-train --data-root``."""
+    return len(paths) == 1 and Path(paths[0]).suffix.lower() == ".json"
 
 
 # ---- classes ----------------------------------------------------------------------------------------------

@@ -329,6 +329,14 @@ def _check_target(root: Path, params: dict) -> None:
                                  f"folder, or ask for the parameters of the tree that is there")
 
 
+def _split_indices(num_trainval: int, num_test: int) -> dict[str, list[int]]:
+    """Scene indices per split, the one split rule of both trees: trainval first (even positions train, odd
+    val), then test. The VOC tree lists them as ids ``%06d``; the COCO files as image id = index + 1."""
+    trainval = list(range(num_trainval))
+    return {"trainval": trainval, "train": trainval[::2], "val": trainval[1::2],
+            "test": list(range(num_trainval, num_trainval + num_test))}
+
+
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
@@ -377,11 +385,8 @@ def generate_voc(root: Union[str, os.PathLike], num_trainval: int, num_test: int
     else:
         for job in jobs:
             _write_one(*job)
-    ids = [f"{i:06d}" for i in range(num_trainval + num_test)]
-    splits = {"trainval": ids[:num_trainval], "train": ids[:num_trainval:2], "val": ids[1:num_trainval:2],
-              "test": ids[num_trainval:]}
-    for name, members in splits.items():
-        (root / "ImageSets" / "Main" / f"{name}.txt").write_text("".join(f"{m}\n" for m in members))
+    for name, members in _split_indices(num_trainval, num_test).items():
+        (root / "ImageSets" / "Main" / f"{name}.txt").write_text("".join(f"{m:06d}\n" for m in members))
     _write_json(root / _MARKER, params)
     (root / _PARTIAL).unlink()
     return root
@@ -432,13 +437,6 @@ def _coco_params(num_trainval: int, num_test: int, seed: int, category_ids: Sequ
         raise TypeError(f"unknown scene parameter(s) {sorted(unknown)}; known: {sorted(scene)}")
     params = _params(num_trainval, num_test, seed, **{**scene, **kwargs})
     return {**params, "format": _COCO_FORMAT, "category_ids": [int(c) for c in category_ids]}
-
-
-def _split_indices(num_trainval: int, num_test: int) -> dict[str, list[int]]:
-    """Scene indices per split, as in the VOC tree: trainval first (even positions train, odd val), then test."""
-    trainval = list(range(num_trainval))
-    return {"trainval": trainval, "train": trainval[::2], "val": trainval[1::2],
-            "test": list(range(num_trainval, num_trainval + num_test))}
 
 
 def _coco_annotations(objects: Sequence[SyntheticObject], image_id: int, first_id: int,

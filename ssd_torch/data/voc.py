@@ -54,7 +54,8 @@ from PIL import Image
 from ssd_torch.errors import DatasetError
 
 __all__ = [
-    "VOC_CLASSES", "BOX_TOLERANCE_PX", "DatasetError", "Annotation", "parse_annotation",
+    "VOC_CLASSES", "BOX_TOLERANCE_PX", "UNKNOWN_CLASS", "DatasetError", "Annotation", "parse_annotation",
+    "class_names_in",
     "pixel_to_normalized", "normalized_to_pixel", "check_image_file", "load_sized_image", "target_tensors",
     "DetectionDataset", "VOCDataset",
 ]
@@ -67,6 +68,8 @@ VOC_CLASSES: tuple[str, ...] = (
 )
 #: A box may stick out of the image by this many pixels (annotators' off-by-one) before it is an error.
 BOX_TOLERANCE_PX = 1.0
+#: How the error for an object of a class outside the dataset's class names starts (callers add their hint).
+UNKNOWN_CLASS = "unknown class name"
 
 PathLike = Union[str, os.PathLike]
 # Tail window searched for the JPEG end-of-image marker / PNG IEND chunk (some encoders append padding bytes).
@@ -138,7 +141,7 @@ def _parse_object(obj: ET.Element, index: int, class_ids: dict[str, int], size: 
     where = f"object {index}"
     name = _text(obj, "name", path, where)
     if name not in class_ids:
-        raise DatasetError(path, f"unknown class name {name!r} in {where}")
+        raise DatasetError(path, f"{UNKNOWN_CLASS} {name!r} in {where}")
     diff_node = obj.find("difficult")
     difficult = diff_node is not None and (diff_node.text or "0").strip() not in ("0", "")
     bnd = obj.find("bndbox")
@@ -252,6 +255,30 @@ def _read_split(root: Path, split: str) -> list[str]:
         raise DatasetError(split_file, f"split file for split {split!r} is missing or unreadable") from None
     # a line may carry a second column (per-class split files: "000005 -1"); the id is the first token
     return [line.split()[0] for line in lines if line.strip()]
+
+
+def class_names_in(roots: Union[PathLike, Sequence[PathLike]], split: str, skip_bad: bool = False
+                   ) -> tuple[str, ...]:
+    """The sorted distinct ``<object><name>`` values of a split's XML files (``data.class_names=auto``: a
+    custom VOC-format dataset's classes, read from the data). Reads the names only; the dataset built with them
+    checks everything else. An unreadable XML is a :class:`DatasetError` (``skip_bad``: left out, as the
+    dataset will leave it out)."""
+    names: set[str] = set()
+    for root in [roots] if isinstance(roots, (str, os.PathLike)) else roots:
+        for image_id in _read_split(Path(root), split):
+            xml_path = Path(root) / "Annotations" / f"{image_id}.xml"
+            try:
+                tree = ET.parse(xml_path).getroot()
+            except (ET.ParseError, OSError) as err:
+                if skip_bad:
+                    continue
+                raise DatasetError(xml_path, f"cannot read annotation: {err}") from None
+            names.update((obj.findtext("name") or "").strip() for obj in tree.findall("object"))
+    names.discard("")
+    if not names:
+        raise DatasetError(Path(roots if isinstance(roots, (str, os.PathLike)) else roots[0]),
+                           f"no object names in the annotations of split {split!r}: nothing to train")
+    return tuple(sorted(names))
 
 
 def target_tensors(normalized: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -188,7 +188,9 @@ def coco_model_metrics(dataset: Any, detections: Mapping[Hashable, tuple],
 
     result = evaluate_coco(dataset, detections)
     voc = evaluate_detections(dataset, detections, use_07_metric=use_07_metric)
-    metrics: dict[str, Any] = {"mAP": result.stats["AP"], **result.stats, "voc_mAP": float(voc.mAP)}
+    from ssd_torch.evaluation.headline import COCO
+
+    metrics: dict[str, Any] = {"mAP": result.stats["AP"], "metric": COCO, **result.stats, "voc_mAP": float(voc.mAP)}
     metrics.update({f"AP/{name}": ap for name, ap in result.per_class.items()})
     metrics.update(result=result, voc_result=voc)
     return metrics
@@ -198,10 +200,10 @@ def evaluate_coco_model(model: nn.Module, dataset: Any, priors: Tensor, *, batch
                         device: str | torch.device = "cpu", backend: str = "torch", use_07_metric: bool = True,
                         amp_dtype: Optional[torch.dtype] = None, channels_last: bool = False,
                         num_workers: int = 0) -> dict[str, Any]:
-    """``run_inference`` + pycocotools on a COCO dataset -> ``{"mAP": AP@[.5:.95], "AP", "AP50", ... (every
-    :data:`COCO_STAT_NAMES`), "AP/<class>": AP@[.5:.95] of the class, "voc_mAP": VOC07 mAP of the same
-    detections (``use_07_metric=False``: the all-point AP), "result": CocoResult, "voc_result": VocResult}``:
-    the shape ``Trainer``'s ``eval_fn`` returns, with "mAP" the metric ``best.pt`` is kept by."""
+    """``run_inference`` + pycocotools on a COCO dataset -> ``{"mAP": AP@[.5:.95], "metric": "coco", "AP",
+    "AP50", ... (every :data:`COCO_STAT_NAMES`), "AP/<class>": AP@[.5:.95] of the class, "voc_mAP": VOC07 mAP of
+    the same detections (``use_07_metric=False``: the all-point AP), "result": CocoResult, "voc_result":
+    VocResult}``: the shape ``Trainer``'s ``eval_fn`` returns, with "mAP" the metric ``best.pt`` is kept by."""
     from ssd_torch.evaluation.evaluate import run_inference
 
     dets = run_inference(model, dataset, priors, batch_size, device, backend, amp_dtype=amp_dtype,

@@ -130,13 +130,17 @@ def evaluate_model(model: nn.Module, dataset: Any, priors: Tensor, *, batch_size
                    device: str | torch.device = "cpu", backend: str = "torch", use_07_metric: bool = True,
                    amp_dtype: torch.dtype | None = None, channels_last: bool = False,
                    num_workers: int = 0) -> dict[str, Any]:
-    """``run_inference`` + ``evaluate_detections`` -> ``{"mAP": float, "AP/<class>": float, "result": VocResult}``
-    (the shape ``Trainer``'s ``eval_fn`` returns; non-numeric entries stay out of the CSV)."""
+    """``run_inference`` + ``evaluate_detections`` -> ``{"mAP": float, "metric": "voc07" (or "voc_area"),
+    "AP/<class>": float, "result": VocResult}`` (the shape ``Trainer``'s ``eval_fn`` returns; ``metric`` names
+    the headline, ``ssd_torch.evaluation.headline``; per-class entries and objects stay out of the CSV)."""
+    from ssd_torch.evaluation.headline import VOC07, VOC_AREA
+
     dets = run_inference(model, dataset, priors, batch_size, device, backend, amp_dtype=amp_dtype,
                          channels_last=channels_last, num_workers=num_workers)
     result = evaluate_detections(dataset, dets, use_07_metric=use_07_metric)
     names = ["background", *dataset.class_names]
-    metrics: dict[str, Any] = {"mAP": float(result.mAP), "result": result}
+    metrics: dict[str, Any] = {"mAP": float(result.mAP), "metric": VOC07 if use_07_metric else VOC_AREA,
+                               "result": result}
     for c, ap in result.ap.items():
         metrics[f"AP/{names[c] if c < len(names) else c}"] = float(ap)
     return metrics

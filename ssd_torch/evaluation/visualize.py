@@ -1,6 +1,8 @@
 """Pictures: detections drawn on an image (``ssd-detect``, the demo) and the loss / LR curves of a run.
 
-Boxes here are PIXELS (xyxy; VOC's 1-based inclusive boxes are drawn as given, one pixel off at most).
+Boxes here are PIXELS, xyxy, in the 0-based continuous convention of ``ssd_torch.Detector`` (``x = x_normalized *
+width``: what ``PIL.ImageDraw`` draws); ``ImageDetections.draw`` (ssd-detect, the demo's pictures) calls
+:func:`draw_detections`.
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from ssd_torch.evaluation.headline import headline_label, headline_of_run
 
 __all__ = ["class_colour", "draw_detections", "plot_training_curves", "read_csv_rows"]
 
@@ -43,7 +47,7 @@ def draw_detections(image: Image.Image, boxes: np.ndarray, scores: np.ndarray, l
             continue
         colour = class_colour(int(labels[i]))
         x0, y0, x1, y1 = boxes[i].tolist()
-        # a near-empty box in VOC pixels (+1 on the min corner) can come out with max < min: draw it as a point
+        # a degenerate box (max < min, e.g. VOC pixels of a sub-pixel box: +1 on the min corner) is a point
         x1, y1 = max(x0, x1), max(y0, y1)
         draw.rectangle([x0, y0, x1, y1], outline=colour, width=line_width)
         label = int(labels[i])
@@ -76,8 +80,9 @@ def _column(rows: list[dict[str, str]], key: str) -> np.ndarray:
 
 
 def plot_training_curves(run_dir: str | Path, out_name: str = "curves.png") -> Path | None:
-    """Loss (total, loc, conf), LR and — when ``eval.csv`` exists — mAP against the step, from the run's
-    ``metrics.csv``; written as ``run_dir/out_name`` (matplotlib, Agg backend). None if nothing was logged."""
+    """Loss (total, loc, conf), LR and — when ``eval.csv`` exists — the evaluations' headline metric (labelled
+    by ``ssd_torch.evaluation.headline``) against the step, from the run's ``metrics.csv``; written as
+    ``run_dir/out_name`` (matplotlib, Agg backend). None if nothing was logged."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -97,7 +102,8 @@ def plot_training_curves(run_dir: str | Path, out_name: str = "curves.png") -> P
     axes[1].set(xlabel="optimizer step", ylabel="learning rate", title="LR")
     if evals:
         axes[2].plot(_column(evals, "step"), _column(evals, "mAP"), marker="o")
-        axes[2].set(xlabel="optimizer step", ylabel="mAP (VOC07 11-point)", title="held-out mAP", ylim=(0, 1))
+        axes[2].set(xlabel="optimizer step", ylabel=headline_label(headline_of_run(evals)), title="held-out mAP",
+                    ylim=(0, 1))
     fig.tight_layout()
     path = run_dir / out_name
     fig.savefig(path, dpi=90)

@@ -77,11 +77,11 @@ class InitReport:
 
 
 def _read(path: str | os.PathLike, trust: bool) -> tuple[ModelConfig, list[str], Mapping[str, Tensor]]:
-    from ssd_torch.inference import _config_and_classes  # the checkpoint's config and names, cross-checked
+    from ssd_torch.inference import config_and_classes  # the checkpoint's config and names, cross-checked
     from ssd_torch.training.checkpoint import read_checkpoint
 
     ckpt = read_checkpoint(path, trust=trust)
-    cfg, names = _config_and_classes(ckpt, path)
+    cfg, names = config_and_classes(ckpt, path)
     if not isinstance(ckpt["model"], Mapping):
         raise CheckpointError(f"checkpoint {path}: 'model' must be a state dict, got {type(ckpt['model']).__name__}")
     return cfg, names, ckpt["model"]

@@ -38,7 +38,7 @@ from ssd_torch.data.preprocess import CAFFE_RGB, IMAGENET, TORCHVISION_SSD, Prep
 from ssd_torch.errors import CheckpointError, ConfigError
 from ssd_torch.modeling.model_config import VGG16_BASE
 
-__all__ = ["LoadReport", "load_backbone", "load_vgg16_backbone", "reduce_fc6", "reduce_fc7", "VGG_CONV_NAMES",
+__all__ = ["LoadReport", "load_backbone", "reduce_fc6", "reduce_fc7", "VGG_CONV_NAMES",
            "TORCHVISION_SOURCES", "hub_file", "read_state_dict", "mismatch_problems", "listed"]
 
 #: Names of the 15 backbone convs, in order.
@@ -168,12 +168,12 @@ def read_state_dict(path: str | os.PathLike, *, trust: bool = False, container_k
     :class:`CheckpointError` naming the file. ``container_key``: also accept ``{container_key: state_dict, ...}``
     (lufficc's checkpoints hold the model under ``"model"``). A ``module.`` prefix on every key (a model saved
     inside ``DataParallel``) is removed."""
-    from ssd_torch.training.checkpoint import _load  # the one weights-only loader and its refusal message
+    from ssd_torch.training.checkpoint import load_torch_file  # the one loader and its refusal message
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file not found: {path}")
-    obj = _load(path, trust, "cpu")
+    obj = load_torch_file(path, trust=trust)
     if container_key is not None and isinstance(obj, Mapping) and isinstance(obj.get(container_key), Mapping):
         obj = obj[container_key]
     if not isinstance(obj, Mapping) or not obj:
@@ -306,7 +306,3 @@ def load_backbone(model: nn.Module, source: str | os.PathLike, *, trust: bool = 
     notes = (_FEATURES_NOTE,) if layout == "torchvision-features" else ()
     return LoadReport(path=spath, layout=layout, loaded=loaded, converted=tuple(converted), ignored=tuple(ignored),
                       untouched=untouched, preprocess=_PREPROCESS[layout], source=os.fspath(source), notes=notes)
-
-
-#: The name ``ssd_torch.training.train.build_model`` calls; the same function.
-load_vgg16_backbone = load_backbone

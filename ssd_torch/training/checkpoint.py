@@ -26,8 +26,8 @@ import torch
 
 from ssd_torch.errors import CheckpointError
 
-__all__ = ["FORMAT", "REQUIRED_KEYS", "atomic_save", "build_checkpoint", "read_checkpoint", "capture_rng",
-           "restore_rng", "CheckpointManager", "unwrap_model"]
+__all__ = ["FORMAT", "REQUIRED_KEYS", "atomic_save", "build_checkpoint", "load_torch_file", "read_checkpoint",
+           "capture_rng", "restore_rng", "CheckpointManager", "unwrap_model"]
 
 FORMAT = "ssd300-checkpoint/1"
 #: What inference needs; training checkpoints add optimizer, scheduler, scaler, RNG and position.
@@ -117,9 +117,13 @@ def _unsafe_globals(path: Path) -> list[str]:
         return []
 
 
-def _load(path: Path, trust: bool, map_location: str | torch.device) -> Any:
-    """``torch.load`` with ``weights_only=not trust``; every failure is a :class:`CheckpointError`. A file that
-    needs more than tensors and plain containers is refused with the types named; nothing from it runs."""
+def load_torch_file(path: str | Path, *, trust: bool = False, map_location: str | torch.device = "cpu") -> Any:
+    """Whatever ``path`` holds, by ``torch.load`` with ``weights_only=not trust``: the one loader of every
+    ``.pt`` / ``.pth`` file (our checkpoints through :func:`read_checkpoint`, peers' state dicts through
+    ``ssd_torch.modeling.weights.read_state_dict``). Every failure is a :class:`CheckpointError` naming the
+    file; a file that needs more than tensors and plain containers is refused with the types named, and
+    nothing from it runs."""
+    path = Path(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=not trust)
     except pickle.UnpicklingError as e:
@@ -149,7 +153,7 @@ def read_checkpoint(path: str | Path, *, trust: bool = False,
         raise CheckpointError(f"checkpoint {path}: file not found")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: not a file")
-    ckpt = _load(path, trust, map_location)
+    ckpt = load_torch_file(path, trust=trust, map_location=map_location)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"checkpoint {path}: expected a dict with keys {list(REQUIRED_KEYS)}, "
                               f"got a {type(ckpt).__name__}")

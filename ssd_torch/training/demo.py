@@ -44,25 +44,20 @@ def demo_config(*, data_root: str, output_dir: str, quick: bool, overrides: Sequ
 
 def draw_examples(checkpoint: Path, data: Any, out_dir: Path, count: int = 6,
                   score_threshold: float = 0.3) -> list[Path]:
-    """Detections of ``checkpoint`` on the first ``count`` held-out images of the data section ``data`` drawn
-    into ``out_dir`` (the images prepared with the checkpoint's own ``ModelConfig.preprocess``)."""
-    from ssd_torch.evaluation.evaluate import run_inference
-    from ssd_torch.evaluation.visualize import draw_detections
-    from ssd_torch.inference import load_model_for_inference
-    from ssd_torch.priors import default_boxes
+    """Detections of ``checkpoint`` on the first ``count`` held-out images of the data section ``data``, drawn
+    into ``out_dir`` as ``<image id>.png`` by ``ssd_torch.Detector`` (the checkpoint's own preprocessing and
+    post-processing; boxes in 0-based continuous pixels, as ``ImageDetections.draw`` draws them)."""
+    from ssd_torch import Detector
     from ssd_torch.training.datasets import FirstN, build_val_set
 
-    model, cfg, names = load_model_for_inference(checkpoint, "cpu")
-    subset = FirstN(build_val_set(data, preprocess=cfg.preprocess), count)
-    dets = run_inference(model, subset, default_boxes(cfg.prior_spec), batch_size=count)
+    detector = Detector.from_checkpoint(checkpoint, device="cpu")
+    subset = FirstN(build_val_set(data, detector.categories[1:]), count)
+    images = [subset.load_image(i) for i in range(len(subset))]
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i in range(len(subset)):
-        ann = subset.annotation(i)
-        boxes, scores, labels = dets[ann.image_id]
-        path = out_dir / f"{Path(str(ann.image_id)).name}.png"
-        draw_detections(subset.load_image(i), boxes, scores, labels, names,
-                        score_threshold=score_threshold).save(path)
+    for i, (image, result) in enumerate(zip(images, detector(images))):
+        path = out_dir / f"{Path(str(subset.annotation(i).image_id)).name}.png"
+        result.draw(image, score_threshold=score_threshold).save(path)
         paths.append(path)
     return paths
 

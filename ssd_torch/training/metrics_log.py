@@ -1,6 +1,13 @@
 """The run's logs: ``metrics.csv`` (every logged step), ``epochs.csv``, ``eval.csv`` and, when tensorboard is
 installed and enabled, the same scalars under ``tb/``.
 
+``eval.csv`` has the columns ``step, epoch, metric, mAP, seconds`` (``metric`` says which metric ``mAP`` is:
+``ssd_torch.evaluation.headline``) plus every other number an evaluation returns without a ``/`` in its name:
+a COCO evaluation adds ``AP``, ``AP50``, ``AP75``, ``AP_small`` ... ``AR_large`` and ``voc_mAP`` (per-class APs,
+``AP/<class>``, go to tensorboard only). When a row brings a column the file lacks (a COCO evaluation after VOC
+rows, or a file written by an earlier version), the file is rewritten atomically with the wider header, the
+earlier rows getting empty cells: every row always has the header's cells.
+
 Rows are appended as training goes. A resumed run first ``rewind``s the logs to the step of its checkpoint:
 rows of later steps (logged by the interrupted run after that checkpoint) are dropped by an atomic rewrite, and
 tensorboard purges its events after that step, so every step has exactly one row (``ssd-report`` reads them).
@@ -18,15 +25,17 @@ import torch
 
 from ssd_torch.files import atomic_write_text
 
-__all__ = ["LOG_FILES", "TENSORBOARD_DIR", "MetricsLogger", "peak_memory_mb"]
+__all__ = ["LOG_FILES", "OPEN_KINDS", "TENSORBOARD_DIR", "MetricsLogger", "peak_memory_mb"]
 
 #: kind -> (file name, columns); every row has a ``step`` (optimizer steps done when it was logged).
 LOG_FILES: dict[str, tuple[str, tuple[str, ...]]] = {
     "step": ("metrics.csv", ("step", "epoch", "loss", "loc_loss", "conf_loss", "lr", "num_pos", "images_per_s",
                              "grad_norm", "skipped_total")),
     "epoch": ("epochs.csv", ("epoch", "step", "mean_loss", "seconds", "images_per_s", "peak_memory_mb")),
-    "eval": ("eval.csv", ("step", "epoch", "mAP", "seconds")),
+    "eval": ("eval.csv", ("step", "epoch", "metric", "mAP", "seconds")),
 }
+#: kinds whose rows may bring more columns than :data:`LOG_FILES` names (see the module docstring)
+OPEN_KINDS = frozenset({"eval"})
 TENSORBOARD_DIR = "tb"
 
 
@@ -64,13 +73,21 @@ class MetricsLogger:
         """``kind`` in :data:`LOG_FILES`; numbers also go to tensorboard as ``kind/name``."""
         name, fields = LOG_FILES[kind]
         path = self.run_dir / name
-        new = not path.exists()
+        wanted = list(fields)
+        if kind in OPEN_KINDS:
+            wanted += [k for k, v in row.items() if k not in fields and _extra_column(k, v)]
+        header = _header(path)
+        if header and any(c not in header for c in wanted):
+            with path.open(newline="") as f:
+                old_rows = list(csv.DictReader(f))
+            header += [c for c in wanted if c not in header]
+            _atomic_rewrite(path, header, old_rows)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-            if new:
+            w = csv.DictWriter(f, fieldnames=header or wanted, extrasaction="ignore")
+            if not header:
                 w.writeheader()
-            w.writerow({k: row.get(k, "") for k in fields})
+            w.writerow({k: row.get(k, "") for k in header or wanted})
         self._tensorboard(kind, row)
 
     def _tensorboard(self, kind: str, row: dict[str, Any]) -> None:
@@ -89,6 +106,19 @@ class MetricsLogger:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def _extra_column(name: str, value: Any) -> bool:
+    """A CSV column of an open kind: a number or a string (not an object), not a per-class ``a/b`` entry."""
+    return "/" not in name and isinstance(value, (int, float, str))
+
+
+def _header(path: Path) -> list[str]:
+    """The column names of an existing CSV log ([] when it is absent or empty)."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return next(csv.reader(f), [])
 
 
 def _step_of(row: dict[str, str]) -> float:

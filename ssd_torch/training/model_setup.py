@@ -1,9 +1,9 @@
-"""The network and its optimizer for a run: the model from its config section (``ModelSection``), SGD with
-weight decay on conv weights only, and the device / channels-last / compile / DDP wrapping."""
+"""The network and its optimizer for a run: the model from its config section (``ModelSection``) with its starting
+weights, SGD with weight decay on conv weights only, and the device / channels-last / compile / DDP wrapping."""
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -15,26 +15,65 @@ from ssd_torch.training.distributed import DistInfo
 if TYPE_CHECKING:
     from ssd_torch.training.train_config import ModelSection
 
-__all__ = ["build_model", "param_groups", "build_optimizer", "wrap_model"]
+__all__ = ["BuiltModel", "build_model", "param_groups", "build_optimizer", "wrap_model"]
 
 
-def build_model(section: "ModelSection", num_classes: int) -> tuple[nn.Module, ModelConfig]:
-    """(SSD300, its ModelConfig) from a ``ssd_torch.modeling.model_config`` preset and the section's knobs; the
-    backbone weights of :meth:`ModelSection.weights_to_load` are loaded, and their input convention becomes
-    ``ModelConfig.preprocess``."""
-    from ssd_torch.modeling.model import model_from_config
+class BuiltModel(NamedTuple):
+    """The network, the ``ModelConfig`` the run trains and saves with (priors and input convention included),
+    and what the starting weights were, in words (printed by ``ssd-train``)."""
+
+    model: nn.Module
+    config: ModelConfig
+    report: str
+
+
+def _configured(section: "ModelSection", num_classes: int) -> ModelConfig:
+    """The preset's ``ModelConfig`` with the section's knobs (BatchNorm, head bias, L2Norm scale, priors)."""
+    from reference.priors import PRESETS as PRIOR_PRESETS
     from ssd_torch.modeling.model_config import PRESETS
-    weights = section.weights_to_load()
+
     extra = {} if section.batch_norm is None else {"batch_norm": section.batch_norm}
     cfg = PRESETS[section.preset](num_classes=num_classes, **extra)
-    overrides = {"head_bias_prior": section.head_bias_prior, "l2norm_scale": section.l2norm_scale}
-    cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    overrides = {"head_bias_prior": section.head_bias_prior, "l2norm_scale": section.l2norm_scale,
+                 "prior_spec": None if section.priors is None else PRIOR_PRESETS[section.priors]}
+    return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def build_model(section: "ModelSection", class_names: Sequence[str], *, resumed: ModelConfig | None = None,
+                trust_checkpoint: bool = False) -> BuiltModel:
+    """SSD300 for ``class_names`` (``"background"`` first) from a ``ssd_torch.modeling.model_config`` preset and
+    the section's knobs, with its starting weights:
+
+    - ``resumed`` (the ``ModelConfig`` of the checkpoint a resumed run continues from): none are loaded — the
+      checkpoint holds every weight — and the input convention is the checkpoint's, as are the priors of a run
+      that started from ``init_from`` (so neither the backbone file nor the init checkpoint is needed again);
+    - ``section.init_from``: ``ssd_torch.modeling.finetune.init_from_checkpoint`` (the returned config adopts the
+      checkpoint's input convention and priors);
+    - else the backbone weights of :meth:`ModelSection.weights_to_load`, whose input convention becomes
+      ``ModelConfig.preprocess``.
+    """
+    from ssd_torch.modeling.model import model_from_config
+
+    cfg = _configured(section, len(class_names))
     model = model_from_config(cfg)
-    if weights:
-        from ssd_torch.modeling.weights import load_vgg16_backbone
-        report = load_vgg16_backbone(model, weights)
-        cfg = dataclasses.replace(cfg, preprocess=report.preprocess)  # the weights fix the input convention
-    return model, cfg
+    if resumed is not None:
+        adopted = {"preprocess": resumed.preprocess}
+        if section.init_from is not None:
+            adopted["prior_spec"] = resumed.prior_spec
+        return BuiltModel(model, dataclasses.replace(cfg, **adopted),
+                          "resuming: the starting weights are not loaded again (the checkpoint holds every weight); "
+                          f"input: {resumed.preprocess.describe()}")
+    if section.init_from is not None:
+        from ssd_torch.modeling.finetune import init_from_checkpoint
+        cfg, init = init_from_checkpoint(model, cfg, class_names, section.init_from,
+                                         trust_checkpoint=trust_checkpoint)
+        return BuiltModel(model, cfg, init.text())
+    weights = section.weights_to_load()
+    if not weights:
+        return BuiltModel(model, cfg, f"{cfg.name}: initialised at random (no starting weights)")
+    from ssd_torch.modeling.weights import load_backbone
+    loaded = load_backbone(model, weights)
+    return BuiltModel(model, dataclasses.replace(cfg, preprocess=loaded.preprocess), loaded.text())
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

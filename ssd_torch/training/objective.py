@@ -3,7 +3,8 @@
 
 ``match_fn(boxes[B,G,4] xyxy normalised, labels[B,G], counts[B]) -> (labels[B,P], loc_targets[B,P,4])``
 (docs/CONTRACT.md "Matching", "Coding"); ``loss_fn(loc[B,P,4], conf[B,P,C], labels, loc_targets) -> LossParts``
-divided by max(N, 1) (docs/CONTRACT.md "Loss"). ``step.train_step`` takes both.
+divided by max(N, 1) (docs/CONTRACT.md "Loss"; ``loss.min_negatives`` hard negatives for an image without
+positives, 0 = the paper's rule). ``step.train_step`` takes both.
 """
 from __future__ import annotations
 
@@ -26,5 +27,6 @@ def build_objective(loss: "LossConfig", priors: torch.Tensor) -> tuple[Callable,
     match_fn = functools.partial(match_batch, priors=priors, iou_threshold=loss.iou_threshold,
                                  variances=loss.variances, backend=loss.backend,
                                  validate=priors.device.type == "cpu")
-    loss_fn = functools.partial(multibox_loss_from_targets, neg_pos_ratio=loss.neg_pos_ratio)
+    loss_fn = functools.partial(multibox_loss_from_targets, neg_pos_ratio=loss.neg_pos_ratio,
+                                min_negatives=loss.min_negatives)
     return match_fn, loss_fn

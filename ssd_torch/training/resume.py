@@ -6,21 +6,27 @@ A checkpoint stores the ``train_config`` it was trained with. On resume each dif
 schedule and LR, the objective) refuse to change unless ``accept_changes`` (``--resume-with-changes``); the
 effective batch can never change (the data position would not map). An accepted change takes effect: the
 trainer keeps the optimizer hyperparameters and the LR schedule of the CURRENT config
-(``Trainer.load_state``), and ``config.json`` is rewritten with it.
+(``Trainer.load_state``), and ``config.json`` is rewritten with it. The class list can never change (the conf
+heads' shape and meaning); the starting weights (backbone, ``model.init_from``) are not loaded again: the
+checkpoint holds every weight, and its input convention (and the priors of a run started from ``init_from``)
+are the run's (``model_setup.build_model``).
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ssd_torch.errors import ConfigError
+from ssd_torch.inference import config_and_classes
+from ssd_torch.modeling.model_config import ModelConfig
 from ssd_torch.training.checkpoint import CheckpointManager, read_checkpoint
 from ssd_torch.training.train_config import TrainConfig
 from ssd_torch.training.trainer import Trainer
 
-__all__ = ["Change", "config_changes", "check_changes", "resume_trainer"]
+__all__ = ["Change", "Resumed", "config_changes", "check_changes", "locate_checkpoint", "open_resume",
+           "resume_trainer"]
 
 
 @dataclass(frozen=True)
@@ -62,20 +68,46 @@ def check_changes(changes: list[Change], accept_changes: bool) -> None:
             + ". Pass --resume-with-changes to apply them anyway, or start a new run in another --output-dir")
 
 
-def resume_trainer(trainer: Trainer, resume: str, checkpoints: CheckpointManager, cfg: TrainConfig, *,
-                   trust: bool, accept_changes: bool, say: Callable[[str], None]) -> Path | None:
-    """Load ``resume`` (a path, or ``"auto"``: the latest checkpoint in ``checkpoints``, if any) into
-    ``trainer`` after checking the config changes; returns the checkpoint's path (None: none yet)."""
-    path = checkpoints.latest() if resume == "auto" else Path(resume)
+@dataclass(frozen=True)
+class Resumed:
+    """The checkpoint a run continues from: its path, its dict, its ``ModelConfig`` and the settings that
+    differ from it."""
+
+    path: Path
+    checkpoint: dict[str, Any]
+    model_config: ModelConfig
+    changes: list[Change]
+
+
+def locate_checkpoint(resume: str, checkpoints: CheckpointManager) -> Path | None:
+    """``resume`` as a path: ``"auto"`` is the latest checkpoint in ``checkpoints`` (None: none yet)."""
+    return checkpoints.latest() if resume == "auto" else Path(resume)
+
+
+def open_resume(resume: str, checkpoints: CheckpointManager, cfg: TrainConfig, class_names: Sequence[str], *,
+                trust: bool, accept_changes: bool) -> Resumed | None:
+    """Read the checkpoint to resume (:func:`locate_checkpoint`; None when ``"auto"`` finds none yet) and check
+    it BEFORE anything is built: the config changes (:func:`check_changes`) and the class list, which must be
+    the checkpoint's (``class_names``: this run's, ``"background"`` first)."""
+    path = locate_checkpoint(resume, checkpoints)
     if path is None:
-        say(f"no checkpoint in {checkpoints.directory} yet: starting from scratch")
         return None
     ckpt = read_checkpoint(path, trust=trust)
     changes = config_changes(ckpt.get("train_config") or {}, cfg)
     check_changes(changes, accept_changes)
-    trainer.load_state(ckpt)
-    if changes:
-        say(f"resuming with changed settings: {'; '.join(map(str, changes))}")
-    say(f"resumed from {path} at step {trainer.step} (epoch {trainer.epoch}, step {trainer.step_in_epoch} of "
-        f"the epoch)")
-    return path
+    model_config, saved_names = config_and_classes(ckpt, path)
+    if saved_names != list(class_names):
+        raise ConfigError(f"--resume: {path} was trained for the classes {saved_names[1:]}, but this run's data "
+                          f"gives {list(class_names[1:])} (data.class_names); resume with the data and classes "
+                          f"the run started with, or start a new run (--init-from {path} keeps the classes both "
+                          f"have)")
+    return Resumed(path, ckpt, model_config, changes)
+
+
+def resume_trainer(trainer: Trainer, resumed: Resumed, *, say: Callable[[str], None]) -> None:
+    """Restore the trainer's state from ``resumed`` (``Trainer.load_state``) and say what changed."""
+    trainer.load_state(resumed.checkpoint)
+    if resumed.changes:
+        say(f"resuming with changed settings: {'; '.join(map(str, resumed.changes))}")
+    say(f"resumed from {resumed.path} at step {trainer.step} (epoch {trainer.epoch}, step {trainer.step_in_epoch} "
+        f"of the epoch)")

@@ -6,11 +6,16 @@ place where the config is taken apart: each builder gets its section (``datasets
 ``objective``) or explicit keyword arguments.
 
 Order of a run: refuse what can be refused before anything is written (device, backbone weights, the run
-folder: ``run_folder``), build, resume (``resume``: refuses fixed changes), then write ``config.json``, rewind
-the logs to the resumed step, train under the stop-signal handlers (``interrupt``), plot ``curves.png``.
+folder: ``run_folder``), resolve the class list from the data (``datasets.resolve_class_names``; written into
+``config.json``), open the checkpoint to resume (``resume``: refuses fixed changes and other classes), build the
+model with its starting weights (``model_setup.build_model``: backbone, ``--init-from``, or none on resume) and
+then the data, priors, objective and evaluation from the ``ModelConfig`` it returns, restore the resumed state,
+write ``config.json``, rewind the logs to the resumed step, train under the stop-signal handlers
+(``interrupt``), plot ``curves.png``.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +25,13 @@ from ssd_torch.device import resolve_device
 from ssd_torch.errors import ConfigError
 from ssd_torch.training.checkpoint import CheckpointManager
 from ssd_torch.training.data_order import SeededDataset, StepSampler
-from ssd_torch.training.datasets import build_datasets, dataset_class_names, ensure_synthetic
+from ssd_torch.training.datasets import build_datasets, ensure_synthetic, evaluation_fn, resolve_class_names
 from ssd_torch.training.distributed import DistInfo, on_rank0, say, setup_distributed
 from ssd_torch.training.interrupt import StopFlag, stop_on_signals
 from ssd_torch.training.metrics_log import MetricsLogger
 from ssd_torch.training.model_setup import build_model, build_optimizer, wrap_model
 from ssd_torch.training.objective import build_objective
-from ssd_torch.training.resume import resume_trainer
+from ssd_torch.training.resume import Resumed, open_resume, resume_trainer
 from ssd_torch.training.run_folder import (CHECKPOINT_DIR, CONFIG_FILE, CURVES_FILE, check_new_run,
                                            describe_removed, remove_previous_run)
 from ssd_torch.training.schedule import build_lr_factor, build_scheduler, scaled_lr, schedule_lengths
@@ -58,16 +63,32 @@ def run_training(cfg: TrainConfig, *, trust_checkpoint: bool = False, overwrite:
     if r.resume is None and not overwrite:
         on_rank0(info, device, lambda: check_new_run(run_dir))
     on_rank0(info, device, lambda: ensure_synthetic(cfg.data))  # the others wait in on_rank0's all-reduce
+    cfg = cfg.replace(data=dataclasses.replace(cfg.data, class_names=resolve_class_names(cfg.data)))
+    class_names = ["background", *cfg.data.class_names]
+    resumed = _resume_point(cfg, class_names, info, trust=trust_checkpoint, accept_changes=accept_changes)
     torch.use_deterministic_algorithms(rt.deterministic, warn_only=True)
     torch.manual_seed(rt.seed)  # the same initial weights on every rank (DDP also broadcasts them)
-    model, model_cfg = build_model(cfg.model, len(dataset_class_names(cfg.data.dataset)))
-    train_set, val_set, class_names = build_datasets(cfg.data, preprocess=model_cfg.preprocess)
-    trainer = _build_trainer(cfg, model, model_cfg, train_set, val_set, class_names, device, info)
-    if r.resume is not None:
-        resume_trainer(trainer, r.resume, trainer.outputs.checkpoints, cfg, trust=trust_checkpoint,
-                       accept_changes=accept_changes, say=lambda text: say(info, text))
-    summary = _train(trainer, cfg, info, f"training {model_cfg.name} on {len(train_set)} images", overwrite)
+    built = build_model(cfg.model, class_names, resumed=resumed and resumed.model_config,
+                        trust_checkpoint=trust_checkpoint)
+    say(info, built.report)
+    train_set, val_set = build_datasets(cfg.data, cfg.data.class_names, preprocess=built.config.preprocess)
+    trainer = _build_trainer(cfg, built.model, built.config, train_set, val_set, class_names, device, info)
+    if resumed is not None:
+        resume_trainer(trainer, resumed, say=lambda text: say(info, text))
+    summary = _train(trainer, cfg, info, f"training {built.config.name} on {len(train_set)} images", overwrite)
     return {**summary, "run_dir": str(run_dir), "class_names": class_names, "world_size": info.world_size}
+
+
+def _resume_point(cfg: TrainConfig, class_names: list[str], info: DistInfo, *, trust: bool,
+                  accept_changes: bool) -> Resumed | None:
+    """The checkpoint ``run.resume`` names, checked against ``cfg`` (None: a new run, or nothing to resume)."""
+    if cfg.run.resume is None:
+        return None
+    checkpoints = CheckpointManager(Path(cfg.run.output_dir) / CHECKPOINT_DIR)
+    resumed = open_resume(cfg.run.resume, checkpoints, cfg, class_names, trust=trust, accept_changes=accept_changes)
+    if resumed is None:
+        say(info, f"no checkpoint in {checkpoints.directory} yet: starting from scratch")
+    return resumed
 
 
 def _train(trainer: Trainer, cfg: TrainConfig, info: DistInfo, what: str, overwrite: bool) -> dict[str, Any]:
@@ -102,7 +123,6 @@ def _train(trainer: Trainer, cfg: TrainConfig, info: DistInfo, what: str, overwr
 def _build_trainer(cfg: TrainConfig, model: torch.nn.Module, model_cfg: Any, train_set: Any, val_set: Any,
                    class_names: list[str], device: torch.device, info: DistInfo) -> Trainer:
     from ssd_torch.data.collate import collate_detection
-    from ssd_torch.evaluation.evaluate import evaluate_model
     from ssd_torch.priors import default_boxes
     o, s, rt, r = cfg.optim, cfg.schedule, cfg.runtime, cfg.run
     sampler = StepSampler(len(train_set), o.batch_size, o.accumulation, info.world_size, info.rank, seed=rt.seed)
@@ -118,13 +138,13 @@ def _build_trainer(cfg: TrainConfig, model: torch.nn.Module, model_cfg: Any, tra
     amp_dtype, scaler = amp_settings(rt.amp, device)
     priors = default_boxes(model_cfg.prior_spec, device=device)
     match_fn, loss_fn = build_objective(cfg.loss, priors)
+    evaluate = evaluation_fn(cfg.data.dataset)  # the data's own metric: COCO AP for COCO data, VOC07 mAP else
     run_dir = Path(r.output_dir)
     outputs = Outputs(
         logger=MetricsLogger(run_dir, tensorboard=r.tensorboard) if info.rank == 0 else None,
         checkpoints=CheckpointManager(run_dir / CHECKPOINT_DIR, keep_last=r.keep_last),
-        eval_fn=lambda m: evaluate_model(m, val_set, priors, batch_size=r.eval_batch_size, device=device,
-                                         backend=cfg.loss.backend, amp_dtype=amp_dtype,
-                                         channels_last=rt.channels_last),
+        eval_fn=lambda m: evaluate(m, val_set, priors, batch_size=r.eval_batch_size, device=device,
+                                   backend=cfg.loss.backend, amp_dtype=amp_dtype, channels_last=rt.channels_last),
         meta={"model_config": model_cfg.to_dict(), "class_names": class_names, "train_config": cfg.to_dict()},
         print_fn=lambda text: say(info, text))
     return Trainer(

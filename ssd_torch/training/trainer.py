@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ssd_torch.errors import CheckpointError, ConfigError
+from ssd_torch.evaluation.headline import headline_label
 from ssd_torch.training.checkpoint import CheckpointManager, build_checkpoint, capture_rng, restore_rng, unwrap_model
 from ssd_torch.training.data_order import (CollateOrError, StepSampler, ignore_stop_signals, raise_sample_error,
                                            sample_seed)
@@ -245,7 +246,8 @@ class Trainer:
         self.step_in_epoch = 0
 
     def _evaluate(self) -> dict[str, Any]:
-        """eval_fn on rank 0 (others wait); keeps ``best.pt`` by mAP."""
+        """eval_fn on rank 0 (others wait); keeps ``best.pt`` by its ``"mAP"`` (the headline metric, named by
+    ``"metric"``: ``ssd_torch.evaluation.headline``)."""
         metrics: dict[str, Any] = {}
         out = self.outputs
         if out.eval_fn is not None and self.rank == 0:
@@ -262,7 +264,8 @@ class Trainer:
             self.last_metrics = {"mAP": metrics.get("mAP"), "step": self.step}
             if out.logger is not None:
                 out.logger.log("eval", {"step": self.step, "epoch": self.epoch, **metrics})
-            out.print_fn(f"step {self.step}: mAP {metrics.get('mAP', float('nan')):.4f}")
+            label = headline_label(metrics.get("metric"))
+            out.print_fn(f"step {self.step}: {label} {metrics.get('mAP', float('nan')):.4f}")
             m = metrics.get("mAP")
             if m is not None and math.isfinite(m) and m > self.best_map:
                 self.best_map = m

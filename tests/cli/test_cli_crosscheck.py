@@ -137,6 +137,28 @@ def test_cli_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "not available here" in capsys.readouterr().err
 
 
+def test_cli_on_coco_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--data instances.json --images DIR`` (as ssd-eval): the batches come from the COCO file (its
+    categories are the random model's classes; crowd regions stay out of the targets) and every row passes."""
+    from ssd_torch.data.synthetic import generate_coco
+
+    root = generate_coco(tmp_path / "coco", 2, 0, seed=3, category_ids=[2, 4, 6, 8, 10, 12])
+    data = ["--data", str(root / "annotations" / "instances_trainval.json"), "--images", str(root / "images")]
+    assert cc.main([*data, "--batches", "1", "--batch-size", "2", "--paths", "torch-cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "all paths within tolerance" in out and "1 batches x 2 images from" in out
+    batches = parity.load_batches([root / "annotations" / "instances_trainval.json"], None, SYNTHETIC_CLASSES, 2,
+                                  1, seed=0, images=root / "images")
+    voc = parity.load_batches([generate_voc(tmp_path / "VOC2007", 2, 0, seed=3)], "trainval", SYNTHETIC_CLASSES,
+                              2, 1, seed=0)
+    for field in ("images", "boxes", "labels", "counts"):  # the same scenes in both formats: the same batch
+        assert torch.equal(getattr(batches[0], field), getattr(voc[0], field)), field
+    assert cc.main([*data, "--split", "test"]) == 2
+    assert "--split is for VOC data" in capsys.readouterr().err
+    assert cc.main(data[:2]) == 2
+    assert "give --images DIR" in capsys.readouterr().err
+
+
 def test_available_paths_offer_numba_on_cpu() -> None:
     # numba is a required dependency: its CPU twins must be offered (and hence checked) everywhere
     names = [p.name for p in parity.available_paths()]

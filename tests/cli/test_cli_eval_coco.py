@@ -190,7 +190,7 @@ def test_user_errors_exit_2(scenes: tuple[Path, Path], checkpoint: Path, tmp_pat
                                               "--split", "val"] + common, capsys)
     assert "--images is for COCO data" in _err([str(checkpoint), "--data", str(voc), "--images", str(coco)] + common,
                                                capsys)
-    assert "evaluated alone" in _err([str(checkpoint), "--data", str(voc), str(ann)] + common, capsys)
+    assert "read alone" in _err([str(checkpoint), "--data", str(voc), str(ann)] + common, capsys)
     err = _err([str(checkpoint), "--data", str(tmp_path / "none.json"), "--images", str(coco / "images")] + common,
                capsys)
     assert "none.json: annotation file is missing" in err

@@ -55,7 +55,7 @@ def test_missing_columns_read_na(tmp_path: Path) -> None:
     s = report.summarize_run(_partial_run(tmp_path))
     assert s.batch_size is None and s.mAP is None and s.lr is None and s.wall_s is None
     row = report.markdown_table([s]).splitlines()[-1]
-    assert row.count("n/a") == 8  # every cell but the run name
+    assert row.count("n/a") == 9  # every cell but the run name
 
 
 def test_cli_table_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -65,8 +65,9 @@ def test_cli_table_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     out = capsys.readouterr().out
     lines = [l for l in out.splitlines() if l.startswith("|")]
     assert len(lines) == 4  # header, separator, two runs
-    assert lines[2].split("|")[1:-1] == [" bs8_acc4 ", " 8 ", " 4 ", " 32 ", " 0.001 ", " 0.7500 ", " 1200 ",
-                                          " 20.0 ", " 1:01:05 "]
+    # an eval.csv without a metric column was written when ssd-train evaluated VOC07 only
+    assert lines[2].split("|")[1:-1] == [" bs8_acc4 ", " 8 ", " 4 ", " 32 ", " 0.001 ", " 0.7500 ",
+                                          " VOC07 mAP@0.5 (11-point) ", " 1200 ", " 20.0 ", " 1:01:05 "]
     assert md.read_text().strip() == "\n".join(lines)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -77,3 +78,20 @@ def test_missing_run_folder_is_a_user_error(tmp_path: Path, capsys: pytest.Captu
     assert "nope does not exist" in capsys.readouterr().err
     assert report.main([str(tmp_path / "empty")]) == 2
     assert "not a training run folder" in capsys.readouterr().err
+
+
+def test_a_coco_run_reports_its_headline_metric(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """eval.csv of a COCO training: ``mAP`` is pycocotools' AP@[.5:.95] and the ``metric`` column says so; the
+    table names it (the VOC mAP of the same detections, ``voc_mAP``, is not the headline)."""
+    run = tmp_path / "coco_run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"data": {"dataset": "coco"}, "optim": {"batch_size": 4,
+                                                                                       "accumulation": 1}}))
+    _write_csv(run / "eval.csv", ["step", "epoch", "metric", "mAP", "seconds", "AP", "AP50", "voc_mAP"],
+               [{"step": 5, "epoch": 0, "metric": "coco", "mAP": 0.125, "seconds": 1, "AP": 0.125, "AP50": 0.3,
+                 "voc_mAP": 0.4}])
+    s = report.summarize_run(run)
+    assert (s.mAP, s.metric) == (0.125, "coco")
+    assert report.main([str(run), "--plot", str(tmp_path / "c.png")]) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| coco_run")][0]
+    assert row.split("|")[6:8] == [" 0.1250 ", " COCO AP@[.5:.95] "]

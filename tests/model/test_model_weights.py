@@ -16,7 +16,7 @@ from ssd_torch.data.preprocess import CAFFE_RGB, IMAGENET, TORCHVISION_SSD
 from ssd_torch.errors import CheckpointError, ConfigError
 from ssd_torch.modeling.model_config import ssd300_slim, ssd300_vgg16
 from ssd_torch.modeling.model import SSD300, model_from_config
-from ssd_torch.modeling.weights import hub_file, load_backbone, load_vgg16_backbone
+from ssd_torch.modeling.weights import hub_file, load_backbone
 
 # ssd.pytorch's vgg ModuleList: VGG16 cfg [64, 64, M, 128, 128, M, 256, 256, 256, C, 512, 512, 512, M,
 # 512, 512, 512, pool5, fc6 (3x3 dil 6), ReLU, fc7 (1x1), ReLU] -> conv index: weight shape.
@@ -69,7 +69,7 @@ def _snapshot(model: SSD300) -> dict[str, torch.Tensor]:
 def test_torchvision_layout_convs_and_decimated_fc(vgg_model: SSD300, torchvision_file: Path,
                                                    torchvision_sd: dict[str, torch.Tensor]) -> None:
     before = _snapshot(vgg_model)
-    report = load_vgg16_backbone(vgg_model, torchvision_file)
+    report = load_backbone(vgg_model, torchvision_file)
     assert report.layout == "torchvision" and report.path == str(torchvision_file)
     assert len(report.loaded) == 30 and set(report.ignored) == {"classifier.6.weight", "classifier.6.bias"}
     assert set(report.converted) == {f"classifier.{i}.{p}" for i in (0, 3) for p in ("weight", "bias")}
@@ -103,7 +103,7 @@ def test_ssd_pytorch_layout_loads_every_conv(vgg_model: SSD300, ssd_pytorch_sd: 
                                              tmp_path: Path) -> None:
     path = tmp_path / "vgg16_reducedfc.pth"
     torch.save(ssd_pytorch_sd, path)
-    report = load_vgg16_backbone(vgg_model, path)
+    report = load_backbone(vgg_model, path)
     assert report.layout == "ssd.pytorch" and report.converted == () and report.ignored == ()
     for conv, idx in zip(vgg_model.vgg_convs(), SSD_PYTORCH_SHAPES):
         assert torch.equal(conv.weight, ssd_pytorch_sd[f"{idx}.weight"])
@@ -137,7 +137,7 @@ def test_reduced_fc_input_convention_is_what_ssd_pytorch_feeds_it() -> None:
 @pytest.mark.parametrize("make", [lambda: ssd300_slim(), lambda: ssd300_slim(batch_norm=False)])
 def test_slim_model_is_rejected_before_reading(make, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="full-width VGG16"):
-        load_vgg16_backbone(model_from_config(make()), tmp_path / "does-not-exist.pth")
+        load_backbone(model_from_config(make()), tmp_path / "does-not-exist.pth")
 
 
 def _mutations(sd: dict[str, torch.Tensor]) -> list[tuple[str, dict[str, torch.Tensor], list[str]]]:
@@ -164,7 +164,7 @@ def test_bad_state_dicts_name_the_keys_and_leave_the_model_unchanged(
         path = tmp_path / f"{case.replace(' ', '_')}.pth"
         torch.save(sd, path)
         with pytest.raises(CheckpointError) as info:
-            load_vgg16_backbone(vgg_model, path)
+            load_backbone(vgg_model, path)
         for needle in [str(path)] + needles:
             assert needle in str(info.value), (case, needle, str(info.value))
     after = vgg_model.state_dict()
@@ -177,7 +177,7 @@ def test_truncated_torchvision_file_names_missing_classifier(vgg_model: SSD300,
     features_only = {f"features.{k}": v for k, v in ssd_pytorch_sd.items() if int(k.split(".")[0]) < 29}
     torch.save(features_only, tmp_path / "features.pth")
     with pytest.raises(CheckpointError, match=r"torchvision.*missing keys.*classifier\.0\.bias.*classifier\.3\.weight"):
-        load_vgg16_backbone(vgg_model, tmp_path / "features.pth")
+        load_backbone(vgg_model, tmp_path / "features.pth")
 
 
 def test_files_that_are_not_state_dicts(vgg_model: SSD300, tmp_path: Path) -> None:
@@ -190,10 +190,10 @@ def test_files_that_are_not_state_dicts(vgg_model: SSD300, tmp_path: Path) -> No
                           ("number.pth", "offending keys"), ("empty.pth", "non-empty state dict"),
                           ("other.pth", "neither a torchvision")]:
         with pytest.raises(CheckpointError, match=message) as info:
-            load_vgg16_backbone(vgg_model, tmp_path / name)
+            load_backbone(vgg_model, tmp_path / name)
         assert str(tmp_path / name) in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(CheckpointError, match="not found.*missing.pth"):
-        load_vgg16_backbone(vgg_model, tmp_path / "missing.pth")
+        load_backbone(vgg_model, tmp_path / "missing.pth")
 
 
 # --- torchvision's weights API (hub cache in a temporary TORCH_HOME) and features-only weights ----------------

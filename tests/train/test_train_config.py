@@ -6,7 +6,8 @@ import pytest
 
 from ssd_torch.cli.train import config_from_args, parse_args
 from ssd_torch.errors import ConfigError
-from ssd_torch.training.train_config import TrainConfig, apply_overrides, demo, resolve_config, save_config, voc07
+from ssd_torch.training.train_config import (TrainConfig, apply_overrides, coco, demo, resolve_config, save_config,
+                                             voc07)
 
 
 def test_presets_are_valid_and_differ():
@@ -54,7 +55,7 @@ def test_errors_name_the_field(tmp_path):
     with pytest.raises(ValueError, match="bad.json"):
         resolve_config("voc07", bad)
     with pytest.raises(ValueError, match="unknown training preset"):
-        resolve_config("coco")
+        resolve_config("imagenet")
 
 
 def test_override_parsing():
@@ -82,6 +83,10 @@ def test_override_parsing():
     ("runtime.device=\"gpu\"", "runtime.device"), ("runtime.amp=\"fp8\"", "runtime.amp"),
     ("runtime.num_threads=0", "runtime.num_threads"), ("run.keep_last=0", "run.keep_last"),
     ("run.nan_window=0", "run.nan_window"), ("run.output_dir=\"\"", "run.output_dir"),
+    ("loss.min_negatives=-1", "loss.min_negatives"), ("loss.min_negatives=true", "loss.min_negatives"),
+    ("loss.min_negatives=2.5", "loss.min_negatives"), ("model.priors=\"ssd512\"", "model.priors"),
+    ("model.init_from=\"\"", "model.init_from"), ("data.class_names=[]", "data.class_names"),
+    ("data.val_images=\"x\"", "data.val_images"),
 ])
 def test_values_outside_their_range_are_refused(override, field):
     """Defect: ``--set optim.momentum=2`` was accepted."""
@@ -129,3 +134,56 @@ def test_demo_evaluates_during_training():
                              epochs=d.schedule.epochs, steps_per_epoch=steps_per_epoch).total_steps
     assert d.run.eval_every > 0 and total // d.run.eval_every >= 5
     assert d.run.eval_every % steps_per_epoch == 0  # at epoch ends
+
+
+def test_coco_preset_is_the_papers_coco_model():
+    """SSD paper §3.4: LR 1e-3 for 160k iterations, 1e-4 for 40k, 1e-5 for 40k, batch 32; torchvision's COCO
+    priors; COCO 2017's own layout under data/coco; the two zero-height boxes of train2017 skipped, not fatal."""
+    from reference.priors import TORCHVISION_COCO
+    from ssd_torch.training.model_setup import _configured
+
+    c = coco()
+    assert (c.optim.base_lr, c.optim.batch_size, c.optim.reference_batch) == (1e-3, 32, 32)
+    assert (c.schedule.kind, c.schedule.iterations, c.schedule.milestones, c.schedule.gamma) == (
+        "multistep", 240_000, (160_000, 200_000), 0.1)
+    assert c.data.dataset == "coco" and c.data.skip_bad and c.data.class_names is None
+    assert c.data.coco_files() == (("data/coco/annotations/instances_train2017.json", "data/coco/train2017"),
+                                   ("data/coco/annotations/instances_val2017.json", "data/coco/val2017"))
+    assert c.model.preset == "ssd300_vgg16" and _configured(c.model, 81).prior_spec == TORCHVISION_COCO
+    with pytest.raises(ConfigError, match="model.backbone_weights is not set.*--init-from"):
+        c.model.weights_to_load()
+    assert resolve_config("coco", None, ["model.init_from=\"w.pt\""]).model.weights_to_load() is None
+    assert resolve_config("coco", None, ["model.backbone_weights=\"none\""]).model.weights_to_load() is None
+    with pytest.raises(ConfigError, match="model.init_from must be null when model.backbone_weights is set"):
+        resolve_config("coco", None, ["model.init_from=\"w.pt\"", "model.backbone_weights=\"v.pth\""])
+    assert resolve_config("coco", None, ["model.init_from=\"w.pt\"", "model.backbone_weights=\"none\""])
+
+
+def test_every_prior_preset_fits_the_models():
+    from reference.priors import PRESETS as PRIOR_PRESETS
+    from ssd_torch.training.model_setup import _configured
+
+    for name, spec in PRIOR_PRESETS.items():
+        cfg = resolve_config("demo", None, [f"model.priors=\"{name}\""])
+        assert _configured(cfg.model, 7).prior_spec == spec
+    assert _configured(demo().model, 7).prior_spec == _configured(resolve_config("demo", None, [
+        "model.priors=\"ssd300\""]).model, 7).prior_spec  # null = the model preset's own (the seed's)
+
+
+def test_min_negatives_reaches_the_loss():
+    """``loss.min_negatives`` is what ``build_objective``'s loss uses: an image without objects gives no loss at
+    0 (the paper) and the cross-entropy of its hardest background priors otherwise."""
+    import torch
+
+    from ssd_torch.training.objective import build_objective
+    from ssd_torch.training.train_config import LossConfig
+
+    torch.manual_seed(0)
+    priors = torch.rand(50, 4) * 0.5 + 0.25
+    loc, conf = torch.randn(2, 50, 4), torch.randn(2, 50, 3)
+    labels, targets = torch.zeros(2, 50, dtype=torch.int64), torch.zeros(2, 50, 4)
+    parts = {k: build_objective(LossConfig(backend="torch", min_negatives=k), priors)[1](loc, conf, labels, targets)
+             for k in (0, 5)}
+    assert float(parts[0].conf) == 0 and float(parts[0].loc) == 0
+    ce = -torch.log_softmax(conf, -1)[..., 0]
+    assert float(parts[5].conf) == pytest.approx(float(ce.topk(5, dim=1).values.sum()))  # divided by max(N, 1) = 1
