@@ -6,7 +6,7 @@ Every harness times a zero-argument callable with :func:`time_call` (warm-up run
 one JSON file per harness with :func:`write_results`, which adds the machine, library versions and the date
 so numbers from different machines are never compared by accident.
 
-Where results go (:func:`default_results_dir`): ``runs/bench/`` (ignored by git) by default, so that a run on any
+Where results go (:func:`default_results_dir`): ``runs/bench/<time>-<pid>/`` (ignored by git) by default, so that a run on any
 machine never rewrites the committed figures; ``benchmarks/results/`` (committed, quoted by the README) only
 when recording is asked for: ``SSD_BENCH_RECORD=1``, ``python -m benchmarks.run_all --record`` or
 ``make bench RECORD=1``. An explicit ``results_dir`` (a harness's ``--out``) wins over both.
@@ -14,6 +14,7 @@ when recording is asked for: ``SSD_BENCH_RECORD=1``, ``python -m benchmarks.run_
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import os
 import platform
@@ -25,15 +26,23 @@ from typing import Any, Callable, Iterable, Sequence
 
 #: the committed results, quoted by the README: written only when recording (:data:`RECORD_ENV`)
 RESULTS_DIR: Path = Path(__file__).resolve().parent / "results"
-#: where an ordinary run writes (``/runs/`` is in .gitignore)
+#: where ordinary runs write, one subfolder per process (``/runs/`` is in .gitignore)
 LOCAL_RESULTS_DIR: Path = Path(__file__).resolve().parent.parent / "runs" / "bench"
 #: set to ``1`` to write into :data:`RESULTS_DIR`
 RECORD_ENV = "SSD_BENCH_RECORD"
 
 
+@functools.lru_cache(maxsize=None)
+def _this_run_dir() -> Path:
+    """``runs/bench/<UTC time>-<pid>/``, fixed for the process: every harness of one ``make bench`` writes
+    there, and a later run never replaces an earlier run's files."""
+    return LOCAL_RESULTS_DIR / f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{os.getpid()}"
+
+
 def default_results_dir() -> Path:
-    """The default results folder: :data:`RESULTS_DIR` when ``SSD_BENCH_RECORD=1``, else :data:`LOCAL_RESULTS_DIR`."""
-    return RESULTS_DIR if os.environ.get(RECORD_ENV) == "1" else LOCAL_RESULTS_DIR
+    """The default results folder: :data:`RESULTS_DIR` when ``SSD_BENCH_RECORD=1`` (recording the committed
+    figures on purpose), else this process's own folder under :data:`LOCAL_RESULTS_DIR`."""
+    return RESULTS_DIR if os.environ.get(RECORD_ENV) == "1" else _this_run_dir()
 
 
 @dataclass(frozen=True)

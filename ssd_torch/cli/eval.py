@@ -34,13 +34,15 @@ from ssd_torch.cli import UserError, add_data_flags, add_trust_flag, check_data_
 from ssd_torch.data.coco import is_coco_data
 from ssd_torch.evaluation.coco_eval import COCO_STAT_NAMES, coco_metrics
 from ssd_torch.evaluation.evaluate import DetectionsByImage
-from ssd_torch.files import file_sha256
+from ssd_torch.files import atomic_write_text, file_sha256
 
 __all__ = ["inference_settings", "cache_key", "save_detections", "load_detections", "coco_metrics",
            "COCO_STAT_NAMES", "COCO_RESULTS_NAME", "is_coco_data", "evaluate_checkpoint", "main"]
 
 #: The standard COCO results list of a COCO evaluation, in ``--out``.
 COCO_RESULTS_NAME = "coco_results.json"
+#: The VOC results file of each ``--metric``, in ``--out``.
+RESULTS_NAMES = {"07": "results_voc07.json", "area": "results_area.json"}
 
 
 def inference_settings(backend: str, device: str, batch_size: int, score_threshold: float = 0.01,
@@ -171,13 +173,54 @@ def _detections(model: Any, cfg: Any, dataset: Any, settings: dict[str, Any], ca
     return dets, False, seconds
 
 
+def _results_key(path: Path) -> Optional[str]:
+    """The ``cache_key`` of a results file ssd-eval wrote, else None (missing, unreadable, or not ours)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc.get("cache_key") if isinstance(doc, dict) else None
+
+
+def check_outputs(out_dir: Path, key: str, overwrite: bool = False) -> None:
+    """ssd-eval replaces only its own results of the same evaluation (the same cache ``key``: checkpoint bytes,
+    data, split, settings); any other results file in ``out_dir`` is a one-line UserError unless ``overwrite``.
+    ``coco_results.json`` (a standard list that carries no key) counts as ours when a results file beside it
+    has this key: it is always written after them."""
+    if overwrite:
+        return
+    results = [out_dir / name for name in RESULTS_NAMES.values()]
+    ours = any(_results_key(p) == key for p in results)
+    foreign = [p for p in results if p.exists() and _results_key(p) != key]
+    coco = out_dir / COCO_RESULTS_NAME
+    foreign += [coco] if coco.exists() and not ours else []
+    if foreign:
+        raise UserError(f"{out_dir} holds results of another evaluation ({', '.join(p.name for p in foreign)}); "
+                        f"nothing was written: choose another --out, or pass --overwrite to replace them")
+
+
+def write_outputs(out: dict[str, Any], out_dir: Path, metric: str) -> list[Path]:
+    """``results_<metric>.json`` (with the cache key that marks it ours), then, for COCO data, the standard
+    ``coco_results.json``; both atomically. Call :func:`check_outputs` first."""
+    path = out_dir / RESULTS_NAMES[metric]
+    written = [atomic_write_text(path, json.dumps({k: v for k, v in out.items() if not k.startswith("_")},
+                                                  indent=2) + "\n")]
+    if "_coco_results" in out:
+        from ssd_torch.evaluation.coco_eval import write_results_json
+
+        written.append(write_results_json(out_dir / COCO_RESULTS_NAME, out["_coco_results"]))
+    return written
+
+
 def evaluate_checkpoint(checkpoint: Path, roots: Sequence[Path], split: Optional[str], out_dir: Path, *,
                         images: Optional[Path] = None, backend: str = "auto", device: str = "auto",
                         batch_size: int = 32, use_07_metric: bool = True, coco: bool = False, progress: bool = True,
-                        trust_checkpoint: bool = False) -> dict[str, Any]:
+                        trust_checkpoint: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Inference (or the cache) + VOC scoring, + pycocotools on COCO data (``roots`` = one ``.json`` file and
     ``images`` its image folder; ``split`` must then be None); returns the results dict that
-    ``results_<metric>.json`` holds (keys starting with ``_`` hold objects for printing)."""
+    ``results_<metric>.json`` holds (keys starting with ``_`` hold objects for printing and writing). Refuses
+    to start when ``out_dir`` holds another evaluation's results (:func:`check_outputs`); writes only the
+    detection cache (:func:`write_outputs` writes the results)."""
     from ssd_torch.evaluation.evaluate import ground_truth_of
     from ssd_torch.inference import load_model_for_inference
     from ssd_torch.voc_eval import evaluate_voc
@@ -189,6 +232,7 @@ def evaluate_checkpoint(checkpoint: Path, roots: Sequence[Path], split: Optional
     data = _open_data(roots, split, images, names[1:], cfg)
     settings = inference_settings(backend, dev.type, batch_size)
     key = cache_key(checkpoint, data.roots, data.split, settings, data.data_sha256)
+    check_outputs(out_dir, key, overwrite)
     cache = out_dir / f"detections-{key}.npz"
     dets, cached, seconds = _detections(model, cfg, data.dataset, settings, cache, dev, progress)
     gt = ground_truth_of(data.dataset)
@@ -198,9 +242,9 @@ def evaluate_checkpoint(checkpoint: Path, roots: Sequence[Path], split: Optional
            "ap": {names[c]: (None if np.isnan(v) else v) for c, v in result.ap.items()},
            "npos": {names[c]: n for c, n in result.npos.items()}, "num_images": len(data.dataset),
            "num_detections": int(sum(len(d[1]) for d in dets.values())), "settings": settings,
-           "detections_cache": str(cache), "from_cache": cached, "inference_seconds": seconds}
+           "detections_cache": str(cache), "from_cache": cached, "inference_seconds": seconds, "cache_key": key}
     if data.is_coco:
-        out.update(_score_coco(data.dataset, dets, out_dir))
+        out.update(_score_coco(data.dataset, dets, out_dir / COCO_RESULTS_NAME))
     elif coco:
         sizes = {a.image_id: (a.width, a.height) for a in map(data.dataset.annotation, range(len(data.dataset)))}
         out["coco"] = coco_metrics(dets, gt, len(names), sizes)
@@ -208,14 +252,15 @@ def evaluate_checkpoint(checkpoint: Path, roots: Sequence[Path], split: Optional
     return out
 
 
-def _score_coco(dataset: Any, dets: DetectionsByImage, out_dir: Path) -> dict[str, Any]:
-    """pycocotools on COCO data; the detections written as the standard results list (file ids) in ``out_dir``."""
-    from ssd_torch.evaluation.coco_eval import coco_ground_truth, coco_results, run_cocoeval, write_results_json
+def _score_coco(dataset: Any, dets: DetectionsByImage, path: Path) -> dict[str, Any]:
+    """pycocotools on COCO data; the detections as the standard results list (file ids), to be written to
+    ``path`` by :func:`write_outputs`."""
+    from ssd_torch.evaluation.coco_eval import coco_ground_truth, coco_results, run_cocoeval
 
     results = coco_results(dataset, dets)
-    path = write_results_json(out_dir / COCO_RESULTS_NAME, results)
     scored = run_cocoeval(coco_ground_truth(dataset), results)
     return {"images": str(dataset.images_dir), "coco": scored.stats, "coco_results": str(path),
+            "_coco_results": results,
             "coco_ap": {name: (None if np.isnan(v) else v) for name, v in scored.per_class.items()},
             "_coco": scored}
 
@@ -239,6 +284,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--coco", action="store_true",
                    help="VOC data: also COCO-style AP (needs pycocotools); COCO data always gets the COCO metrics")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of another evaluation in --out (results_*.json, coco_results.json); "
+                        "without it they are kept and nothing is written")
     add_trust_flag(p)
     return p
 
@@ -281,11 +329,9 @@ def _main(argv: Sequence[str] | None) -> int:
     out = evaluate_checkpoint(args.checkpoint, args.data, args.split, out_dir, images=args.images,
                               backend=args.backend, device=args.device, batch_size=args.batch_size,
                               use_07_metric=args.metric == "07", coco=args.coco, progress=not args.no_progress,
-                              trust_checkpoint=args.trust_checkpoint)
+                              trust_checkpoint=args.trust_checkpoint, overwrite=args.overwrite)
     _print_results(out, out["_result"].class_names)
-    path = out_dir / f"results_{'voc07' if args.metric == '07' else 'area'}.json"
-    path.write_text(json.dumps({k: v for k, v in out.items() if not k.startswith("_")}, indent=2) + "\n")
-    print(f"results: {path}")
+    print(f"results: {', '.join(str(p) for p in write_outputs(out, out_dir, args.metric))}")
     return 0
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ssd_torch.cli import UserError, run_cli
+from ssd_torch.files import atomic_write, atomic_write_text, refuse_existing
 from ssd_torch.evaluation.headline import headline_label, headline_of_run
 from ssd_torch.evaluation.visualize import read_csv_rows
 
@@ -156,9 +157,7 @@ def plot_loss_curves(run_dirs: Sequence[str | Path], out_png: str | Path) -> Pat
     ax.grid(True, alpha=0.3)
     if ax.lines:
         ax.legend()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100, bbox_inches="tight")
+    out_png = atomic_write(out_png, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"))
     plt.close(fig)
     return out_png
 
@@ -168,15 +167,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders written by ssd-train")
     p.add_argument("--plot", default="loss_curves.png", help="PNG comparing the loss curves (default: %(default)s)")
     p.add_argument("--markdown", default=None, help="also write the table to this file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --plot / --markdown file (without it an existing file is kept and "
+                        "nothing is written)")
     return p
 
 
 def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
+    outputs = [Path(args.plot)] + ([Path(args.markdown)] if args.markdown else [])
+    if not args.overwrite:
+        refuse_existing(outputs, "ssd-report", "nothing was written: choose other --plot / --markdown names, or "
+                                               "pass --overwrite to replace them")
     table = markdown_table([summarize_run(d) for d in args.run_dirs])
     print(table)
     if args.markdown:
-        Path(args.markdown).write_text(table + "\n")
+        atomic_write_text(args.markdown, table + "\n")
     print(f"\nloss curves: {plot_loss_curves(args.run_dirs, args.plot)}")
     return 0
 

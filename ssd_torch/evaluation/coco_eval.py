@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Hashable, Mapping, Optional
@@ -143,13 +142,10 @@ def evaluate_coco(dataset: Any, detections: Mapping[Hashable, tuple]) -> CocoRes
 
 
 def write_results_json(path: Path, results: list[dict]) -> Path:
-    """Write a results list as JSON, atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(results, separators=(",", ":")) + "\n")
-    os.replace(tmp, path)
-    return path
+    """Write a results list as JSON, atomically (``ssd_torch.files.atomic_write_text``)."""
+    from ssd_torch.files import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(results, separators=(",", ":")) + "\n")
 
 
 def _voc_to_coco_box(box: np.ndarray) -> list[float]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,9 @@ def test_results_go_to_an_ignored_folder_unless_recording(monkeypatch: pytest.Mo
     monkeypatch.delenv(common.RECORD_ENV, raising=False)
     local = common.default_results_dir()
     assert local != common.RESULTS_DIR
+    # one folder per process under runs/bench/: a later `make bench` never replaces an earlier run's files
+    assert local.parent == common.LOCAL_RESULTS_DIR and local.name.endswith(f"-{os.getpid()}")
+    assert common.default_results_dir() == local
     monkeypatch.setenv(common.RECORD_ENV, "1")
     assert common.default_results_dir() == common.RESULTS_DIR
     root = Path(common.__file__).resolve().parent.parent

@@ -168,7 +168,8 @@ def test_cache_key_includes_the_annotation_file(checkpoint: Path, tmp_path: Path
     doc["images"][1]["width"] = 64
     doc["info"] = {"note": "same images, other bytes"}
     path.write_text(json.dumps(doc))
-    assert eval_cli.main(args) == 0
+    assert eval_cli.main(args) == 2  # another evaluation's results are kept ...
+    assert eval_cli.main(args + ["--overwrite"]) == 0  # ... unless replaced on purpose
     second = _results(tmp_path / "o")
     assert not second["from_cache"] and second["detections_cache"] != first["detections_cache"]
 

@@ -63,9 +63,11 @@ def test_eval_scores_then_rescores_from_the_cache(tree: Path, checkpoint: Path, 
     second = json.loads((out / "results_area.json").read_text())
     assert second["from_cache"] and second["detections_cache"] == first["detections_cache"]
     assert _same(second["mAP"], _reference_map(out, second, tree, False))
-    # another inference setting is another cache entry, so it would run the model
+    # another inference setting is another evaluation: its results would replace these, so it is refused ...
+    assert eval_cli.main(base[:7] + ["--batch-size", "2", "--out", str(out), "--no-progress"]) == 2
+    # ... and with --overwrite it is another cache entry, so it runs the model
     with pytest.raises(AssertionError, match="inference re-ran"):
-        eval_cli.main(base[:7] + ["--batch-size", "2", "--out", str(out), "--no-progress"])
+        eval_cli.main(base[:7] + ["--batch-size", "2", "--out", str(out), "--no-progress", "--overwrite"])
 
 
 def test_eval_coco(tree: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
