@@ -10,9 +10,9 @@ crop; boxes whose centre lies in the crop are kept and clipped) -> horizontal fl
 then degenerate boxes (narrower or lower than ``min_size`` output pixels) are dropped with their labels.
 
 Why not ``torchvision.transforms.v2`` end to end: the v2 chain (RandomPhotometricDistort, RandomZoomOut,
-RandomIoUCrop, RandomHorizontalFlip, Resize, SanitizeBoundingBoxes) costs ~27 ms of CPU per 500x375 image on
-one thread (~37 img/s per core), mostly in the HSV hue kernel and in materialising the 4x zoom-out canvas; the
-2-core demo needs ~60 img/s per core. This module: ~5 ms (~200 img/s per core) for the same image. This module computes the same geometry analytically instead: zoom-out and crop are sampled
+RandomIoUCrop, RandomHorizontalFlip, Resize, SanitizeBoundingBoxes) spends its CPU time in the per-pixel HSV hue
+kernel and in materialising the zoom-out canvas (up to 4x the image in each direction), which a CPU-only demo
+cannot afford. This module computes the same geometry analytically instead: zoom-out and crop are sampled
 as rectangles, and only the part of the source image that lands in the crop is resized once (``PIL.resize``
 with a float source ``box``) and pasted onto a mean-filled S x S canvas. The photometric distortion (the v2
 ranges: brightness [0.875, 1.125], contrast/saturation [0.5, 1.5], hue +-0.05 turn, channel permutation, each

@@ -16,13 +16,13 @@ Bad data (every case raises :class:`DatasetError`, a ``ValueError`` whose messag
   image with no ``<object>`` at all (unless ``keep_empty=True``: then it is a negative image, see below), and an
   image that fails a cheap integrity check (:func:`check_image_file`: JPEG start/end-of-image markers, PNG
   signature and ``IEND`` chunk; a file failing it, or of another format, is fully decoded to confirm, so valid
-  files with odd trailers pass). ``verify_images=True`` decodes every image up front instead (thorough, ~5 ms
-  per image).
+  files with odd trailers pass). ``verify_images=True`` decodes every image up front instead (thorough, a
+  full decode per image; its cost is in ``benchmarks/results/coco_cpu.json``).
 - found when *reading* (``ds[i]``): an image that still fails to decode or whose size disagrees with its XML.
   With ``skip_bad`` the item is recorded and the next readable item is returned in its place (inside a DataLoader
   worker the record lives in that worker's copy of ``skipped``; the warning in the log names the file).
 
-The scan parses every XML of the split up front (ElementTree, ~0.3 ms per file; parsed annotations are cached
+The scan parses every XML of the split up front (ElementTree; parsed annotations are cached
 per process by path + mtime + size, so a second dataset over the same files is cheap) and only peeks at each
 JPEG's first and last bytes; training targets are computed when an item is read.
 
@@ -367,7 +367,7 @@ class VOCDataset(DetectionDataset):
     """VOC detection dataset over one or several year roots (07+12 = ``[voc2007, voc2012]``), one split.
 
     The :class:`DetectionDataset` contract. ``transform(pil_image, boxes, labels) -> (image, boxes, labels)``;
-    ``None`` means :class:`ssd_torch.data.transforms.SSDEvalTransform` (resize to 300 + ImageNet normalisation).
+    ``None`` means :class:`ssd_torch.data.transforms.SSDEvalTransform` (resize to 300 + the default preprocessing).
     ``ds.annotation(i)`` returns every box (difficult included, pixels) for evaluation. Image ids duplicated
     across roots are qualified as ``"<root folder name>/<id>"`` so evaluator dictionaries stay one-to-one.
     ``keep_empty``: keep images whose XML has no object (negatives) instead of treating them as bad data.

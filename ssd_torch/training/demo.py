@@ -63,8 +63,8 @@ def draw_examples(checkpoint: Path, data: Any, out_dir: Path, count: int = 6,
 
 
 def run_demo(cfg: Any) -> dict[str, Any]:
-    """Set-up (untimed), training + evaluation (timed), pictures; returns mAP, seconds and the run folder
-    (``stopped_by``: the signal that stopped training, 0 when it ran to its end)."""
+    """Set-up (untimed), training + evaluation (timed), pictures; returns mAP (and per class), seconds and the
+    run folder (``stopped_by``: the signal that stopped training, 0 when it ran to its end)."""
     from ssd_torch.evaluation.evaluate import format_ap_table
     from ssd_torch.training.datasets import ensure_synthetic
     from ssd_torch.training.run_folder import CHECKPOINT_DIR, DETECTIONS_DIR, keep_previous_run
@@ -92,8 +92,10 @@ def run_demo(cfg: Any) -> dict[str, Any]:
     print(f"\ndemo: final mAP {final_map:.4f} (best {summary['best_map']:.4f}) after {summary['step']} steps; "
           f"training + evaluation took {seconds:.0f} s; results in {run_dir}/ "
           f"({len(pictures)} pictures in {run_dir / DETECTIONS_DIR})")
+    per_class = {} if result is None else {summary["class_names"][c]: ap for c, ap in result.ap.items()}
     return {"mAP": final_map, "best_mAP": summary["best_map"], "seconds": seconds, "run_dir": str(run_dir),
-            "steps": summary["step"], "pictures": [str(p) for p in pictures], "stopped_by": 0}
+            "steps": summary["step"], "pictures": [str(p) for p in pictures], "stopped_by": 0,
+            "per_class_AP": per_class}
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -97,3 +97,16 @@ def test_run_all_record_flag_sets_the_committed_folder(monkeypatch: pytest.Monke
     assert seen[1] == (["-x"], common.RESULTS_DIR)
     import os
     assert common.RECORD_ENV not in os.environ  # restored after the run
+
+
+def test_bench_demo_records_the_demo_run(tmp_path: Path) -> None:
+    """The harness behind the README's demo figures: the demo's own run (its --quick version here), in a
+    temporary folder, with mAP, per-class AP, evaluations and timings in the JSON."""
+    from benchmarks import bench_demo
+
+    assert bench_demo.main(["--quick", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "demo_quick_cpu.json").read_text())
+    assert doc["settings"]["quick"] is True and doc["settings"]["steps"] == 2
+    assert [e["step"] for e in doc["evaluations"]] == [1, 2] and doc["evaluations"][-1]["mAP"] == doc["mAP"]
+    assert set(doc["per_class_AP"]) == {"circle", "square", "triangle", "ring", "cross", "star"}
+    assert doc["train_and_eval_s"] > 0 and doc["images_per_s_median"] > 0 and "machine" in doc

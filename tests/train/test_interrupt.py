@@ -27,6 +27,22 @@ def _args(data: Path, run: Path, *extra: str) -> list[str]:
                          steps=STEPS, batch=2)
 
 
+@pytest.fixture(autouse=True)
+def _sigint_not_ignored():
+    """A test run started in the background by a script (``make test &``, some CI runners) inherits SIGINT
+    ignored, and ``stop_on_signals`` keeps an ignored signal ignored, by design (``nohup``-like). These tests
+    are about a terminal's Ctrl-C, so they restore Python's own SIGINT handler for their duration."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def _sigint_default_in_child() -> None:
+    """``preexec_fn`` of the training subprocess: SIGINT back to the default action, so that the child Python
+    installs its KeyboardInterrupt handler (an ignored SIGINT would be inherited through exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for_step(proc: subprocess.Popen, metrics: Path, step: int, timeout: float = 240.0) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -47,7 +63,8 @@ def test_signal_checkpoints_and_resume_equals_an_uninterrupted_run(tmp_path, cap
     assert train.main(_args(data, straight)) == 0
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "ssd_torch.cli.train", *_args(data, cut)], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_sigint_default_in_child)
     _wait_for_step(proc, cut / "metrics.csv", 2)
     os.killpg(proc.pid, signum)  # like Ctrl-C in a terminal: the process group, loader worker included
     out, err = proc.communicate(timeout=240)
