@@ -161,8 +161,8 @@ def load_checkpoint_for_inference(path: str | Path, device: str | torch.device =
     The model maps ``x[B, 3, 300, 300]`` to ``(loc[B, P, 4], conf[B, P, C])`` (ssd_torch.modeling.model.SSD300).
     Raises :class:`CheckpointError` for a file that is not a checkpoint, a wrong format tag, missing keys, a
     class count that disagrees with the config, a state dict that does not match the config, or an invalid
-    ``postprocess`` entry. ``trust_checkpoint``: unpickle in full (``weights_only=False``), for an old file you
-    trust.
+    ``postprocess`` entry. ``trust_checkpoint``: unpickle in full (``torch.load`` without ``weights_only``),
+    for an old file you trust.
     """
     from ssd_torch.modeling.model import model_from_config  # the model module is heavy; config errors come first
 
