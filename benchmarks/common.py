@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from ssd_torch.files import atomic_write_text
+
 #: the committed results, quoted by the README: written only when recording (:data:`RECORD_ENV`)
 RESULTS_DIR: Path = Path(__file__).resolve().parent / "results"
 #: where ordinary runs write, one subfolder per process (``/runs/`` is in .gitignore)
@@ -199,19 +201,14 @@ def write_results(filename: str, payload: dict[str, Any], *, results_dir: Path |
     (``results_dir`` defaults to :func:`default_results_dir`: an ignored folder unless recording).
 
     ``Timing`` values anywhere at the top level of ``payload`` or inside lists/dicts are converted with
-    ``to_dict``. The file is written to a ``.tmp`` sibling first and renamed, so a killed run never leaves
-    a half-written result behind.
+    ``to_dict``. The file is written atomically (``ssd_torch.files.atomic_write_text``: a temporary file in the
+    same folder, renamed), so a killed run never leaves a half-written result behind.
     """
     if not filename.endswith(".json"):
         raise ValueError(f"results filename must end with .json, got {filename!r}")
     out_dir = default_results_dir() if results_dir is None else Path(results_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     document = {"machine": machine_info(), **_jsonable(payload)}
-    path = out_dir / filename
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(out_dir / filename, json.dumps(document, indent=2, sort_keys=False) + "\n")
 
 
 def _jsonable(value: Any) -> Any:

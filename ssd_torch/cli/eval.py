@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Optional, Sequence
@@ -34,7 +33,7 @@ from ssd_torch.cli import UserError, add_data_flags, add_trust_flag, check_data_
 from ssd_torch.data.coco import is_coco_data
 from ssd_torch.evaluation.coco_eval import COCO_STAT_NAMES, coco_metrics
 from ssd_torch.evaluation.evaluate import DetectionsByImage
-from ssd_torch.files import atomic_write_text, file_sha256
+from ssd_torch.files import atomic_write, atomic_write_text, file_sha256
 
 __all__ = ["inference_settings", "cache_key", "save_detections", "load_detections", "coco_metrics",
            "COCO_STAT_NAMES", "COCO_RESULTS_NAME", "is_coco_data", "evaluate_checkpoint", "main"]
@@ -75,12 +74,7 @@ def save_detections(path: Path, detections: DetectionsByImage) -> Path:
               "scores": np.concatenate([np.asarray(p[1], np.float64) for p in parts]) if parts else np.zeros(0),
               "labels": np.concatenate([np.asarray(p[2], np.int64) for p in parts]) if parts
               else np.zeros(0, np.int64)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def load_detections(path: Path) -> DetectionsByImage:

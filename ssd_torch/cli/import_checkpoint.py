@@ -15,13 +15,17 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ssd_torch.cli import UserError, add_trust_flag, run_cli
+from ssd_torch.files import refuse_existing
 
 __all__ = ["import_to_checkpoint", "main"]
 
 
 def _refuse_existing(out: Path) -> None:
-    raise UserError(f"--out {out} already exists; ssd-import never replaces a file (choose another name or "
-                    f"remove it yourself)")
+    """The no-overwrite rule's one message (``ssd_torch.files.refuse_existing``) for ``--out``; the last line
+    covers a name that exists only as a dangling link (``exists()`` is False, ``os.link`` still refuses)."""
+    way_out = "ssd-import never replaces a file: choose another name or remove it yourself"
+    refuse_existing([out], "--out", way_out)
+    raise UserError(f"--out {out} already exists as a link; {way_out}")
 
 
 def _save_new(obj: Any, out: Path) -> Path:

@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ssd_torch.errors import DatasetError
+from ssd_torch.files import atomic_write_text
 
 __all__ = [
     "SYNTHETIC_CLASSES", "SyntheticObject", "render_image", "generate_voc", "is_complete", "ensure_voc", "main",
@@ -338,9 +339,7 @@ def _split_indices(num_trainval: int, num_test: int) -> dict[str, list[int]]:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def generate_voc(root: Union[str, os.PathLike], num_trainval: int, num_test: int, seed: int,
@@ -459,12 +458,6 @@ def _write_coco_one(args: tuple[Path, int, dict]) -> tuple[int, int, list[Synthe
     return width, height, objects
 
 
-def _write_json_atomically(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, separators=(",", ":")) + "\n")
-    os.replace(tmp, path)
-
-
 def _coco_documents(scenes: list[tuple[int, int, list[SyntheticObject]]], params: dict) -> dict[str, dict]:
     """``{split: instances dict}``; image id = scene index + 1, annotation ids unique over the whole tree."""
     category_of = dict(zip(SYNTHETIC_CLASSES, params["category_ids"]))
@@ -539,7 +532,7 @@ def generate_coco(root: Union[str, os.PathLike], num_trainval: int, num_test: in
 def _write_coco_tree(root: Path, params: dict, workers: int) -> None:
     for sub in ("images", "annotations"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    _write_json_atomically(root / _COCO_PARTIAL, params)  # claims the folder: an interrupted run resumes
+    _write_json(root / _COCO_PARTIAL, params)  # claims the folder: an interrupted run resumes
     jobs = [(root, i, params) for i in range(params["num_trainval"] + params["num_test"])]
     if workers > 1:
         from multiprocessing import get_context
@@ -548,8 +541,9 @@ def _write_coco_tree(root: Path, params: dict, workers: int) -> None:
     else:
         scenes = [_write_coco_one(job) for job in jobs]
     for split, doc in _coco_documents(scenes, params).items():
-        _write_json_atomically(root / "annotations" / f"instances_{split}.json", doc)
-    _write_json_atomically(root / _COCO_MARKER, params)
+        atomic_write_text(root / "annotations" / f"instances_{split}.json",
+                          json.dumps(doc, separators=(",", ":")) + "\n")
+    _write_json(root / _COCO_MARKER, params)
     (root / _COCO_PARTIAL).unlink()
 
 
