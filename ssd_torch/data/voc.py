@@ -201,10 +201,14 @@ def _parse_cached(xml_path: Path, class_names: tuple[str, ...]) -> Annotation:
 
 
 def _decode_image(path: Path) -> Image.Image:
-    """Open and fully decode an image as RGB; any decoder failure becomes a :class:`DatasetError`."""
+    """Open and fully decode an image as 8-bit RGB (``images.to_rgb8``: 16-bit images scaled, not saturated;
+    no EXIF rotation, since annotations are made on the stored pixels); any failure is a :class:`DatasetError`."""
+    from .images import to_rgb8
+
     try:
         with Image.open(path) as img:
-            return img.convert("RGB")
+            img.load()  # the pixels, before the file closes (to_rgb8 returns an RGB image as it is)
+            return to_rgb8(img)
     except FileNotFoundError:
         raise DatasetError(path, "image file is missing") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
@@ -102,3 +103,24 @@ def test_find_images_takes_every_readable_suffix_and_recurses(tmp_path: Path) ->
 def _empty(tmp_path: Path) -> Path:
     (tmp_path / "empty" / "deeper").mkdir(parents=True)
     return tmp_path / "empty"
+
+
+def test_dataset_readers_scale_16_bit_images_too(tmp_path: Path) -> None:
+    """The 16-bit rule is the decoder's, not ssd-detect's: a COCO export with a 16-bit grayscale PNG trained on
+    an all-white image (``convert("RGB")`` saturates ``I;16``). The reader must see the 8-bit equivalent."""
+    import json
+
+    from ssd_torch.data.coco import CocoDataset
+
+    gray8 = np.arange(48 * 64, dtype=np.uint32).reshape(48, 64) % 256
+    Image.fromarray((gray8 * 257).astype(np.uint16)).save(tmp_path / "deep.png")
+    Image.fromarray(gray8.astype(np.uint8), mode="L").save(tmp_path / "flat.png")
+    doc = {"images": [{"id": 1, "file_name": "deep.png", "width": 64, "height": 48},
+                      {"id": 2, "file_name": "flat.png", "width": 64, "height": 48}],
+           "annotations": [{"id": k, "image_id": k, "category_id": 1, "bbox": [4, 4, 20, 20], "area": 400,
+                            "iscrowd": 0} for k in (1, 2)],
+           "categories": [{"id": 1, "name": "thing"}]}
+    (tmp_path / "instances.json").write_text(json.dumps(doc))
+    ds = CocoDataset(tmp_path, tmp_path / "instances.json")
+    assert np.array_equal(np.asarray(ds.load_image(0)), np.asarray(ds.load_image(1)))
+    assert torch.equal(ds[0][0], ds[1][0])
