@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup test test-fast demo bench clean
+.PHONY: setup lint test test-fast demo bench clean
 
 # The venv is rebuilt only when the packaging metadata changes, so a second `make test` starts at once.
 $(STAMP): setup.cfg pyproject.toml
@@ -15,10 +15,15 @@ $(STAMP): setup.cfg pyproject.toml
 
 setup: $(STAMP)
 
-test: $(STAMP)
+# The layer contracts (setup.cfg [importlinter]) and ruff (pyproject.toml) run before the tests.
+lint: $(STAMP)
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+
+test: lint
 	$(PY) -m pytest -q tests
 
-test-fast: $(STAMP)
+test-fast: lint
 	$(PY) -m pytest -q -m "not slow" tests
 
 demo: $(STAMP)

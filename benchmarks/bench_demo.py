@@ -3,8 +3,9 @@
 ``python -m benchmarks.bench_demo [--quick] [--out DIR]`` generates the synthetic tree and runs the demo into a
 temporary folder (never into ``data/`` or ``runs/``), then records what the README quotes: the final VOC07
 mAP and the per-class AP on the 200 test images, the periodic evaluations, the wall time of training +
-evaluation, the training throughput (median img/s over epochs; over logged steps for a run shorter than an epoch) and the data generation time. JSON goes to
-``demo_cpu.json`` in the results folder (``benchmarks.common.default_results_dir``: ``runs/bench/<run>/``,
+evaluation, the training throughput (median img/s over epochs; over logged steps for a run shorter than an
+epoch) and the data generation time. JSON goes to ``demo_cpu.json``
+in the results folder (``benchmarks.common.default_results_dir``: ``runs/bench/<run>/``,
 ``benchmarks/results/`` when recording). The run is seeded end to end, so on one machine the mAP repeats to
 the last digit; another machine (another CPU, BLAS or thread count) can round differently and land elsewhere.
 """
@@ -31,7 +32,7 @@ def run(quick: bool) -> dict[str, Any]:
     import torch
 
     from ssd_torch.training.datasets import ensure_synthetic
-    from ssd_torch.training.demo import demo_config, run_demo
+    from ssd_torch.cli.demo import demo_config, run_demo
 
     with tempfile.TemporaryDirectory(prefix="bench-demo-") as tmp:
         cfg = demo_config(data_root=str(Path(tmp) / "data"), output_dir=str(Path(tmp) / "run"), quick=quick,

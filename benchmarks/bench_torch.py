@@ -95,9 +95,9 @@ def bench_matching(args: argparse.Namespace, tv: tuple, priors: torch.Tensor, sy
         fns["ours_numba"] = lambda: match_batch(boxes, labels, counts, priors, backend="numba")
         names["ours_numba"] = "ssd_torch.match_batch backend=numba"
     out: dict[str, Any] = _run(args, fns, names, sync)
-    np_pr, np_gt = priors.double().cpu().numpy(), [(b.double().cpu().numpy(), l.cpu().numpy())
-                                                   for b, l in zip(gt_list, label_list)]
-    out["reference"] = time_call(lambda: [ref_loss.match_and_encode(b, l, np_pr) for b, l in np_gt],
+    np_pr, np_gt = priors.double().cpu().numpy(), [(b.double().cpu().numpy(), lab.cpu().numpy())
+                                                   for b, lab in zip(gt_list, label_list)]
+    out["reference"] = time_call(lambda: [ref_loss.match_and_encode(b, lab, np_pr) for b, lab in np_gt],
                                  name="reference.loss.match_and_encode per image", repeats=args.ref_repeats,
                                  warmup=0)
     return out

@@ -6,7 +6,8 @@ Every harness times a zero-argument callable with :func:`time_call` (warm-up run
 one JSON file per harness with :func:`write_results`, which adds the machine, library versions and the date
 so numbers from different machines are never compared by accident.
 
-Where results go (:func:`default_results_dir`): ``runs/bench/<time>-<pid>/`` (ignored by git) by default, so that a run on any
+Where results go (:func:`default_results_dir`): ``runs/bench/<time>-<pid>/`` (ignored by git) by default,
+so that a run on any
 machine never rewrites the committed figures; ``benchmarks/results/`` (committed, quoted by the README) only
 when recording is asked for: ``SSD_BENCH_RECORD=1``, ``python -m benchmarks.run_all --record`` or
 ``make bench RECORD=1``. An explicit ``results_dir`` (a harness's ``--out``) wins over both.
@@ -152,7 +153,7 @@ def _version(module_name: str) -> str | None:
     """The ``__version__`` of an importable module, or None when it is not installed (or fails to import)."""
     try:
         module = __import__(module_name)
-    except Exception:  # an optional dependency that is absent or broken must not stop the harness
+    except Exception:  # noqa: BLE001 - an optional dependency that is absent or broken must not stop the harness
         return None
     return str(getattr(module, "__version__", "unknown"))
 
@@ -191,7 +192,7 @@ def machine_info() -> dict[str, Any]:
         if info["cuda_available"]:
             info["cuda_device"] = torch.cuda.get_device_name(0)
             info["cuda_version"] = torch.version.cuda
-    except Exception:
+    except Exception:  # noqa: BLE001 - diagnostics only, never fatal
         info["cuda_available"] = False
     return info
 

@@ -30,7 +30,7 @@ def _run_steps(argv: list[str]) -> int:
         print(f"\n=== {title}", flush=True)
         try:
             fn(list(args) + argv)
-        except Exception as exc:  # report and go on: one broken harness must not hide the other numbers
+        except Exception as exc:  # noqa: BLE001 - report and go on: one broken harness must not hide the other numbers
             failures += 1
             print(f"FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
     return failures

@@ -62,7 +62,7 @@ def enable_kernel_cache(dispatcher: Any) -> Any:
         return dispatcher
     try:
         dispatcher._cache = _cache_class()(dispatcher.py_func)
-    except Exception as exc:  # numba internals moved, or no writable cache directory: compile every time
+    except Exception as exc:  # noqa: BLE001 - numba internals moved, or no writable cache directory: compile every time
         warnings.warn(f"kernels: numba disk cache disabled for {dispatcher.py_func.__name__} ({exc!r}); "
                       f"the CPU twin is compiled in every process", RuntimeWarning, stacklevel=2)
     return dispatcher

@@ -59,8 +59,11 @@ def decode(loc: np.ndarray, priors: np.ndarray,
 
 def check_variances(variances: Sequence[float]) -> tuple[float, float]:
     """The two encoding variances ``(v0, v1)`` of docs/CONTRACT.md "Encoding" as floats; ValueError unless they
-    are exactly two positive numbers. The one check of ``ssd_torch.coding`` and ``kernels.interop``."""
-    values = tuple(float(v) for v in variances)
-    if len(values) != 2 or not all(v > 0 for v in values):
-        raise ValueError(f"variances must be two positive numbers, got {tuple(variances)!r}")
+    are exactly two finite positive numbers. The one check of every layer (``ssd_torch.coding``,
+    ``kernels.interop``, ``ssd_torch.modeling.model_config.ModelConfig``)."""
+    items = () if isinstance(variances, (str, bytes)) or not hasattr(variances, "__len__") else tuple(variances)
+    numbers = [float(v) for v in items if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)]
+    if len(items) != 2 or len(numbers) != 2 or not all(math.isfinite(v) and v > 0 for v in numbers):
+        raise ValueError(f"variances must be two finite positive numbers (centre, size), got {variances!r}")
+    values = numbers
     return values[0], values[1]

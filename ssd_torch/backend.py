@@ -22,7 +22,7 @@ def numba_usable(device_type: str) -> bool:
     numba's availability (``resolve_backend``, ``ssd_torch.parity``, the benchmarks)."""
     try:
         from kernels import interop
-    except Exception:  # numba missing or broken: the torch path still works
+    except Exception:  # noqa: BLE001 - numba missing or broken: the torch path still works
         return False
     if device_type == "cpu":
         return True

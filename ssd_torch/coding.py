@@ -13,7 +13,7 @@ import torch
 
 from reference.coding import DECODE_CLAMP, check_variances
 
-from .boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
+from .boxes import cxcywh_to_xyxy
 
 __all__ = ["DECODE_CLAMP", "encode", "encode_planes", "decode"]
 

@@ -24,9 +24,10 @@ arrays, a 4-D batch, 4 channels) is a ``TypeError`` / ``ValueError`` that says w
 are quantised to 8 bits (``round(x * 255)``): the model was trained on 8-bit images, and every input type then
 gives exactly the detections of the same image read from a file.
 
-**Pipeline**: resize to the model's input size (bilinear) and the checkpoint's ``ModelConfig.preprocess``
-(:class:`ssd_torch.data.transforms.SSDEvalTransform`), the network, then ``ssd_torch.nms.postprocess`` with the
-checkpoint's :class:`ssd_torch.inference.PostprocessConfig` (its optional ``"postprocess"`` entry, else the
+**Pipeline**: the checkpoint's :class:`ssd_torch.modeling.predictor.Predictor`, the one inference path:
+resize to the model's input size (bilinear) and the checkpoint's ``ModelConfig.preprocess``, the network,
+decoding with ``ModelConfig.variances``, then ``ssd_torch.nms.postprocess`` with the checkpoint's
+:class:`~ssd_torch.modeling.postprocess_config.PostprocessConfig` (its ``"postprocess"`` entry, else the
 defaults of docs/CONTRACT.md "NMS and post-processing": score > 0.01, top 400 per class, NMS 0.45, 200 per
 image); keyword overrides of :meth:`Detector.from_checkpoint` replace single fields.
 
@@ -50,8 +51,10 @@ from PIL import Image
 
 from ssd_torch.data.images import DecodedImage, describe_orientation, read_image, scale_16_to_8, to_rgb8
 from ssd_torch.errors import ConfigError
-from ssd_torch.inference import PostprocessConfig, load_checkpoint_for_inference
+from ssd_torch.device import resolve_device
 from ssd_torch.modeling.model_config import ModelConfig
+from ssd_torch.modeling.postprocess_config import PostprocessConfig
+from ssd_torch.modeling.predictor import Predictor, load_predictor
 
 __all__ = ["Detector", "ImageDetections", "ImageLike", "as_decoded"]
 
@@ -88,7 +91,7 @@ class ImageDetections:
         """The detections with ``score >= min_score`` (and, if given, a class in ``classes``), order kept."""
         keep = self.scores >= min_score
         if classes is not None:
-            keep &= np.isin(self.labels, [self.categories.index(c) for c in classes])
+            keep &= np.isin(self.labels, _class_ids(classes, self.categories))
         return dataclasses.replace(self, boxes=self.boxes[keep], boxes_normalized=self.boxes_normalized[keep],
                                    scores=self.scores[keep], labels=self.labels[keep])
 
@@ -128,8 +131,9 @@ def _to_uint8(a: np.ndarray, what: str) -> np.ndarray:
             raise ValueError(f"{what}: float pixels must be finite and in [0, 1], got values from {a.min():g} to "
                              f"{a.max():g} (divide 0-255 values by 255, or pass uint8)")
         return np.rint(a * 255.0).astype(np.uint8)
+    cast = "t.to(torch.uint8)" if what.startswith("tensor") else "a.astype(np.uint8)"
     raise ValueError(f"{what}: dtype {a.dtype} is not supported; expected uint8 (0..255), uint16 (0..65535) or "
-                     "float in [0, 1] (e.g. .astype(np.uint8))")
+                     f"float in [0, 1] (e.g. {cast} for 0..255 values)")
 
 
 def _hwc_to_image(a: np.ndarray, what: str, layout_hint: str) -> Image.Image:
@@ -191,27 +195,40 @@ def _class_ids(classes: Optional[Sequence[str]], names: Sequence[str]) -> Option
 
 
 class Detector:
-    """A model, its preprocessing and its post-processing: ``detector(images)`` (module docstring)."""
+    """A :class:`~ssd_torch.modeling.predictor.Predictor` for user images: ``detector(images)`` (module
+    docstring). ``batch_size``: images run at a time; ``classes``: keep only these class names."""
 
-    def __init__(self, model: torch.nn.Module, config: ModelConfig, class_names: Sequence[str], *,
-                 postprocess: PostprocessConfig = PostprocessConfig(), device: str | torch.device = "cpu",
-                 backend: str = "auto", batch_size: int = 8, classes: Optional[Sequence[str]] = None) -> None:
-        from ssd_torch.data.transforms import SSDEvalTransform
-        from ssd_torch.priors import default_boxes
+    def __init__(self, predictor: Predictor, *, batch_size: int = 8,
+                 classes: Optional[Sequence[str]] = None) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        self.predictor, self.batch_size = predictor, batch_size
+        self.class_ids = _class_ids(classes, predictor.categories)
 
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self.config, self.categories = config, tuple(class_names)
-        self.postprocess, self.backend, self.batch_size = postprocess, backend, batch_size
-        self.class_ids = _class_ids(classes, self.categories)
-        self.priors = default_boxes(config.prior_spec, device=self.device)
-        self._transform = SSDEvalTransform(size=config.image_size, preprocess=config.preprocess)
+    @property
+    def categories(self) -> tuple[str, ...]:
+        """The checkpoint's class names, ``"background"`` first."""
+        return self.predictor.categories
+
+    @property
+    def postprocess(self) -> PostprocessConfig:
+        """The predictor's post-processing settings."""
+        return self.predictor.postprocess
+
+    @property
+    def device(self) -> torch.device:
+        return self.predictor.device
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.predictor.model
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.predictor.config
 
     def __repr__(self) -> str:
-        return (f"Detector({len(self.categories) - 1} classes, device={self.device}, backend={self.backend!r}, "
-                f"batch_size={self.batch_size}, {self.postprocess})")
+        return f"Detector(batch_size={self.batch_size}, {self.predictor!r})"
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], device: str | torch.device = "auto",
@@ -220,18 +237,15 @@ class Detector:
         """Load a checkpoint (weights only unless ``trust_checkpoint``). ``device``: ``"auto"`` (CUDA when
         available), ``"cpu"``, ``"cuda:1"``, ...; ``backend``: the NMS backend (``"auto"``: numba where it runs);
         ``classes``: keep only these class names; ``postprocess``: :class:`PostprocessConfig` fields
-        (``score_threshold``, ``top_k``, ``nms_threshold``, ``max_detections``, ``variances``) replacing the
+        (``score_threshold``, ``top_k``, ``nms_threshold``, ``max_detections``, ``clip_boxes``) replacing the
         checkpoint's. Errors: ``CheckpointError`` (the file), ``ConfigError`` (a setting)."""
-        from ssd_torch.cli import resolve_device
-
-        dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
-        loaded = load_checkpoint_for_inference(path, dev, trust_checkpoint=trust_checkpoint)
+        dev = resolve_device(device, what="device") if isinstance(device, str) else torch.device(device)
+        predictor = load_predictor(path, dev, trust_checkpoint=trust_checkpoint, backend=backend)
         try:
-            post = loaded.postprocess.replace(**postprocess)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(str(e)) from e
-        return cls(loaded.model, loaded.config, loaded.class_names, postprocess=post, device=dev,
-                   backend=backend, batch_size=batch_size, classes=classes)
+            predictor.postprocess = predictor.postprocess.replace(**postprocess)
+        except TypeError as e:
+            raise ConfigError(f"Detector.from_checkpoint: {e}") from e
+        return cls(predictor, batch_size=batch_size, classes=classes)
 
     def __call__(self, images: ImageLike | Sequence[ImageLike]) -> ImageDetections | list[ImageDetections]:
         """Detections of one image, or a list of them for a list (or tuple) of images (module docstring)."""
@@ -242,28 +256,25 @@ class Detector:
             results += self.detect([as_decoded(x) for x in items[start:start + self.batch_size]])
         return results[0] if single else results
 
-    @torch.no_grad()
     def detect(self, images: Sequence[DecodedImage]) -> list[ImageDetections]:
         """Detections of decoded images, run as one batch (``ssd-detect`` decodes and batches itself)."""
         if not images:
             return []
-        empty_boxes, empty_labels = torch.zeros((0, 4)), torch.zeros(0, dtype=torch.int64)
-        batch = torch.stack([self._transform(d.image, empty_boxes, empty_labels)[0] for d in images])
-        loc, conf = self.model(batch.to(self.device))
-        return [self._result(d, det) for d, det in zip(images, self._postprocess(loc.float(), conf.float()))]
+        batch = torch.stack([self.predictor.prepare(d.image) for d in images])
+        loc, conf = self.predictor.network(batch)
+        return [self._result(d, det) for d, det in zip(images, self._postprocess(loc, conf))]
 
     def _postprocess(self, loc: torch.Tensor, conf: torch.Tensor) -> list[Any]:
-        """``ssd_torch.nms.postprocess``; with a class selection, the ``max_detections`` best of those classes
+        """The predictor's decoding; with a class selection, the ``max_detections`` best of those classes
         (every detection is gathered, filtered, then cut: the output order is score-sorted, so this is exact)."""
-        from ssd_torch.nms import Detections, postprocess
+        from ssd_torch.nms import Detections
 
-        kwargs = self.postprocess.postprocess_kwargs()
         if self.class_ids is None:
-            return postprocess(loc, conf, self.priors, backend=self.backend, **kwargs)
-        cap = kwargs["max_detections"]
-        kwargs["max_detections"] = (conf.shape[2] - 1) * kwargs["top_k"]
+            return self.predictor.decode(loc, conf)
+        cap = self.postprocess.max_detections
         out = []
-        for det in postprocess(loc, conf, self.priors, backend=self.backend, **kwargs):
+        every = (conf.shape[2] - 1) * (self.postprocess.top_k or conf.shape[1])  # all candidates NMS can keep
+        for det in self.predictor.decode(loc, conf, max_detections=every):
             keep = torch.isin(det.labels, torch.tensor(self.class_ids, device=det.labels.device))
             out.append(Detections(*(t[keep][:cap] for t in det)))
         return out

@@ -26,18 +26,20 @@ def check_device_name(name: object, what: str = "--device") -> None:
         raise ConfigError(f"{what} must be {DEVICE_NAMES}, got {name!r}")
 
 
-def resolve_device(name: str = "auto", local_rank: int = 0) -> "torch.device":
-    """The ``torch.device`` for ``name``; ``auto`` and ``cuda`` take GPU ``local_rank`` (DDP's ``LOCAL_RANK``)."""
+def resolve_device(name: str = "auto", local_rank: int = 0, what: str = "--device") -> "torch.device":
+    """The ``torch.device`` for ``name``; ``auto`` and ``cuda`` take GPU ``local_rank`` (DDP's ``LOCAL_RANK``).
+    ``what`` names the setting in messages: ``"--device"`` for the tools, ``"device"`` for the Python API."""
     import torch
 
-    check_device_name(name)
+    check_device_name(name, what)
+    said = f"--device {name}" if what.startswith("--") else f"{what}={name!r}"
+    use = (lambda v: f"--device {v}") if what.startswith("--") else (lambda v: f"{what}={v!r}")
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine (use --device cpu or "
-                          f"--device auto)")
+        raise ConfigError(f"{said}: CUDA is not available on this machine (use {use('cpu')} or {use('auto')})")
     index = int(name.split(":")[1]) if ":" in name else local_rank
     if index >= torch.cuda.device_count():
-        raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                          f"cuda:0 .. cuda:{torch.cuda.device_count() - 1} (use one of them, or --device cpu)")
+        raise ConfigError(f"{said}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                          f"cuda:0 .. cuda:{torch.cuda.device_count() - 1} (use one of them, or {use('cpu')})")
     return torch.device("cuda", index)

@@ -166,9 +166,11 @@ def _gt_lists(batch: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
 
 
 # ---------------------------------------------------------------------------------------------- compute
-def reference_results(spec: Any, batches: list[Any], outputs: list[tuple[torch.Tensor, torch.Tensor]]) -> Results:
+def reference_results(spec: Any, batches: list[Any], outputs: list[tuple[torch.Tensor, torch.Tensor]],
+                      variances: Sequence[float] = (0.1, 0.2), post: dict[str, Any] | None = None) -> Results:
     """The NumPy float64 reference on every batch (docs/CONTRACT.md: matching, encoding, loss, post-processing),
-    with each image's float32 near-ties (``float32_ambiguous_priors``)."""
+    with each image's float32 near-ties (``float32_ambiguous_priors``); ``variances`` and ``post`` (the
+    keywords of ``postprocess``): the model's, as its ``Predictor`` decodes."""
     from reference.loss import match_and_encode, multibox_loss
     from reference.nms import postprocess as reference_postprocess
     from reference.priors import default_boxes as reference_default_boxes
@@ -177,18 +179,20 @@ def reference_results(spec: Any, batches: list[Any], outputs: list[tuple[torch.T
     res = Results(priors=priors)
     for batch, (loc, conf) in zip(batches, outputs):
         gt_boxes, gt_labels = _gt_lists(batch)
-        matched = [match_and_encode(b, l, priors) for b, l in zip(gt_boxes, gt_labels)]
+        matched = [match_and_encode(b, lab, priors, variances=variances) for b, lab in zip(gt_boxes, gt_labels)]
         res.labels.append(np.stack([m[0] for m in matched]))
         res.ambiguous.append(np.stack([float32_ambiguous_priors(b, priors) for b in gt_boxes]))
         res.targets.append(np.stack([m[1] for m in matched]))
         loc64, conf64 = loc.double().numpy(), conf.double().numpy()
-        res.loss.append(np.array(multibox_loss(loc64, conf64, gt_boxes, gt_labels, priors), dtype=np.float64))
-        res.detections += [reference_postprocess(loc64[i], conf64[i], priors) for i in range(len(loc64))]
+        res.loss.append(np.array(multibox_loss(loc64, conf64, gt_boxes, gt_labels, priors, variances=variances),
+                                 dtype=np.float64))
+        res.detections += [reference_postprocess(loc64[i], conf64[i], priors, variances=variances, **(post or {}))
+                           for i in range(len(loc64))]
     return res
 
 
 def path_results(path: FastPath, spec: Any, batches: list[Any], outputs: list[tuple[torch.Tensor, torch.Tensor]],
-                 ref: Results) -> Results:
+                 ref: Results, variances: Sequence[float] = (0.1, 0.2), post: dict[str, Any] | None = None) -> Results:
     """One fast path on every batch, converted to float64 NumPy for the comparison.
 
     The loss is computed from the *reference's* targets (cast to float32), so that the loss row measures the
@@ -200,13 +204,14 @@ def path_results(path: FastPath, spec: Any, batches: list[Any], outputs: list[tu
     res = Results(priors=priors.double().cpu().numpy())
     for k, (batch, (loc, conf)) in enumerate(zip(batches, outputs)):
         labels, targets = match_batch(batch.boxes.to(dev), batch.labels.to(dev), batch.counts.to(dev), priors,
-                                      backend=path.backend)
+                                      variances=variances, backend=path.backend)
         parts = multibox_loss_from_targets(loc.to(dev), conf.to(dev), torch.from_numpy(ref.labels[k]).to(dev),
                                            torch.from_numpy(ref.targets[k]).float().to(dev))
         res.labels.append(labels.cpu().numpy())
         res.targets.append(targets.double().cpu().numpy())
         res.loss.append(np.array([float(parts.loc), float(parts.conf), float(parts.num_pos)]))
-        detections = postprocess(loc.to(dev), conf.to(dev), priors, backend=path.backend)
+        detections = postprocess(loc.to(dev), conf.to(dev), priors, variances=variances, backend=path.backend,
+                                 **(post or {}))
         res.detections += [(d.boxes.double().cpu().numpy(), d.scores.double().cpu().numpy(), d.labels.cpu().numpy())
                            for d in detections]
     return res
@@ -290,18 +295,19 @@ def compare(path: str, ref: Results, got: Results) -> list[Row]:
 
 
 # ---------------------------------------------------------------------------------------------- run
-def run_parity(batches: list[Any], model: torch.nn.Module, spec: Any,
-               paths: Sequence[FastPath] | None = None) -> list[Row]:
-    """Reference + every path (default: :func:`available_paths`) on ``batches`` with ``model``'s outputs and
-    the priors of ``spec`` (a ``reference.priors.PriorSpec``); the rows, grouped by check in :data:`CHECKS`
-    order, paths in their given order inside a check."""
-    outputs = model_outputs(model, batches)
-    ref = reference_results(spec, batches, outputs)
+def run_parity(batches: list[Any], predictor: Any, paths: Sequence[FastPath] | None = None) -> list[Row]:
+    """Reference + every path (default: :func:`available_paths`) on ``batches`` with the outputs of a
+    ``ssd_torch.modeling.predictor.Predictor``'s model, its priors, variances and post-processing settings;
+    the rows, grouped by check in :data:`CHECKS` order, paths in their given order inside a check."""
+    spec, variances = predictor.config.prior_spec, predictor.config.variances
+    post = predictor.postprocess.postprocess_kwargs()
+    outputs = model_outputs(predictor.model, batches)
+    ref = reference_results(spec, batches, outputs, variances, post)
     rows: list[Row] = []
     for path in paths if paths is not None else available_paths():
         try:
-            got = path_results(path, spec, batches, outputs, ref)
-        except Exception as e:  # a path that crashes (a broken install, a kernel that fails to compile) fails
+            got = path_results(path, spec, batches, outputs, ref, variances, post)
+        except Exception as e:  # noqa: BLE001 - a path that crashes (a broken install, a kernel that fails to compile) fails
             rows += _error_rows(path.name, e)  # its rows; the other paths are still checked and reported
             continue
         rows += compare(path.name, ref, got)

@@ -35,7 +35,7 @@ def run_cli(body: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
 
 
 def add_trust_flag(parser: argparse.ArgumentParser) -> None:
-    """``--trust-checkpoint``: the one way to unpickle a checkpoint in full (see ``training.checkpoint``)."""
+    """``--trust-checkpoint``: the one way to unpickle a checkpoint in full (see ``ssd_torch.checkpoint``)."""
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="load a checkpoint that needs more than tensors and plain containers (an old file "
                              "you trust); without it such a file is refused and nothing from it runs")

@@ -36,21 +36,21 @@ def _class_names_for(roots: Sequence[Path]) -> tuple[str, ...]:
     return SYNTHETIC_CLASSES if (roots[0] / "synthetic.json").is_file() else VOC_CLASSES
 
 
-def _model_and_classes(checkpoint: Path | None, class_names: Sequence[str] | None, seed: int,
-                       trust_checkpoint: bool = False) -> tuple[Any, Any, list[str]]:
-    """The checkpoint's model, or a seeded random slim SSD300 for ``class_names``."""
+def _predictor(checkpoint: Path | None, class_names: Sequence[str] | None, seed: int,
+               trust_checkpoint: bool = False) -> Any:
+    """The checkpoint's ``Predictor`` (its variances and post-processing settings), or a seeded random slim
+    SSD300 for ``class_names`` with the contract's defaults."""
     import torch
 
-    from ssd_torch.modeling.model_config import ssd300_slim
-    from ssd_torch.inference import load_model_for_inference
     from ssd_torch.modeling.model import model_from_config
+    from ssd_torch.modeling.model_config import ssd300_slim
+    from ssd_torch.modeling.predictor import Predictor, load_predictor
 
     if checkpoint is not None:
-        model, cfg, names = load_model_for_inference(checkpoint, "cpu", trust_checkpoint=trust_checkpoint)
-        return model, cfg, names
+        return load_predictor(checkpoint, "cpu", trust_checkpoint=trust_checkpoint)
     torch.manual_seed(seed)
     cfg = ssd300_slim(num_classes=len(class_names) + 1)
-    return model_from_config(cfg).eval(), cfg, ["background", *class_names]
+    return Predictor(model_from_config(cfg).eval(), cfg, ["background", *class_names])
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,14 +90,15 @@ def _crosscheck(args: argparse.Namespace, roots: list[Path], paths: list[Any]) -
     from ssd_torch.parity import load_batches, run_parity
 
     names_given = None if args.checkpoint is not None else _class_names_for(roots)
-    model, cfg, names = _model_and_classes(args.checkpoint, names_given, args.seed, args.trust_checkpoint)
-    batches = load_batches(roots, args.split, names[1:], args.batch_size, args.batches, args.seed,
+    predictor = _predictor(args.checkpoint, names_given, args.seed, args.trust_checkpoint)
+    cfg = predictor.config
+    batches = load_batches(roots, args.split, predictor.categories[1:], args.batch_size, args.batches, args.seed,
                            cfg.preprocess, images=args.images)
     where = f" ({args.split})" if args.split else f" (images {args.images})"
     print(f"{len(batches)} batches x {args.batch_size} images from {', '.join(map(str, roots))}{where}, "
           f"model: {args.checkpoint or f'random {cfg.name} (seed {args.seed})'}; "
           f"paths: {', '.join(p.name for p in paths)}")
-    return run_parity(batches, model, cfg.prior_spec, paths)
+    return run_parity(batches, predictor, paths)
 
 
 def _report(rows: list[Any]) -> int:

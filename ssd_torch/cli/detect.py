@@ -226,7 +226,7 @@ def detect_images(checkpoint: Path, source: Path, out_dir: Path, *, recursive: b
                                         batch_size=batch_size, classes=classes, nms_threshold=nms_threshold,
                                         max_detections=max_detections)
     if score_threshold < detector.postprocess.score_threshold:  # list what was asked for, not just > 0.01
-        detector.postprocess = detector.postprocess.replace(score_threshold=score_threshold)
+        detector.predictor.postprocess = detector.postprocess.replace(score_threshold=score_threshold)
     settings = _settings(checkpoint, source, recursive, score_threshold, detector)
     done = prepare_output(out_dir, items, settings, resume=resume, overwrite=overwrite)
     pending = [it for it in items if it.relative not in done]

@@ -25,7 +25,7 @@ arrays are accepted)::
 
 ``dets[0].boxes`` are xyxy normalised to [0, 1] (multiply by the image's width and height for pixels). The
 sidecar's ``postprocess`` is the checkpoint's ``"postprocess"`` entry when it has one, else the defaults
-(``ssd_torch.inference.PostprocessConfig``).
+(``ssd_torch.modeling.postprocess_config.PostprocessConfig``).
 
 The export uses the TorchScript-based exporter (``dynamo=False``): the default dynamo exporter of torch >= 2.9
 needs ``onnxscript``. When onnxruntime is installed the export is checked against PyTorch on a random input
@@ -54,7 +54,8 @@ PIXEL_DTYPES = ("uint8", "float32")
 
 
 def sidecar_paths(onnx_path: Path) -> tuple[Path, Path]:
-    """``(priors .npy, metadata .json)`` next to ``onnx_path``: ``model.onnx`` -> ``model.priors.npy``, ``model.json``."""
+    """``(priors .npy, metadata .json)`` next to ``onnx_path``: ``model.onnx`` -> ``model.priors.npy``,
+    ``model.json``."""
     return onnx_path.with_suffix(".priors.npy"), onnx_path.with_suffix(".json")
 
 
@@ -165,25 +166,24 @@ def export_checkpoint(checkpoint: Path, onnx_path: Path, *, opset: int = 17, che
 
     ``bake_preprocess`` (``"uint8"`` / ``"float32"``): the graph takes RGB pixels and applies the checkpoint's
     preprocessing itself. Existing output files are a :class:`UserError` unless ``overwrite``."""
-    from ssd_torch.inference import load_checkpoint_for_inference
-    from ssd_torch.priors import default_boxes
+    from ssd_torch.modeling.predictor import load_predictor
 
     priors_path, json_path = sidecar_paths(onnx_path)
     if not overwrite:
         refuse_existing([onnx_path, priors_path, json_path], "ssd-export",
                         "--overwrite replaces them, or choose another --onnx name")
-    model, cfg, names, post = load_checkpoint_for_inference(checkpoint, "cpu", trust_checkpoint=trust_checkpoint)
+    predictor = load_predictor(checkpoint, "cpu", trust_checkpoint=trust_checkpoint)
+    model, cfg, names = predictor.model, predictor.config, list(predictor.categories)
     graph = model if bake_preprocess is None else pixel_input_model(model, cfg.preprocess)
     export_onnx(graph, onnx_path, cfg.image_size, opset, input_dtype=bake_preprocess or "float32")
-    priors = default_boxes(cfg.prior_spec).numpy().astype(np.float32)
+    priors = predictor.priors.numpy().astype(np.float32)
     atomic_write(priors_path, lambda f: np.save(f, priors))
-    settings = post.to_dict()
     meta = {"format": SIDECAR_FORMAT, "checkpoint": str(checkpoint), "onnx": onnx_path.name,
             "priors": priors_path.name, "input": _input_spec(cfg.image_size, bake_preprocess),
             "preprocess_in_graph": bake_preprocess is not None,
             "outputs": {"loc": ["B", cfg.num_priors, 4], "conf": ["B", cfg.num_priors, cfg.num_classes]},
-            "class_names": names, "preprocess": cfg.preprocess.to_dict(), "variances": settings.pop("variances"),
-            "postprocess": settings, "opset": opset, "model_config": cfg.to_dict(),
+            "class_names": names, "preprocess": cfg.preprocess.to_dict(), "variances": list(cfg.variances),
+            "postprocess": predictor.postprocess.to_dict(), "opset": opset, "model_config": cfg.to_dict(),
             "check": check_onnx(onnx_path, model, cfg.image_size, atol=atol, rtol=rtol, preprocess=cfg.preprocess,
                                 pixels=bake_preprocess) if check else None}
     atomic_write_text(json_path, json.dumps(meta, indent=2) + "\n")

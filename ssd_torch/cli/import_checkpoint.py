@@ -32,7 +32,7 @@ def _save_new(obj: Any, out: Path) -> Path:
     """Write ``obj`` to ``out`` only if no file has that name: an atomic save under a temporary name in the same
     folder, then a hard link to ``out`` (which fails, leaving the other file alone, if ``out`` appeared in the
     meantime)."""
-    from ssd_torch.training.checkpoint import atomic_save
+    from ssd_torch.checkpoint import atomic_save
 
     if out.exists():
         _refuse_existing(out)

@@ -28,11 +28,9 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Hashable, Mapping, Optional
+from typing import Any, Hashable, Mapping
 
 import numpy as np
-import torch
-from torch import Tensor, nn
 
 from ssd_torch.data.coco import voc_pixels_to_coco
 
@@ -192,16 +190,14 @@ def coco_model_metrics(dataset: Any, detections: Mapping[Hashable, tuple],
     return metrics
 
 
-def evaluate_coco_model(model: nn.Module, dataset: Any, priors: Tensor, *, batch_size: int = 32,
-                        device: str | torch.device = "cpu", backend: str = "torch", use_07_metric: bool = True,
-                        amp_dtype: Optional[torch.dtype] = None, channels_last: bool = False,
+def evaluate_coco_model(predictor: Any, dataset: Any, *, batch_size: int = 32, use_07_metric: bool = True,
                         num_workers: int = 0) -> dict[str, Any]:
-    """``run_inference`` + pycocotools on a COCO dataset -> ``{"mAP": AP@[.5:.95], "metric": "coco", "AP",
-    "AP50", ... (every :data:`COCO_STAT_NAMES`), "AP/<class>": AP@[.5:.95] of the class, "voc_mAP": VOC07 mAP of
-    the same detections (``use_07_metric=False``: the all-point AP), "result": CocoResult, "voc_result":
-    VocResult}``: the shape ``Trainer``'s ``eval_fn`` returns, with "mAP" the metric ``best.pt`` is kept by."""
+    """``run_inference`` of a ``Predictor`` + pycocotools on a COCO dataset -> ``{"mAP": AP@[.5:.95], "metric":
+    "coco", "AP", "AP50", ... (every :data:`COCO_STAT_NAMES`), "AP/<class>": AP@[.5:.95] of the class,
+    "voc_mAP": VOC07 mAP of the same detections (``use_07_metric=False``: the all-point AP), "result":
+    CocoResult, "voc_result": VocResult}``: the shape ``Trainer``'s ``eval_fn`` returns, with "mAP" the metric
+    ``best.pt`` is kept by."""
     from ssd_torch.evaluation.evaluate import run_inference
 
-    dets = run_inference(model, dataset, priors, batch_size, device, backend, amp_dtype=amp_dtype,
-                         channels_last=channels_last, num_workers=num_workers)
+    dets = run_inference(predictor, dataset, batch_size, num_workers=num_workers)
     return coco_model_metrics(dataset, dets, use_07_metric)

@@ -1,6 +1,7 @@
 """Inference over a dataset and VOC scoring (docs/CONTRACT.md "NMS and post-processing", "VOC evaluation").
 
-``run_inference`` turns a ``VOCDataset``-like dataset (``ds[i] -> (image[3,300,300], target)``,
+``run_inference`` runs a ``Predictor`` (the one inference path) over a ``VOCDataset``-like dataset
+(``ds[i] -> (image[3,300,300], target)``,
 ``ds.annotation(i) -> Annotation(image_id, width, height, ...)``) into the evaluator's detection dict, with
 boxes converted from xyxy normalised to VOC pixels (1-based, inclusive: ``x_min_px = x * W + 1``,
 ``x_max_px = x * W``, the inverse of ARCHITECTURE.md "Data contract"). ``evaluate_detections`` scores them with
@@ -8,14 +9,17 @@ boxes converted from xyxy normalised to VOC pixels (1-based, inclusive: ``x_min_
 """
 from __future__ import annotations
 
-from typing import Any, Hashable
+from typing import TYPE_CHECKING, Any, Hashable
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ssd_torch.data.voc import normalized_to_pixel
+
+if TYPE_CHECKING:
+    from ssd_torch.modeling.predictor import Predictor
 
 __all__ = ["run_inference", "evaluate_detections", "ground_truth_of", "normalized_to_voc_pixels",
            "format_ap_table", "evaluate_model"]
@@ -47,33 +51,18 @@ def normalized_to_voc_pixels(boxes: np.ndarray, width: int, height: int) -> np.n
     return normalized_to_pixel(np.asarray(boxes).reshape(-1, 4), width, height)
 
 
-@torch.no_grad()
-def run_inference(model: nn.Module, dataset: Any, priors: Tensor, batch_size: int = 32,
-                  device: str | torch.device = "cpu", backend: str = "torch", *, num_workers: int = 0,
-                  variances: tuple[float, float] = (0.1, 0.2), score_threshold: float = 0.01, top_k: int = 400,
-                  nms_threshold: float = 0.45, max_detections: int = 200, amp_dtype: torch.dtype | None = None,
-                  channels_last: bool = False, progress: bool = False) -> DetectionsByImage:
-    """Detections of ``model`` on every image of ``dataset``: ``{image_id: (boxes[D,4] VOC pixels, scores[D],
-    labels[D])}`` (labels 1..C-1). ``priors``: ``Tensor[P, 4]`` cxcywh normalised. The model is put in eval
-    mode (and left there)."""
-    from ssd_torch.nms import postprocess
+def run_inference(predictor: "Predictor", dataset: Any, batch_size: int = 32, *, num_workers: int = 0,
+                  progress: bool = False) -> DetectionsByImage:
+    """Detections of ``predictor`` (``ssd_torch.modeling.predictor.Predictor``: the model, its variances and
+    post-processing settings) on every image of ``dataset``, whose images went through the predictor's
+    transform: ``{image_id: (boxes[D,4] VOC pixels, scores[D], labels[D])}`` (labels 1..C-1)."""
     from tqdm.auto import tqdm
 
-    device = torch.device(device)
-    model.eval()
-    priors = priors.to(device)
     loader = DataLoader(_Indexed(dataset), batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=_collate)
     out: DetectionsByImage = {}
     for indices, images in tqdm(loader, disable=not progress, desc="inference", unit="batch"):
-        images = images.to(device)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            loc, conf = model(images)
-        dets = postprocess(loc.float(), conf.float(), priors, variances=variances, score_threshold=score_threshold,
-                           top_k=top_k, nms_threshold=nms_threshold, max_detections=max_detections, backend=backend)
-        for i, det in zip(indices, dets):
+        for i, det in zip(indices, predictor(images)):
             ann = dataset.annotation(i)
             out[ann.image_id] = (normalized_to_voc_pixels(det.boxes.cpu().numpy(), ann.width, ann.height),
                                  det.scores.float().cpu().numpy().astype(np.float64),
@@ -126,17 +115,14 @@ def format_ap_table(result: Any, class_names: list[str] | tuple[str, ...]) -> st
     return "\n".join(lines)
 
 
-def evaluate_model(model: nn.Module, dataset: Any, priors: Tensor, *, batch_size: int = 32,
-                   device: str | torch.device = "cpu", backend: str = "torch", use_07_metric: bool = True,
-                   amp_dtype: torch.dtype | None = None, channels_last: bool = False,
+def evaluate_model(predictor: "Predictor", dataset: Any, *, batch_size: int = 32, use_07_metric: bool = True,
                    num_workers: int = 0) -> dict[str, Any]:
     """``run_inference`` + ``evaluate_detections`` -> ``{"mAP": float, "metric": "voc07" (or "voc_area"),
     "AP/<class>": float, "result": VocResult}`` (the shape ``Trainer``'s ``eval_fn`` returns; ``metric`` names
     the headline, ``ssd_torch.evaluation.headline``; per-class entries and objects stay out of the CSV)."""
     from ssd_torch.evaluation.headline import VOC07, VOC_AREA
 
-    dets = run_inference(model, dataset, priors, batch_size, device, backend, amp_dtype=amp_dtype,
-                         channels_last=channels_last, num_workers=num_workers)
+    dets = run_inference(predictor, dataset, batch_size, num_workers=num_workers)
     result = evaluate_detections(dataset, dets, use_07_metric=use_07_metric)
     names = ["background", *dataset.class_names]
     metrics: dict[str, Any] = {"mAP": float(result.mAP), "metric": VOC07 if use_07_metric else VOC_AREA,

@@ -77,8 +77,8 @@ class InitReport:
 
 
 def _read(path: str | os.PathLike, trust: bool) -> tuple[ModelConfig, list[str], Mapping[str, Tensor]]:
-    from ssd_torch.inference import config_and_classes  # the checkpoint's config and names, cross-checked
-    from ssd_torch.training.checkpoint import read_checkpoint
+    from ssd_torch.modeling.predictor import config_and_classes  # the checkpoint's config and names, cross-checked
+    from ssd_torch.checkpoint import read_checkpoint
 
     ckpt = read_checkpoint(path, trust=trust)
     cfg, names = config_and_classes(ckpt, path)

@@ -296,11 +296,11 @@ def import_peer_file(fmt_name: str, path: str | os.PathLike, *, class_names: Seq
 
 def imported_checkpoint(fmt_name: str, path: str | os.PathLike, *, class_names: Sequence[str] | None = None,
                         trust: bool = False) -> tuple[dict[str, Any], ImportReport]:
-    """Our checkpoint dict (``training.checkpoint.build_checkpoint``: step 0, no optimizer) for a peer's file,
+    """Our checkpoint dict (``ssd_torch.checkpoint.build_checkpoint``: step 0, no optimizer) for a peer's file,
     with the provenance in ``extra["imported_from"]``; ``ssd-eval``, ``ssd-detect``, ``ssd-export`` and
     fine-tuning read it like any of ours."""
     from ssd_torch.modeling.model import model_from_config
-    from ssd_torch.training.checkpoint import build_checkpoint
+    from ssd_torch.checkpoint import build_checkpoint
 
     cfg, names, ours, report = import_peer_file(fmt_name, path, class_names=class_names, trust=trust)
     with torch.device("meta"):  # no initialisation to pay for: every tensor is assigned from the file

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from reference.coding import check_variances
 from reference.priors import SSD300 as SSD300_SPEC
 from reference.priors import PriorSpec, boxes_per_cell, num_priors
 from ssd_torch.data.preprocess import IMAGENET, Preprocess
@@ -56,6 +57,10 @@ class ModelConfig:
         initialised so that softmax gives it; e.g. 0.99). None: zero biases, as ssd.pytorch.
     preprocess: the input convention the weights expect (``ssd_torch.data.preprocess``); every consumer reads
         it from here. A checkpoint written before the field existed loads with the default (ImageNet RGB).
+    variances: the box coder's ``(v0, v1)`` (docs/CONTRACT.md "Encoding"): the loss encodes its targets and
+        every inference path decodes with these, so they travel with the weights. torchvision's
+        ``BoxCoder(weights=(10, 10, 5, 5))`` is ``(0.1, 0.2)``. A checkpoint written before the field existed
+        loads with the default ``(0.1, 0.2)``, the only values such a run could decode with.
     """
 
     name: str
@@ -71,6 +76,7 @@ class ModelConfig:
     strided_stem: bool = False
     head_bias_prior: float | None = None
     preprocess: Preprocess = IMAGENET
+    variances: tuple[float, float] = (0.1, 0.2)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # normalise lists (e.g. from JSON) to tuples: hashable, truly frozen
@@ -81,6 +87,12 @@ class ModelConfig:
                                            for i, s in enumerate(_seq("extra_channels", self.extra_channels))))
         set_(self, "head_boxes", _int_tuple("head_boxes", self.head_boxes))
         set_(self, "l2norm_scale", float(self.l2norm_scale))
+        try:
+            set_(self, "variances", check_variances(self.variances))
+        except TypeError as e:
+            raise ValueError(f"ModelConfig.variances: {e}") from e
+        except ValueError as e:
+            raise ValueError(f"ModelConfig.{e}") from e
         self._validate()
 
     def _validate(self) -> None:

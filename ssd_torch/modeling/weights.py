@@ -168,7 +168,7 @@ def read_state_dict(path: str | os.PathLike, *, trust: bool = False, container_k
     :class:`CheckpointError` naming the file. ``container_key``: also accept ``{container_key: state_dict, ...}``
     (lufficc's checkpoints hold the model under ``"model"``). A ``module.`` prefix on every key (a model saved
     inside ``DataParallel``) is removed."""
-    from ssd_torch.training.checkpoint import load_torch_file  # the one loader and its refusal message
+    from ssd_torch.checkpoint import load_torch_file  # the one loader and its refusal message
 
     path = Path(path)
     if not path.is_file():

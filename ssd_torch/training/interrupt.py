@@ -36,7 +36,8 @@ def exit_code(signum: int) -> int:
 @contextlib.contextmanager
 def stop_on_signals(flag: StopFlag, announce: bool = True) -> Iterator[StopFlag]:
     """Route SIGINT / SIGTERM to ``flag`` while the block runs (main thread only: elsewhere Python cannot
-    install handlers, and the block runs unguarded; a signal ignored when the block starts stays ignored). ``announce``: write one notice to stderr on the first
+    install handlers, and the block runs unguarded; a signal ignored when the block starts stays ignored).
+    ``announce``: write one notice to stderr on the first
     signal, so that nobody presses Ctrl-C again while a long step finishes."""
     if threading.current_thread() is not threading.main_thread():
         yield flag

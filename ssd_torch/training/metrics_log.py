@@ -95,7 +95,7 @@ class MetricsLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
                 self.writer = SummaryWriter(str(self.run_dir / TENSORBOARD_DIR), purge_step=self._purge_step)
-            except Exception:  # tensorboard missing or broken: the CSV files still work
+            except Exception:  # noqa: BLE001 - tensorboard missing or broken: the CSV files still work
                 self.tensorboard = False
         if self.writer is None:
             return

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ssd_torch.modeling.model_config import ModelConfig
-from ssd_torch.training.checkpoint import unwrap_model
+from ssd_torch.checkpoint import unwrap_model
 from ssd_torch.training.distributed import DistInfo
 
 if TYPE_CHECKING:
@@ -28,12 +28,14 @@ class BuiltModel(NamedTuple):
 
 
 def _configured(section: "ModelSection", num_classes: int) -> ModelConfig:
-    """The preset's ``ModelConfig`` with the section's knobs (BatchNorm, head bias, L2Norm scale, priors)."""
+    """The preset's ``ModelConfig`` with the section's knobs (BatchNorm, head bias, L2Norm scale, priors,
+    variances)."""
     from reference.priors import PRESETS as PRIOR_PRESETS
     from ssd_torch.modeling.model_config import PRESETS
 
     extra = {} if section.batch_norm is None else {"batch_norm": section.batch_norm}
-    cfg = PRESETS[section.preset](num_classes=num_classes, **extra)
+    cfg = dataclasses.replace(PRESETS[section.preset](num_classes=num_classes, **extra),
+                              variances=tuple(section.variances))
     overrides = {"head_bias_prior": section.head_bias_prior, "l2norm_scale": section.l2norm_scale,
                  "prior_spec": None if section.priors is None else PRIOR_PRESETS[section.priors]}
     return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})

@@ -19,13 +19,15 @@ if TYPE_CHECKING:
 __all__ = ["build_objective"]
 
 
-def build_objective(loss: "LossConfig", priors: torch.Tensor) -> tuple[Callable, Callable]:
-    """(match_fn, loss_fn) for ``priors[P, 4]`` cxcywh on their device; the value checks of ``match_batch``
-    run on the CPU only (on CUDA they would synchronise every step)."""
+def build_objective(loss: "LossConfig", priors: torch.Tensor,
+                    variances: tuple[float, float]) -> tuple[Callable, Callable]:
+    """(match_fn, loss_fn) for ``priors[P, 4]`` cxcywh on their device, encoding with the model's
+    ``variances`` (``ModelConfig.variances``: the ones every checkpoint carries and inference decodes with);
+    the value checks of ``match_batch`` run on the CPU only (on CUDA they would synchronise every step)."""
     from ssd_torch.loss import multibox_loss_from_targets
     from ssd_torch.matching import match_batch
     match_fn = functools.partial(match_batch, priors=priors, iou_threshold=loss.iou_threshold,
-                                 variances=loss.variances, backend=loss.backend,
+                                 variances=variances, backend=loss.backend,
                                  validate=priors.device.type == "cpu")
     loss_fn = functools.partial(multibox_loss_from_targets, neg_pos_ratio=loss.neg_pos_ratio,
                                 min_negatives=loss.min_negatives)

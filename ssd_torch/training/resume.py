@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ssd_torch.errors import ConfigError
-from ssd_torch.inference import config_and_classes
+from ssd_torch.modeling.predictor import config_and_classes
 from ssd_torch.modeling.model_config import ModelConfig
-from ssd_torch.training.checkpoint import CheckpointManager, read_checkpoint
+from ssd_torch.checkpoint import read_checkpoint
+from ssd_torch.training.checkpoint import CheckpointManager
 from ssd_torch.training.train_config import TrainConfig
 from ssd_torch.training.trainer import Trainer
 

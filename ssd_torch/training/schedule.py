@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 import torch
 
+from ssd_torch.training.train_config import SCHEDULE_KINDS
+
 __all__ = ["SCHEDULE_KINDS", "effective_batch", "scaled_lr", "rescale_steps", "LRFactor", "build_lr_factor",
            "build_scheduler", "restore_position", "ScheduleLengths", "schedule_lengths"]
 
 #: The LR shapes ``LRFactor`` implements (``ScheduleConfig.kind``).
-SCHEDULE_KINDS: tuple[str, ...] = ("multistep", "cosine")
 
 
 def effective_batch(batch_size: int, accumulation: int, world_size: int) -> int:

@@ -21,12 +21,12 @@ from torch import Tensor, nn
 
 from ssd_torch.errors import UserError
 from ssd_torch.training.distributed import all_reduce
+from ssd_torch.training.train_config import AMP_MODES
 
 __all__ = ["AMP_MODES", "Numerics", "amp_settings", "StepOutcome", "train_step", "NonFiniteGuard",
            "TrainingDiverged"]
 
 #: ``runtime.amp``: autocast dtype of the forward pass (None: fp32); fp16 also gets a GradScaler.
-AMP_MODES: tuple[str, ...] = ("none", "bf16", "fp16")
 _AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

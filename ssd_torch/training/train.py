@@ -23,6 +23,7 @@ import torch
 
 from ssd_torch.device import resolve_device
 from ssd_torch.errors import ConfigError
+from ssd_torch.modeling.predictor import Predictor
 from ssd_torch.training.checkpoint import CheckpointManager
 from ssd_torch.training.data_order import SeededDataset, StepSampler
 from ssd_torch.training.datasets import build_datasets, ensure_synthetic, evaluation_fn, resolve_class_names
@@ -137,15 +138,18 @@ def _build_trainer(cfg: TrainConfig, model: torch.nn.Module, model_cfg: Any, tra
                              min_ratio=s.min_lr_ratio)
     amp_dtype, scaler = amp_settings(rt.amp, device)
     priors = default_boxes(model_cfg.prior_spec, device=device)
-    match_fn, loss_fn = build_objective(cfg.loss, priors)
+    match_fn, loss_fn = build_objective(cfg.loss, priors, model_cfg.variances)
     evaluate = evaluation_fn(cfg.data.dataset)  # the data's own metric: COCO AP for COCO data, VOC07 mAP else
     run_dir = Path(r.output_dir)
     outputs = Outputs(
         logger=MetricsLogger(run_dir, tensorboard=r.tensorboard) if info.rank == 0 else None,
         checkpoints=CheckpointManager(run_dir / CHECKPOINT_DIR, keep_last=r.keep_last),
-        eval_fn=lambda m: evaluate(m, val_set, priors, batch_size=r.eval_batch_size, device=device,
-                                   backend=cfg.loss.backend, amp_dtype=amp_dtype, channels_last=rt.channels_last),
-        meta={"model_config": model_cfg.to_dict(), "class_names": class_names, "train_config": cfg.to_dict()},
+        # the one inference path, with what the checkpoints carry: the model's variances, this run's settings
+        eval_fn=lambda m: evaluate(Predictor(m, model_cfg, class_names, cfg.postprocess, device=device,
+                                             backend=cfg.loss.backend, amp_dtype=amp_dtype,
+                                             channels_last=rt.channels_last), val_set, batch_size=r.eval_batch_size),
+        meta={"model_config": model_cfg.to_dict(), "class_names": class_names, "train_config": cfg.to_dict(),
+              "postprocess": cfg.postprocess.to_dict()},
         print_fn=lambda text: say(info, text))
     return Trainer(
         model=wrap_model(model, device, channels_last=rt.channels_last, compile_model=rt.compile, info=info),

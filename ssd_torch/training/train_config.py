@@ -6,7 +6,7 @@ The resolved config is saved as ``config.json`` in the run folder and inside eve
 receive a ``TrainConfig``: ``ssd_torch.training.train`` hands each builder its one section (or explicit keyword
 arguments). Each section checks its own fields in ``__post_init__`` against the registries that define the
 allowed values (``ssd_torch.backend.BACKENDS``, ``ssd_torch.modeling.model_config.PRESETS``,
-``schedule.SCHEDULE_KINDS``, ``datasets.DATASETS`` / ``AUGMENTATIONS``, ``step.AMP_MODES``,
+the schema's own :data:`SCHEDULE_KINDS` and :data:`AMP_MODES`, ``datasets.DATASETS`` / ``AUGMENTATIONS``,
 ``ssd_torch.device``); a bad value is a :class:`ssd_torch.errors.ConfigError` naming ``section.field``.
 
 Each section also names the fields that cannot change when a run resumes (``FIXED_ON_RESUME``: the model, the
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
+from reference.coding import check_variances
 from reference.loss import check_min_negatives
 from reference.priors import PRESETS as PRIOR_PRESETS
 from reference.priors import boxes_per_cell
@@ -42,14 +43,18 @@ from ssd_torch.errors import ConfigError
 from ssd_torch.files import atomic_write_text
 from ssd_torch.modeling.model_config import PRESETS as MODEL_PRESETS
 from ssd_torch.modeling.model_config import VGG16_BASE
+from ssd_torch.modeling.postprocess_config import PostprocessConfig
 from ssd_torch.plain import plain
 from ssd_torch.training.datasets import AUGMENTATIONS, CLASS_NAMES_AUTO, DATASETS
-from ssd_torch.training.schedule import SCHEDULE_KINDS
-from ssd_torch.training.step import AMP_MODES
 
 __all__ = ["DataConfig", "ModelSection", "OptimConfig", "ScheduleConfig", "LossConfig", "RuntimeConfig",
            "RunConfig", "TrainConfig", "PRESETS", "voc07", "coco", "demo", "resolve_config", "load_config_file",
            "apply_overrides", "save_config", "NO_BACKBONE_WEIGHTS"]
+
+#: ``schedule.kind``: ``ssd_torch.training.schedule.build_lr_factor`` builds each.
+SCHEDULE_KINDS: tuple[str, ...] = ("multistep", "cosine")
+#: ``runtime.amp``: fp32, bf16 autocast, fp16 autocast + GradScaler (``ssd_torch.training.step.amp_settings``).
+AMP_MODES: tuple[str, ...] = ("none", "bf16", "fp16")
 
 #: ``model.backbone_weights`` value that trains an ImageNet-style backbone from scratch on purpose.
 NO_BACKBONE_WEIGHTS = "none"
@@ -194,11 +199,14 @@ class ModelSection(_Section):
     ``ssd_torch.modeling.finetune.init_from_checkpoint`` copies the backbone, extras, loc heads and the conf rows
     of the classes both have, and the run adopts the checkpoint's input convention and priors. Not together with
     ``backbone_weights`` (the checkpoint's backbone would replace the ImageNet one).
+    variances: the box coder's ``(v0, v1)`` (``ModelConfig.variances``, docs/CONTRACT.md "Encoding"): the loss
+    encodes with them, and every checkpoint carries them so that every inference path decodes with them.
     """
 
     SECTION: ClassVar[str] = "model"
     FIXED_ON_RESUME: ClassVar[frozenset[str]] = frozenset(
-        {"preset", "batch_norm", "head_bias_prior", "l2norm_scale", "priors", "backbone_weights", "init_from"})
+        {"preset", "batch_norm", "head_bias_prior", "l2norm_scale", "priors", "backbone_weights", "init_from",
+         "variances"})
 
     preset: str = "ssd300_vgg16"
     batch_norm: bool | None = None
@@ -207,9 +215,14 @@ class ModelSection(_Section):
     priors: str | None = None
     backbone_weights: str | None = None
     init_from: str | None = None
+    variances: tuple[float, float] = (0.1, 0.2)
 
     def __post_init__(self) -> None:
         self._one_of("preset", MODEL_PRESETS)
+        try:
+            check_variances(self.variances)  # the one rule (reference.coding), also ModelConfig's
+        except ValueError:
+            self._require("variances", False, "two finite numbers > 0 (centre, size)")
         takes_bn = "batch_norm" in inspect.signature(MODEL_PRESETS[self.preset]).parameters
         self._require("batch_norm", self.batch_norm is None or takes_bn,
                       f"null for model.preset={self.preset!r} (it has no BatchNorm switch)")
@@ -289,7 +302,7 @@ class ScheduleConfig(_Section):
     Lengths are given in iterations at ``OptimConfig.reference_batch`` images and rescaled by
     ``reference_batch / effective_batch`` (paper: 80k/100k/120k at batch 32). If ``epochs`` is set, the run
     lasts ``epochs`` passes over the data instead and the milestones keep their fraction of ``iterations``.
-    kind: one of ``schedule.SCHEDULE_KINDS`` (``"multistep"``: x gamma at each milestone; ``"cosine"``: to
+    kind: one of :data:`SCHEDULE_KINDS` (``"multistep"``: x gamma at each milestone; ``"cosine"``: to
     ``min_lr_ratio`` x LR). warmup: linear from ``warmup_factor`` x LR to LR over ``warmup_iterations`` (also
     rescaled). max_steps: hard cap on optimizer steps (the schedule still spans the full length; the one
     schedule field a resumed run may change).
@@ -335,20 +348,16 @@ class LossConfig(_Section):
     """
 
     SECTION: ClassVar[str] = "loss"
-    FIXED_ON_RESUME: ClassVar[frozenset[str]] = frozenset(
-        {"iou_threshold", "neg_pos_ratio", "variances", "min_negatives"})
+    FIXED_ON_RESUME: ClassVar[frozenset[str]] = frozenset({"iou_threshold", "neg_pos_ratio", "min_negatives"})
 
     iou_threshold: float = 0.5
     neg_pos_ratio: int = 3
-    variances: tuple[float, float] = (0.1, 0.2)
     backend: str = "auto"
     min_negatives: int = 0
 
     def __post_init__(self) -> None:
         self._require("iou_threshold", 0.0 < self.iou_threshold <= 1.0, "in (0, 1]")
         self._positive("neg_pos_ratio")
-        self._require("variances", len(self.variances) == 2 and all(v > 0 for v in self.variances),
-                      "two numbers > 0 (centre, size)")
         self._one_of("backend", BACKENDS)
         try:
             check_min_negatives(self.min_negatives)  # the rule of every loss layer (reference.loss)
@@ -359,7 +368,7 @@ class LossConfig(_Section):
 @dataclass(frozen=True)
 class RuntimeConfig(_Section):
     """Device and numerics. device: ``ssd_torch.device.DEVICE_NAMES`` (``auto`` picks CUDA when available);
-    amp: one of ``step.AMP_MODES`` (``"none"`` fp32, ``"bf16"``, ``"fp16"`` + GradScaler). num_threads: torch
+    amp: one of :data:`AMP_MODES` (``"none"`` fp32, ``"bf16"``, ``"fp16"`` + GradScaler). num_threads: torch
     CPU threads (None: torch's default). seed: initial weights and the data order (fixed on resume)."""
 
     SECTION: ClassVar[str] = "runtime"
@@ -423,6 +432,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict (tuples -> lists), JSON-serialisable; ``from_dict`` inverts it."""
@@ -441,12 +451,26 @@ class TrainConfig:
         return dataclasses.replace(self, **sections)
 
 
+#: Settings that moved to another section: a config or flag that uses the old name is told the new one.
+_MOVED = {"loss.variances": "model.variances"}
+
+
+def _refuse_moved(where: str, key: str) -> None:
+    """A ConfigError naming the new place of a setting that moved (:data:`_MOVED`); nothing otherwise."""
+    dotted = f"{where.removeprefix('config').lstrip('.')}.{key}".lstrip(".")
+    if dotted in _MOVED:
+        raise ConfigError(f"{dotted} is now {_MOVED[dotted]} (the box coder's variances belong to the model and "
+                          f"travel with its checkpoints): use --set {_MOVED[dotted]}=...")
+
+
 def _build(cls: type, d: Any, where: str) -> Any:
     if not isinstance(d, dict):
         raise ConfigError(f"{where} must be a JSON object (dict), got {type(d).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
+    for key in unknown:
+        _refuse_moved(where, key)
     if unknown:
         raise ConfigError(f"{where}: unknown keys {unknown}; known keys are {sorted(names)}")
     kwargs = {}
@@ -570,6 +594,7 @@ def _merge(base: dict[str, Any], update: dict[str, Any], where: str = "config") 
     out = dict(base)
     for key, value in update.items():
         if key not in out:
+            _refuse_moved(where, key)
             raise ConfigError(f"{where}: unknown key {key!r}; known keys are {sorted(out)}")
         if isinstance(out[key], dict):
             if not isinstance(value, dict):

@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ssd_torch.errors import CheckpointError, ConfigError
 from ssd_torch.evaluation.headline import headline_label
-from ssd_torch.training.checkpoint import CheckpointManager, build_checkpoint, capture_rng, restore_rng, unwrap_model
+from ssd_torch.checkpoint import build_checkpoint, unwrap_model
+from ssd_torch.training.checkpoint import CheckpointManager, capture_rng, restore_rng
 from ssd_torch.training.data_order import (CollateOrError, StepSampler, ignore_stop_signals, raise_sample_error,
                                            sample_seed)
 from ssd_torch.training.distributed import agree_max
@@ -111,7 +112,7 @@ class Trainer:
                                 class_names=meta.get("class_names", ["background", "object"]),
                                 step=self.step, epoch=self.epoch, optimizer=self.optimizer,
                                 scheduler=self.scheduler, scaler=self.scaler, rng=capture_rng(),
-                                train_config=meta.get("train_config", {}),
+                                train_config=meta.get("train_config", {}), postprocess=meta.get("postprocess"),
                                 metrics=metrics if metrics is not None else self.last_metrics, extra=extra)
 
     def load_state(self, ckpt: dict[str, Any]) -> None:
@@ -127,7 +128,8 @@ class Trainer:
         try:
             unwrap_model(self.model).load_state_dict(ckpt["model"])
         except RuntimeError as e:
-            raise CheckpointError(f"the checkpoint's weights do not fit this model ({str(e).splitlines()[0]})") from None
+            first = str(e).splitlines()[0]
+            raise CheckpointError(f"the checkpoint's weights do not fit this model ({first})") from None
         hyper = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(ckpt["optimizer"])
         for group, own in zip(self.optimizer.param_groups, hyper):

@@ -9,7 +9,7 @@ from ssd_torch.modeling.model_config import ssd300_slim
 from ssd_torch.modeling.model import model_from_config
 
 try:  # the training helper's writer when present; else the documented dict (ARCHITECTURE.md "Checkpoint format")
-    from ssd_torch.training.checkpoint import atomic_save, build_checkpoint
+    from ssd_torch.checkpoint import atomic_save, build_checkpoint
 except ImportError:  # pragma: no cover - depends on the build order of the tree
     build_checkpoint = None
 

@@ -137,7 +137,7 @@ def parse_only(module_name: str, func: str, argv: Sequence[str]) -> None:
             main(list(argv))
         except _Parsed:
             return
-        except SystemExit as e:
+        except SystemExit:
             raise AssertionError(f"{module_name} rejects {' '.join(argv)!r}: {err.getvalue().strip()}") from None
     raise AssertionError(f"{module_name}.{func} returned without parsing its arguments with argparse")
 

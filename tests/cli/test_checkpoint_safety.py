@@ -47,7 +47,7 @@ def _check_refused(capsys, marker: Path, code: int) -> None:
 
 def test_read_checkpoint_refuses_code(tmp_path):
     from ssd_torch.errors import CheckpointError
-    from ssd_torch.training.checkpoint import read_checkpoint
+    from ssd_torch.checkpoint import read_checkpoint
 
     path, marker = _evil_checkpoint(tmp_path)
     with pytest.raises(CheckpointError, match=r"system.*nothing") as info:
@@ -87,7 +87,7 @@ def test_trust_flag_opens_the_unsafe_path(tmp_path):
     import numpy as np
 
     from ssd_torch.errors import CheckpointError
-    from ssd_torch.training.checkpoint import read_checkpoint
+    from ssd_torch.checkpoint import read_checkpoint
 
     ckpt = tiny_checkpoint_dict(["background", "circle"])
     ckpt["rng"] = {"numpy": np.random.get_state()}

@@ -14,6 +14,7 @@ pytest.importorskip("pycocotools", reason="pycocotools (the 'coco' extra) is not
 
 from cli_fixtures import write_tiny_checkpoint  # noqa: E402
 from ssd_torch.cli import eval as eval_cli  # noqa: E402
+from ssd_torch.evaluation import checkpoint_eval, coco_eval
 from ssd_torch.data.coco import CocoDataset, coco_to_voc_pixels  # noqa: E402
 from ssd_torch.data.synthetic import SYNTHETIC_CLASSES, generate_coco, generate_voc  # noqa: E402
 
@@ -45,7 +46,7 @@ def _results(out: Path, metric: str = "voc07") -> dict[str, Any]:
 
 def _replace_cached_detections(results: dict[str, Any], detections: dict) -> None:
     """Put chosen detections where ssd-eval keeps its detection cache for this checkpoint + data + settings."""
-    eval_cli.save_detections(Path(results["detections_cache"]), detections)
+    checkpoint_eval.save_detections(Path(results["detections_cache"]), detections)
 
 
 @pytest.mark.slow
@@ -56,14 +57,14 @@ def test_same_scenes_same_detections_and_voc_ap(scenes: tuple[Path, Path], check
     assert eval_cli.main(_coco_args(coco, checkpoint, tmp_path / "coco")) == 0
     a, b = _results(tmp_path / "voc"), _results(tmp_path / "coco")
     assert a["settings"] == b["settings"] and a["settings"]["backend"] == "auto"  # the new default
-    da = eval_cli.load_detections(Path(a["detections_cache"]))
-    db = eval_cli.load_detections(Path(b["detections_cache"]))
+    da = checkpoint_eval.load_detections(Path(a["detections_cache"]))
+    db = checkpoint_eval.load_detections(Path(b["detections_cache"]))
     assert [str(int(k) + 1) for k in da] == list(db)  # VOC "000002" is COCO image id 3
     for key, arrays in da.items():
         for x, y in zip(arrays, db[str(int(key) + 1)]):
             np.testing.assert_array_equal(x, y)
     assert (a["mAP"], a["ap"], a["npos"]) == (b["mAP"], b["ap"], b["npos"])
-    assert b["split"] is None and set(b["coco"]) == set(eval_cli.COCO_STAT_NAMES)
+    assert b["split"] is None and set(b["coco"]) == set(coco_eval.COCO_STAT_NAMES)
     # non-trivial APs: the same noisy detections in both caches score the same in both formats
     rng = np.random.default_rng(0)
     ds = CocoDataset(coco / "images", coco / "annotations" / "instances_test.json")
@@ -135,7 +136,7 @@ def test_hand_made_case_through_the_cli(checkpoint: Path, tmp_path: Path, capsys
     ckpt.write_bytes(checkpoint.read_bytes())
     args = [str(ckpt), "--data", str(path), "--images", str(images), "--device", "cpu", "--no-progress"]
     assert eval_cli.main(args) == 0
-    out = ckpt.parent / "eval_instances_hand"  # the default --out for COCO data: eval_<json name>
+    out = ckpt.parent / "eval_tiny_instances_hand"  # the default --out for COCO data: eval_<checkpoint>_<json name>
     ring = NAMES.index("ring")
     box = coco_to_voc_pixels(np.array([[10, 10, 20, 14.4]]))
     _replace_cached_detections(_results(out), {

@@ -12,6 +12,7 @@ import pytest
 from cli_fixtures import write_tiny_checkpoint
 from reference.voc_eval import evaluate_voc as reference_evaluate_voc
 from ssd_torch.cli import detect, eval as eval_cli
+from ssd_torch.evaluation import checkpoint_eval, coco_eval
 from ssd_torch.data.synthetic import SYNTHETIC_CLASSES, generate_voc
 from ssd_torch.data.voc import VOC_CLASSES
 
@@ -37,7 +38,7 @@ def _reference_map(out_dir: Path, results: dict, tree: Path, use_07: bool) -> fl
     from ssd_torch.data.voc import VOCDataset
     from ssd_torch.evaluation.evaluate import ground_truth_of
 
-    dets = eval_cli.load_detections(Path(results["detections_cache"]))
+    dets = checkpoint_eval.load_detections(Path(results["detections_cache"]))
     gt = ground_truth_of(VOCDataset(tree, "test", class_names=SYNTHETIC_CLASSES))
     return reference_evaluate_voc(dets, gt, len(NAMES), use_07_metric=use_07).mAP
 
@@ -81,14 +82,14 @@ def test_eval_coco(tree: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.
         return
     assert eval_cli.main(args) == 0
     coco = json.loads((tmp_path / "results_voc07.json").read_text())["coco"]
-    assert set(coco) == set(eval_cli.COCO_STAT_NAMES) and all(-1.0 <= v <= 1.0 for v in coco.values())
+    assert set(coco) == set(coco_eval.COCO_STAT_NAMES) and all(-1.0 <= v <= 1.0 for v in coco.values())
 
 
 def test_coco_metrics_of_perfect_detections_is_one() -> None:
     pytest.importorskip("pycocotools", reason="pycocotools (optional extra) is not installed")
     gt = {"a": (np.array([[11.0, 21.0, 60.0, 70.0], [5.0, 5.0, 9.0, 9.0]]), np.array([1, 2]), np.array([False, True]))}
     dets = {"a": (np.array([[11.0, 21.0, 60.0, 70.0]]), np.array([0.9]), np.array([1]))}
-    stats = eval_cli.coco_metrics(dets, gt, 3, {"a": (100, 100)})
+    stats = coco_eval.coco_metrics(dets, gt, 3, {"a": (100, 100)})
     assert stats["AP"] == pytest.approx(1.0) and stats["AP50"] == pytest.approx(1.0)
 
 
@@ -128,7 +129,7 @@ def test_detect_draws_and_lists_detections(tree: Path, checkpoint: Path, tmp_pat
     from PIL import Image
 
     from ssd_torch.data.transforms import SSDEvalTransform
-    from ssd_torch.inference import load_model_for_inference
+    from ssd_torch.modeling.predictor import load_predictor
     from ssd_torch.nms import postprocess
     from ssd_torch.priors import default_boxes
 
@@ -139,7 +140,8 @@ def test_detect_draws_and_lists_detections(tree: Path, checkpoint: Path, tmp_pat
     assert [Path(r["file"]).name for r in doc["images"]] == [f"{i:06d}.jpg" for i in range(5)]
     assert sorted(p.name for p in out.glob("*.png")) == [f"{i:06d}.jpg.png" for i in range(5)]
     # independent recomputation for the first image: same count above the threshold, same boxes in pixels
-    model, cfg, names = load_model_for_inference(checkpoint)
+    _p = load_predictor(checkpoint)
+    model, cfg, names = _p.model, _p.config, list(_p.categories)
     img = Image.open(tree / "JPEGImages" / "000000.jpg").convert("RGB")
     x = SSDEvalTransform()(img, torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64))[0][None]
     with torch.no_grad():

@@ -34,7 +34,7 @@ def test_sidecar_files(exported: tuple[Path, Path, int]) -> None:
     meta = json.loads(json_path.read_text())
     assert meta["class_names"] == NAMES and meta["priors"] == priors_path.name and meta["variances"] == [0.1, 0.2]
     assert meta["postprocess"] == {"score_threshold": 0.01, "top_k": 400, "nms_threshold": 0.45,
-                                   "max_detections": 200}
+                                   "max_detections": 200, "clip_boxes": True}
     assert meta["outputs"]["conf"] == ["B", 8732, 3] and meta["preprocess"]["channel_order"] == "RGB"
     assert len(meta["preprocess"]["mean"]) == 3
     priors = np.load(priors_path)
@@ -47,13 +47,14 @@ def test_onnxruntime_matches_pytorch_and_documented_postprocessing(exported: tup
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime (optional extra) is not installed")
     import torch
 
-    from ssd_torch.inference import load_model_for_inference
+    from ssd_torch.modeling.predictor import load_predictor
     from ssd_torch.nms import postprocess
 
     ckpt, onnx_path, _ = exported
     meta = json.loads(export.sidecar_paths(onnx_path)[1].read_text())
     assert meta["check"]["ok"] and max(meta["check"]["max_abs_diff"].values()) <= 1e-4
-    model, _, _ = load_model_for_inference(ckpt)
+    _p = load_predictor(ckpt)
+    model, _, _ = _p.model, _p.config, list(_p.categories)
     x = torch.randn(2, 3, 300, 300, generator=torch.Generator().manual_seed(5))  # exported with batch 1: dynamic axis
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     loc, conf = session.run(None, {"images": x.numpy()})
@@ -78,11 +79,12 @@ def test_check_reports_mismatch_and_absent_onnxruntime(exported: tuple[Path, Pat
     pytest.importorskip("onnxruntime", reason="onnxruntime (optional extra) is not installed")
     import torch
 
-    from ssd_torch.inference import load_model_for_inference
+    from ssd_torch.modeling.predictor import load_predictor
 
     ckpt, onnx_path, _ = exported
     # an export that does not compute the model's function must fail the check: perturb the PyTorch side
-    model, _, _ = load_model_for_inference(ckpt)
+    _p = load_predictor(ckpt)
+    model, _, _ = _p.model, _p.config, list(_p.categories)
     with torch.no_grad():
         model.conf_heads[0].bias[0] += 0.01
     bad = export.check_onnx(onnx_path, model, batch=1)
@@ -133,7 +135,7 @@ def test_baked_preprocessing_matches_the_pytorch_pipeline(tmp_path: Path, pixels
 
     from cli_fixtures import save_checkpoint, tiny_checkpoint_dict
     from ssd_torch.data.preprocess import CAFFE_BGR
-    from ssd_torch.inference import load_model_for_inference
+    from ssd_torch.modeling.predictor import load_predictor
 
     ckpt = tiny_checkpoint_dict(NAMES, seed=4)
     ckpt["model_config"] = {**ckpt["model_config"], "preprocess": CAFFE_BGR.to_dict()}
@@ -146,7 +148,8 @@ def test_baked_preprocessing_matches_the_pytorch_pipeline(tmp_path: Path, pixels
     rgb = np.random.default_rng(1).integers(0, 256, (2, 300, 300, 3), dtype=np.uint8)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     loc, conf = session.run(None, {"images": rgb.transpose(0, 3, 1, 2).astype(pixels)})
-    model, cfg, _ = load_model_for_inference(path)
+    _p = load_predictor(path)
+    model, cfg, _ = _p.model, _p.config, list(_p.categories)
     assert cfg.preprocess == CAFFE_BGR
     x = torch.stack([CAFFE_BGR.to_tensor(Image.fromarray(img)) for img in rgb])
     with torch.no_grad():

@@ -16,7 +16,7 @@ from ssd_torch.cli import detect, eval as eval_cli
 from ssd_torch.cli import import_checkpoint as cli
 from ssd_torch.data.preprocess import CAFFE_RGB
 from ssd_torch.data.synthetic import SYNTHETIC_CLASSES, generate_voc
-from ssd_torch.inference import load_model_for_inference
+from ssd_torch.modeling.predictor import load_predictor
 from ssd_torch.modeling.importers import FORMATS, export_state_dict, peer_key_map
 from ssd_torch.modeling.model import model_from_config
 from ssd_torch.modeling.model_config import ssd300_vgg16
@@ -46,7 +46,8 @@ def test_imported_checkpoint_works_with_the_tools(peer_file, tmp_path: Path, cap
                              capsys)
     assert code == 0, err
     assert f"wrote {out}" in stdout and "imported ssd.pytorch SSD300" in stdout and "circle" in stdout
-    model, cfg, names = load_model_for_inference(out, "cpu")
+    _p = load_predictor(out, "cpu")
+    model, cfg, names = _p.model, _p.config, list(_p.categories)
     assert names == ["background", *SYNTHETIC_CLASSES]
     assert cfg.prior_spec == SSD_PYTORCH_VOC and cfg.preprocess == CAFFE_RGB
     for ours, theirs in peer_key_map(FORMATS["ssd.pytorch"]).items():
@@ -76,7 +77,7 @@ def test_save_new_does_not_replace_a_file_that_appears_meanwhile(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """The check before reading and the hard link at the end: a file created between the two stays intact."""
     out = tmp_path / "race.pt"
-    import ssd_torch.training.checkpoint as checkpoint
+    import ssd_torch.checkpoint as checkpoint
 
     real_save = checkpoint.atomic_save
 

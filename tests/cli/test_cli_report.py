@@ -63,7 +63,7 @@ def test_cli_table_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     png, md = tmp_path / "out" / "curves.png", tmp_path / "table.md"
     assert report.main([str(r) for r in runs] + ["--plot", str(png), "--markdown", str(md)]) == 0
     out = capsys.readouterr().out
-    lines = [l for l in out.splitlines() if l.startswith("|")]
+    lines = [line for line in out.splitlines() if line.startswith("|")]
     assert len(lines) == 4  # header, separator, two runs
     # an eval.csv without a metric column was written when ssd-train evaluated VOC07 only
     assert lines[2].split("|")[1:-1] == [" bs8_acc4 ", " 8 ", " 4 ", " 32 ", " 0.001 ", " 0.7500 ",

@@ -46,11 +46,13 @@ def _same(a, b) -> None:
 def _recompute(ckpt: Path, image: Image.Image, **postprocess_kwargs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Model + eval transform (the checkpoint's preprocessing) + postprocess, written out independently."""
     from ssd_torch.data.transforms import SSDEvalTransform
-    from ssd_torch.inference import load_model_for_inference
+    from ssd_torch.modeling.predictor import load_predictor
     from ssd_torch.nms import postprocess
     from ssd_torch.priors import default_boxes
 
-    model, cfg, _ = load_model_for_inference(ckpt)
+    _p = load_predictor(ckpt)
+
+    model, cfg, _ = _p.model, _p.config, list(_p.categories)
     x = SSDEvalTransform(cfg.image_size, cfg.preprocess)(image, torch.zeros(0, 4), torch.zeros(0))[0][None]
     with torch.no_grad():
         det = postprocess(*model(x), default_boxes(cfg.prior_spec), **postprocess_kwargs)[0]
@@ -70,7 +72,7 @@ def test_every_input_type_gives_the_detections_of_the_file(detector, tmp_path: P
               "uint16 HWC": rgb.astype(np.uint16) * 257, "uint8 CHW tensor": torch.from_numpy(rgb).permute(2, 0, 1),
               "float CHW tensor": torch.from_numpy(rgb).permute(2, 0, 1).float() / 255,
               "half CHW tensor": (torch.from_numpy(rgb).permute(2, 0, 1).float() / 255).half()}
-    for name, item in inputs.items():
+    for item in inputs.values():
         _same(detector(item), want)  # float16 rounds k/255 by < 0.5/255: quantising gives k back
     gray = np.array(image.convert("L"))
     _same(detector(gray), detector(torch.from_numpy(gray)[None]))
@@ -126,18 +128,18 @@ def test_the_checkpoint_postprocess_settings_are_used_and_overridable(tmp_path: 
     path = save_checkpoint(ckpt, tmp_path / "pp.pt")
     detector = Detector.from_checkpoint(path, device="cpu")
     assert detector.postprocess.to_dict() == {"score_threshold": 0.2, "top_k": 400, "nms_threshold": 0.3,
-                                              "max_detections": 5, "variances": [0.1, 0.2]}
+                                              "max_detections": 5, "clip_boxes": True}
     image = _scene(7)
     got = detector(image)
     boxes, scores, labels = _recompute(path, image, score_threshold=0.2, nms_threshold=0.3, max_detections=5)
     assert len(got) == 5 and (got.scores > 0.2).all()
     np.testing.assert_array_equal(got.scores, scores)
-    narrowed = Detector.from_checkpoint(path, device="cpu", max_detections=2, variances=(0.1, 0.2))
+    narrowed = Detector.from_checkpoint(path, device="cpu", max_detections=2)
     assert narrowed.postprocess.nms_threshold == 0.3 and len(narrowed(image)) == 2
 
 
 @pytest.mark.parametrize("entry, fragment", [({"nms": 0.3}, "unknown postprocess keys ['nms']"),
-                                             ({"top_k": 0}, "top_k must be an int >= 1"),
+                                             ({"top_k": 0}, "top_k must be null or an int >= 1"),
                                              ([0.1], "must be a dict")])
 def test_an_invalid_postprocess_entry_is_a_checkpoint_error(tmp_path: Path, entry, fragment: str) -> None:
     from ssd_torch import Detector

@@ -8,7 +8,8 @@ import torch
 
 from cli_fixtures import save_checkpoint, tiny_checkpoint_dict
 from ssd_torch.modeling.model_config import ModelConfig
-from ssd_torch.inference import CheckpointError, load_model_for_inference
+from ssd_torch.errors import CheckpointError
+from ssd_torch.modeling.predictor import load_predictor
 from ssd_torch.modeling.model import model_from_config
 
 NAMES = ["background", "cat", "dog"]
@@ -21,7 +22,8 @@ def ckpt() -> dict:
 
 def test_round_trip_gives_the_saved_network(tmp_path: Path, ckpt: dict) -> None:
     path = save_checkpoint(ckpt, tmp_path / "c.pt")
-    model, cfg, names = load_model_for_inference(path)
+    _p = load_predictor(path)
+    model, cfg, names = _p.model, _p.config, list(_p.categories)
     assert names == NAMES and cfg == ModelConfig.from_dict(ckpt["model_config"]) and not model.training
     reference = model_from_config(cfg)
     reference.load_state_dict(ckpt["model"])
@@ -33,7 +35,7 @@ def test_round_trip_gives_the_saved_network(tmp_path: Path, ckpt: dict) -> None:
 
 def _expect(path: Path, *fragments: str) -> None:
     with pytest.raises(CheckpointError) as info:
-        load_model_for_inference(path)
+        load_predictor(path)
     message = str(info.value)
     assert str(path) in message
     for fragment in fragments:
@@ -76,4 +78,4 @@ def test_state_dict_of_another_preset_names_missing_and_unexpected_keys(tmp_path
     _expect(save_checkpoint({**ckpt, "model": no_bn["model"]}, tmp_path / "c.pt"), "missing keys", "running_mean")
     state = dict(ckpt["model"])
     state["extra.weight"] = torch.zeros(1)
-    _expect(save_checkpoint({**ckpt, "model": state}, tmp_path / "d.pt"), "unexpected keys: extra.weight")
+    _expect(save_checkpoint({**ckpt, "model": state}, tmp_path / "d.pt"), "unexpected keys: ['extra.weight']")

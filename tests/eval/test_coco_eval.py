@@ -137,18 +137,18 @@ def test_evaluate_coco_model_matches_the_voc_pipeline(tmp_path: Path) -> None:
     from ssd_torch.evaluation.evaluate import evaluate_model
     from ssd_torch.modeling.model import model_from_config
     from ssd_torch.modeling.model_config import ssd300_slim
-    from ssd_torch.priors import default_boxes
+    from ssd_torch.modeling.predictor import Predictor
 
     voc = generate_voc(tmp_path / "VOC2007", 1, 2, seed=2, image_size=(80, 72))
     coco = generate_coco(tmp_path / "coco", 1, 2, seed=2, image_size=(80, 72), category_ids=[2, 4, 6, 8, 10, 12])
     torch.manual_seed(0)
     cfg = ssd300_slim(num_classes=len(SYNTHETIC_CLASSES) + 1)
     model = model_from_config(cfg)
-    priors = default_boxes(cfg.prior_spec)
+    predictor = Predictor(model, cfg, ["background", *SYNTHETIC_CLASSES], backend="torch")
     ds = CocoDataset(coco / "images", coco / "annotations" / "instances_test.json")
-    metrics = evaluate_coco_model(model, ds, priors, batch_size=2)
+    metrics = evaluate_coco_model(predictor, ds, batch_size=2)
     assert metrics["mAP"] == metrics["AP"] and set(COCO_STAT_NAMES) <= set(metrics)
     assert {f"AP/{n}" for n in SYNTHETIC_CLASSES} <= set(metrics)
     assert metrics["result"].stats["AP"] == metrics["AP"]
-    voc_metrics = evaluate_model(model, VOCDataset(voc, "test", class_names=SYNTHETIC_CLASSES), priors, batch_size=2)
+    voc_metrics = evaluate_model(predictor, VOCDataset(voc, "test", class_names=SYNTHETIC_CLASSES), batch_size=2)
     assert metrics["voc_mAP"] == voc_metrics["mAP"]

@@ -40,7 +40,8 @@ digest = hashlib.sha256(labels.tobytes() + loc.tobytes() + keep.tobytes()).hexdi
 stats = [d.stats for d in (matching.match_encode_cpu, nms.nms_batched_cpu)]
 print(json.dumps({"hits": sum(sum(s.cache_hits.values()) for s in stats),
                   "misses": sum(sum(s.cache_misses.values()) for s in stats), "digest": digest,
-                  "cache": sorted({type(d._cache).__name__ for d in (matching.match_encode_cpu, nms.nms_batched_cpu)})}))
+                  "cache": sorted({type(d._cache).__name__
+                                   for d in (matching.match_encode_cpu, nms.nms_batched_cpu)})}))
 """
 
 

@@ -35,7 +35,7 @@ def _nvvm_missing() -> str | None:
 
         nvvm.NVVM()
         nvvm.LibDevice()
-    except Exception as err:  # NvvmSupportError / OSError, depending on what exactly is missing
+    except Exception as err:  # noqa: BLE001 - NvvmSupportError / OSError, depending on what exactly is missing
         return (f"libNVVM/libdevice not found ({type(err).__name__}: {err}); numba-cuda looked in: "
                 f"{_searched()}; install the CUDA toolkit's NVVM (e.g. pip install 'cuda-toolkit[nvvm]') or "
                 f"set CUDA_HOME to a toolkit that has nvvm/")
@@ -48,7 +48,7 @@ def _searched() -> str:
         from numba.cuda.cuda_paths import get_cuda_paths
 
         return ", ".join(f"{key}={value}" for key, value in get_cuda_paths().items())
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - diagnostics only, never fatal
         return f"(cuda_paths unavailable: {err})"
 
 

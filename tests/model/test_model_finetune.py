@@ -20,7 +20,7 @@ from ssd_torch.modeling.importers import coco_class_names, imported_checkpoint
 from ssd_torch.modeling.model import model_from_config
 from ssd_torch.modeling.model_config import ssd300_slim, ssd300_vgg16
 from ssd_torch.priors import default_boxes
-from ssd_torch.training.checkpoint import atomic_save, build_checkpoint
+from ssd_torch.checkpoint import atomic_save, build_checkpoint
 
 VOC = ["background", *VOC_CLASSES]
 #: COCO's spelling of each VOC class (torchvision's category names), by hand.

@@ -215,5 +215,6 @@ def test_float32_iou_tolerance_is_positive_and_small(gt: np.ndarray) -> None:
     priors = cxcywh_to_xyxy(SSD_PRIORS)
     tol, iou = float32_iou_tolerance(gt, priors), box_iou(gt, priors)
     assert np.all(tol[iou > 0] > 0) and tol.max() < 1e-4  # rounding-sized: a few float32 ulps of an IoU
-    apart = (gt[:, None, 2:] < priors[None, :, :2] - 1e-6).any(-1) | (priors[None, :, 2:] < gt[:, None, :2] - 1e-6).any(-1)
+    apart = ((gt[:, None, 2:] < priors[None, :, :2] - 1e-6).any(-1)
+             | (priors[None, :, 2:] < gt[:, None, :2] - 1e-6).any(-1))
     assert np.all(tol[apart] == 0)  # boxes clearly apart have IoU exactly 0 in every precision

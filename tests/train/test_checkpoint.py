@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from ssd_torch.training import checkpoint as ck
-from ssd_torch.training.checkpoint import (FORMAT, CheckpointManager, atomic_save, build_checkpoint, capture_rng,
-                                  read_checkpoint, restore_rng)
+from ssd_torch import checkpoint as ck
+from ssd_torch.checkpoint import FORMAT, atomic_save, build_checkpoint, read_checkpoint
+from ssd_torch.training.checkpoint import CheckpointManager, capture_rng, restore_rng
 
 
 def _ckpt(step, value=0.0):

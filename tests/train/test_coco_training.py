@@ -16,7 +16,7 @@ from ssd_torch.cli import report, train
 from ssd_torch.data import synthetic
 from ssd_torch.data.synthetic import SYNTHETIC_CLASSES
 from ssd_torch.evaluation.visualize import read_csv_rows
-from ssd_torch.training.checkpoint import read_checkpoint
+from ssd_torch.checkpoint import read_checkpoint
 from train_fixtures import one_line
 
 #: a seconds-long run of the demo preset (slim SSD300): 2 steps of 4 images, an evaluation after each

@@ -11,7 +11,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ssd_torch.training.checkpoint import CheckpointManager, read_checkpoint
+from ssd_torch.checkpoint import read_checkpoint
+
+from ssd_torch.training.checkpoint import CheckpointManager
 from ssd_torch.training.interrupt import StopFlag, stop_on_signals
 from train_fixtures import ToyDetection, components, make_trainer, tiny_config
 
@@ -82,7 +84,7 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
     init = make_trainer(cfg, ToyDetection(8), batch=4, total_steps=STEPS).model.state_dict()
     moved, worst = 0.0, 0.0
     for k in ref:
-        torch.testing.assert_close(ddp[k], ref[k], rtol=1e-5, atol=1e-6, msg=lambda m: f"{k}: {m}")
+        torch.testing.assert_close(ddp[k], ref[k], rtol=1e-5, atol=1e-6, msg=lambda m, k=k: f"{k}: {m}")
         moved = max(moved, float((ref[k] - init[k]).abs().max()))
         worst = max(worst, float((ref[k] - ddp[k]).abs().max()))
     assert moved > 100 * max(worst, 1e-7)  # real steps were taken, far larger than the mismatch

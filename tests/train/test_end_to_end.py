@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from ssd_torch.cli import train
-from ssd_torch.training import demo
-from ssd_torch.training.checkpoint import read_checkpoint
-from ssd_torch.inference import load_model_for_inference
+from ssd_torch.cli import demo
+from ssd_torch.checkpoint import read_checkpoint
+from ssd_torch.modeling.predictor import load_predictor
 from ssd_torch.training.train_config import TrainConfig
 from train_fixtures import csv_steps
 
@@ -37,7 +37,8 @@ def test_quick_demo_then_resume(tmp_path, capsys):
     assert cfg.schedule.max_steps == 2 and cfg.data.roots == (str(data),)
     ckpt = read_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["step"] == 2 and ckpt["class_names"][0] == "background" and 0.0 <= ckpt["metrics"]["mAP"] <= 1.0
-    model, mcfg, names = load_model_for_inference(run / "checkpoints" / "last.pt")  # the ssd-eval reader
+    _p = load_predictor(run / "checkpoints" / "last.pt")
+    mcfg, names = _p.config, list(_p.categories)
     assert names == ckpt["class_names"] and mcfg.name == "ssd300_slim"
     # resume through the ssd-train CLI: one more step on top of the two
     cfg_file = run / "config.json"
@@ -85,7 +86,8 @@ def test_compiled_run_checkpoints_plain_weights_and_resumes_uncompiled(tmp_path,
     ckpt = read_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["step"] == 2 and ckpt["train_config"]["runtime"]["compile"] is True
     assert not [k for k in ckpt["model"] if "_orig_mod" in k or k.startswith("module.")]
-    model, _, _ = load_model_for_inference(run / "checkpoints" / "last.pt")
+    _p = load_predictor(run / "checkpoints" / "last.pt")
+    model, _, _ = _p.model, _p.config, list(_p.categories)
     assert set(model.state_dict()) == set(ckpt["model"])
     assert train.main(["--preset", "demo", "--config", str(run / "config.json"), "--resume", "auto",
                        "--max-steps", "3", "--set", "runtime.compile=false"]) == 0

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from ssd_torch.errors import ConfigError
-from ssd_torch.training.checkpoint import CheckpointManager, read_checkpoint
+from ssd_torch.checkpoint import read_checkpoint
+from ssd_torch.training.checkpoint import CheckpointManager
 from ssd_torch.data.collate import collate_detection
 from ssd_torch.training.step import NonFiniteGuard, StepOutcome, TrainingDiverged, train_step
 

@@ -15,7 +15,7 @@ from ssd_torch.data.preprocess import CAFFE_RGB, TORCHVISION_SSD
 from ssd_torch.data.synthetic import SYNTHETIC_CLASSES
 from ssd_torch.modeling.model import model_from_config
 from ssd_torch.modeling.model_config import ModelConfig, ssd300_slim
-from ssd_torch.training.checkpoint import atomic_save, build_checkpoint, read_checkpoint
+from ssd_torch.checkpoint import atomic_save, build_checkpoint, read_checkpoint
 from train_fixtures import one_line, tiny_run_args
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ssd_torch.cli import train
-from ssd_torch.training.checkpoint import read_checkpoint
+from ssd_torch.checkpoint import read_checkpoint
 from train_fixtures import csv_steps, tiny_run_args
 
 ROOT = Path(__file__).resolve().parents[2]

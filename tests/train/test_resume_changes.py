@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ssd_torch.errors import ConfigError
-from ssd_torch.training.checkpoint import read_checkpoint
+from ssd_torch.checkpoint import read_checkpoint
 from ssd_torch.training.resume import check_changes, config_changes
 from ssd_torch.training.schedule import build_lr_factor, build_scheduler, restore_position
 from ssd_torch.training.train_config import demo, resolve_config

@@ -1,5 +1,4 @@
 """LR rules of ssd_torch.training.schedule: linear scaling, rescaled milestones, warmup, accumulation independence."""
-import math
 
 import pytest
 import torch

@@ -74,7 +74,8 @@ def test_override_parsing():
     ("schedule.min_lr_ratio=1.5", "schedule.min_lr_ratio"), ("schedule.warmup_factor=0", "schedule.warmup_factor"),
     ("schedule.kind=\"step\"", "schedule.kind"), ("schedule.epochs=0", "schedule.epochs"),
     ("loss.iou_threshold=1.5", "loss.iou_threshold"), ("loss.iou_threshold=0", "loss.iou_threshold"),
-    ("loss.variances=[0.1, 0]", "loss.variances"), ("loss.variances=[0.1]", "loss.variances"),
+    ("model.variances=[0.1, 0]", "model.variances"), ("model.variances=[0.1]", "model.variances"),
+    ("model.variances=[0.1, Infinity]", "model.variances"), ("loss.variances=[0.1, 0.2]", "model.variances"),
     ("loss.neg_pos_ratio=0", "loss.neg_pos_ratio"), ("loss.backend=\"cuda\"", "loss.backend"),
     ("model.head_bias_prior=1.0", "model.head_bias_prior"), ("model.l2norm_scale=0", "model.l2norm_scale"),
     ("model.preset=\"resnet50\"", "model.preset"), ("model.batch_norm=true", "model.batch_norm"),
@@ -106,7 +107,7 @@ def test_registries_are_the_allowed_values():
     """The allowed values come from the registries, not from copied string tables."""
     from ssd_torch.backend import BACKENDS
     from ssd_torch.modeling.model_config import PRESETS as MODEL_PRESETS
-    from ssd_torch.training.schedule import SCHEDULE_KINDS
+    from ssd_torch.training.train_config import SCHEDULE_KINDS
     for backend in BACKENDS:
         assert resolve_config("voc07", None, [f"loss.backend=\"{backend}\""]).loss.backend == backend
     for kind in SCHEDULE_KINDS:
@@ -182,8 +183,8 @@ def test_min_negatives_reaches_the_loss():
     priors = torch.rand(50, 4) * 0.5 + 0.25
     loc, conf = torch.randn(2, 50, 4), torch.randn(2, 50, 3)
     labels, targets = torch.zeros(2, 50, dtype=torch.int64), torch.zeros(2, 50, 4)
-    parts = {k: build_objective(LossConfig(backend="torch", min_negatives=k), priors)[1](loc, conf, labels, targets)
-             for k in (0, 5)}
+    loss_fns = {k: build_objective(LossConfig(backend="torch", min_negatives=k), priors, (0.1, 0.2))[1] for k in (0, 5)}
+    parts = {k: fn(loc, conf, labels, targets) for k, fn in loss_fns.items()}
     assert float(parts[0].conf) == 0 and float(parts[0].loc) == 0
     ce = -torch.log_softmax(conf, -1)[..., 0]
     assert float(parts[5].conf) == pytest.approx(float(ce.topk(5, dim=1).values.sum()))  # divided by max(N, 1) = 1

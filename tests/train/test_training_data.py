@@ -3,7 +3,6 @@ periodic evaluation's metric, the demo's pictures, eval.csv with more than one m
 from __future__ import annotations
 
 import csv
-import json
 
 import numpy as np
 import pytest
@@ -138,8 +137,8 @@ def test_demo_pictures_are_the_detectors(tmp_path, voc_tree):
     from ssd_torch.data.preprocess import CAFFE_RGB
     from ssd_torch.modeling.model import model_from_config
     from ssd_torch.modeling.model_config import ssd300_slim
-    from ssd_torch.training.checkpoint import atomic_save, build_checkpoint
-    from ssd_torch.training.demo import draw_examples
+    from ssd_torch.checkpoint import atomic_save, build_checkpoint
+    from ssd_torch.cli.demo import draw_examples
 
     torch.manual_seed(0)
     cfg = ssd300_slim(num_classes=len(SYNTHETIC_CLASSES) + 1)

@@ -2,7 +2,6 @@
 model and an in-memory dataset."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from ssd_torch.data.collate import collate_detection
@@ -58,7 +57,7 @@ def components(cfg: ModelConfig, seed: int = 0):
     torch.manual_seed(seed)
     model = model_from_config(cfg)
     priors = default_boxes(cfg.prior_spec)
-    match_fn, loss_fn = build_objective(LossConfig(backend="torch"), priors)
+    match_fn, loss_fn = build_objective(LossConfig(backend="torch"), priors, cfg.variances)
     return model, priors, match_fn, loss_fn
 
 

@@ -1,0 +1,97 @@
+"""``PostprocessConfig``: how a model's raw outputs become detections (docs/CONTRACT.md "NMS and
+post-processing"), the keywords of ``ssd_torch.nms.postprocess`` other than the box coder's variances, which
+belong to the model (``ModelConfig.variances``).
+
+One object travels with the weights: training writes it into every checkpoint (the ``postprocess`` section of
+the training config), importers write their peer's values, and ``ssd_torch.modeling.predictor.Predictor``, the
+one inference path, reads it back. It is also the ``postprocess`` section of ``TrainConfig`` (``SECTION``,
+``FIXED_ON_RESUME``), so the same validation serves a config file, a ``--set`` flag and a checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ssd_torch.errors import ConfigError
+from ssd_torch.nms import postprocess as _postprocess
+
+__all__ = ["PostprocessConfig"]
+
+_DEFAULTS = inspect.signature(_postprocess).parameters  # one source: ssd_torch.nms.postprocess's defaults
+
+
+def _default(name: str, fallback: Any) -> Any:
+    return _DEFAULTS[name].default if name in _DEFAULTS else fallback
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """Post-processing settings (docs/CONTRACT.md "NMS and post-processing").
+
+    score_threshold: a class candidate needs a score > this (strict), in [0, 1).
+    top_k: the best candidates kept per class before NMS (None: no cap, as lufficc/SSD).
+    nms_threshold: NMS drops a box whose IoU with a kept box of its class is > this (strict), in [0, 1].
+    max_detections: the best detections kept per image (None: no cap, as ssd.pytorch).
+    clip_boxes: clamp decoded boxes to [0, 1] before NMS (torchvision and ours); False: NMS on the boxes as
+        decoded (ssd.pytorch, lufficc/SSD), which may then lie partly outside the image.
+    Defaults: ``ssd_torch.nms.postprocess``'s own.
+    """
+
+    SECTION: ClassVar[str] = "postprocess"
+    FIXED_ON_RESUME: ClassVar[frozenset[str]] = frozenset()  # read at evaluation only: any value may change
+    NOT_COMPARED: ClassVar[frozenset[str]] = frozenset()
+
+    score_threshold: float = _default("score_threshold", 0.01)
+    top_k: int | None = _default("top_k", 400)
+    nms_threshold: float = _default("nms_threshold", 0.45)
+    max_detections: int | None = _default("max_detections", 200)
+    clip_boxes: bool = _default("clip_boxes", True)
+
+    def __post_init__(self) -> None:
+        limits = {"score_threshold": ("in [0, 1)", _is_number(self.score_threshold)
+                                      and 0.0 <= self.score_threshold < 1.0),
+                  "nms_threshold": ("in [0, 1]", _is_number(self.nms_threshold) and 0.0 <= self.nms_threshold <= 1.0),
+                  "top_k": ("null or an int >= 1", self.top_k is None or (_is_int(self.top_k) and self.top_k >= 1)),
+                  "max_detections": ("null or an int >= 1", self.max_detections is None
+                                     or (_is_int(self.max_detections) and self.max_detections >= 1)),
+                  "clip_boxes": ("true or false", isinstance(self.clip_boxes, bool))}
+        for name, (rule, ok) in limits.items():
+            if not ok:
+                raise ConfigError(f"postprocess.{name} must be {rule}, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values (what a checkpoint's ``postprocess`` entry holds); :meth:`from_dict` inverts it."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "PostprocessConfig":
+        """Fields from ``d`` (any subset; the rest default); unknown keys are a ConfigError naming them."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"postprocess must be a dict, got {type(d).__name__}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(known), key=str)
+        if unknown:
+            raise ConfigError(f"unknown postprocess keys {unknown}; known keys are {known}")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> "PostprocessConfig":
+        """A copy with the fields in ``changes`` that are not None replaced (validated)."""
+        return self.from_dict({**self.to_dict(), **{k: v for k, v in changes.items() if v is not None}})
+
+    def postprocess_kwargs(self) -> dict[str, Any]:
+        """The keywords of ``ssd_torch.nms.postprocess`` (without ``variances``: the model's)."""
+        # TODO(merge h-nms): clip_boxes reaches postprocess once it takes the keyword; until then only True runs
+        if "clip_boxes" not in _DEFAULTS and not self.clip_boxes:
+            raise ConfigError("postprocess.clip_boxes=false is not supported by this ssd_torch.nms.postprocess")
+        return {k: v for k, v in dataclasses.asdict(self).items() if k in _DEFAULTS}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
