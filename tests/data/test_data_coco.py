@@ -154,10 +154,10 @@ def _png_bytes(w: int, h: int) -> bytes:
 # case -> (images, annotations, image bytes, reason, path of the message: "json" or the image file name)
 BAD_CASES: dict[str, tuple] = {
     "missing image": (GOOD_IMAGES, GOOD_ANNS, {"9.jpg": b""}, "image file is missing \\(image id 9", "9.jpg"),
-    "unreadable jpeg": (GOOD_IMAGES, GOOD_ANNS, {"9.jpg": jpeg_bytes(64, 48)[:300]}, "corrupt image", "9.jpg"),
-    "not an image": (GOOD_IMAGES, GOOD_ANNS, {"9.jpg": b"hello"}, "corrupt image", "9.jpg"),
+    "unreadable jpeg": (GOOD_IMAGES, GOOD_ANNS, {"9.jpg": jpeg_bytes(64, 48)[:300]}, "cannot read image", "9.jpg"),
+    "not an image": (GOOD_IMAGES, GOOD_ANNS, {"9.jpg": b"hello"}, "cannot read image", "9.jpg"),
     "unreadable png": ([_img(3), {**_img(9), "file_name": "9.png"}], GOOD_ANNS,
-                       {"9.png": _png_bytes(64, 48)[:200]}, "corrupt image", "9.png"),
+                       {"9.png": _png_bytes(64, 48)[:200]}, "cannot read image", "9.png"),
     "box outside": (GOOD_IMAGES, GOOD_ANNS + [_ann(6, 9, 7, [40, 2, 25.5, 4])],
                     None, "annotation id 6 \\(image id 9\\): box .* lies outside the 64x48 image", "json"),
     "box outside negative": (GOOD_IMAGES, GOOD_ANNS + [_ann(6, 9, 7, [-1.5, 2, 5, 4])], None, "outside", "json"),
@@ -270,9 +270,9 @@ def test_corrupt_image_found_when_read_and_size_mismatch(tmp_path: Path) -> None
     data[sos + 2: len(data) - 2] = b"\xff" * (len(data) - sos - 4)  # markers intact: passes the cheap scan
     images_dir, path = write_coco(tmp_path, GOOD_IMAGES, GOOD_ANNS, image_bytes={"9.jpg": bytes(data)})
     ds = CocoDataset(images_dir, path)
-    with pytest.raises(DatasetError, match="9.jpg: unreadable or corrupt image"):
+    with pytest.raises(DatasetError, match="9.jpg: cannot read image"):
         ds[1]
-    with pytest.raises(DatasetError, match="corrupt image"):
+    with pytest.raises(DatasetError, match="cannot read image"):
         CocoDataset(images_dir, path, verify_images=True)
     lenient = CocoDataset(images_dir, path, skip_bad=True)
     assert torch.equal(lenient[1][0], lenient[0][0]) and len(lenient.skipped) == 1  # the next item stands in
