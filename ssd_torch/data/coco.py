@@ -70,7 +70,7 @@ from .voc import BOX_TOLERANCE_PX, Annotation, DetectionDataset, load_sized_imag
 
 __all__ = [
     "coco_to_normalized", "coco_to_voc_pixels", "voc_pixels_to_coco", "CocoCategory", "CocoFile",
-    "CocoRecord", "read_coco_file", "clear_file_cache", "coco_class_names", "is_coco_data", "image_file",
+    "CocoRecord", "read_coco_file", "clear_file_cache", "coco_file_categories", "is_coco_data", "image_file",
     "CocoDataset",
 ]
 
@@ -288,7 +288,7 @@ def clear_file_cache() -> None:
     _FILE_CACHE.clear()
 
 
-def coco_class_names(annotation_file: PathLike) -> tuple[str, ...]:
+def coco_file_categories(annotation_file: PathLike) -> tuple[str, ...]:
     """The file's category names in id order: the ``class_names`` a :class:`CocoDataset` of it has by default."""
     return tuple(c.name for c in read_coco_file(annotation_file).categories)
 

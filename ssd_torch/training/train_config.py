@@ -43,7 +43,7 @@ from ssd_torch.files import atomic_write_text
 from ssd_torch.modeling.model_config import PRESETS as MODEL_PRESETS
 from ssd_torch.modeling.model_config import VGG16_BASE
 from ssd_torch.plain import plain
-from ssd_torch.training.datasets import AUGMENTATIONS, CLASS_NAMES_AUTO, DATASETS
+from ssd_torch.data.registry import AUGMENTATIONS, CLASS_NAMES_AUTO, DATASETS
 from ssd_torch.training.schedule import SCHEDULE_KINDS
 from ssd_torch.training.step import AMP_MODES
 
