@@ -35,8 +35,8 @@ def run(quick: bool) -> dict[str, Any]:
     from ssd_torch.cli.demo import demo_config, run_demo
 
     with tempfile.TemporaryDirectory(prefix="bench-demo-") as tmp:
-        cfg = demo_config(data_root=str(Path(tmp) / "data"), output_dir=str(Path(tmp) / "run"), quick=quick,
-                          overrides=["run.progress=false"])
+        cfg = demo_config(data_root=str(Path(tmp) / "data"), generate=True, output_dir=str(Path(tmp) / "run"),
+                          quick=quick, overrides=["run.progress=false"])
         if cfg.runtime.num_threads:
             torch.set_num_threads(cfg.runtime.num_threads)
         start = time.perf_counter()

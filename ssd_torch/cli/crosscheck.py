@@ -27,12 +27,12 @@ __all__ = ["main"]
 def _class_names_for(roots: Sequence[Path]) -> tuple[str, ...]:
     """A COCO file's categories; the synthetic classes for a tree written by ``ssd_torch.data.synthetic``;
     else the 20 VOC classes."""
-    from ssd_torch.data.coco import coco_class_names, is_coco_data
+    from ssd_torch.data.coco import coco_file_categories, is_coco_data
     from ssd_torch.data.synthetic import SYNTHETIC_CLASSES
     from ssd_torch.data.voc import VOC_CLASSES
 
     if is_coco_data(roots):
-        return coco_class_names(roots[0])
+        return coco_file_categories(roots[0])
     return SYNTHETIC_CLASSES if (roots[0] / "synthetic.json").is_file() else VOC_CLASSES
 
 

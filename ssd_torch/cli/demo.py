@@ -26,13 +26,20 @@ from typing import Any, Sequence
 __all__ = ["demo_config", "draw_examples", "run_demo", "main"]
 
 
-def demo_config(*, data_root: str, output_dir: str, quick: bool, overrides: Sequence[str] = (),
-                resume: bool = False) -> Any:
-    """The ``demo`` preset with the data and run folders set; ``quick``: 24 + 8 images, 2 steps of 4, an
-    evaluation after each; ``resume``: continue the run in ``output_dir``."""
+def demo_config(*, data_root: str | None, output_dir: str, quick: bool, overrides: Sequence[str] = (),
+                resume: bool = False, generate: bool = False) -> Any:
+    """The ``demo`` preset with the data and run folders set. ``data_root``: None is the demo's own synthetic
+    tree (``data/synthetic``, ``data/synthetic_quick`` with ``quick``), generated when absent; a folder the
+    user names is the user's data, read as a VOC year folder (it must exist), unless ``generate`` (a folder
+    the caller owns, e.g. a benchmark's temporary one). ``quick``: 24 + 8 images, 2 steps of 4, an evaluation
+    after each; ``resume``: continue the run in ``output_dir``."""
+    from ssd_torch.training.datasets import user_data_root_overrides
     from ssd_torch.training.train_config import resolve_config
-    sets = [f"data.roots={json.dumps([data_root])}", f"data.val_roots={json.dumps([data_root])}",
+    root = data_root or f"data/synthetic{'_quick' if quick else ''}"
+    sets = [f"data.roots={json.dumps([root])}", f"data.val_roots={json.dumps([root])}",
             f"run.output_dir={json.dumps(output_dir)}"]
+    if data_root is not None and not generate:
+        sets += user_data_root_overrides([data_root])
     if quick:
         sets += ["data.synthetic_trainval=24", "data.synthetic_test=8", "optim.batch_size=4", "schedule.epochs=1",
                  "schedule.max_steps=2", "schedule.warmup_iterations=0", "data.num_workers=0",
@@ -102,8 +109,9 @@ def _main(argv: Sequence[str] | None) -> int:
     from ssd_torch.training.interrupt import exit_code
 
     p = argparse.ArgumentParser(prog="python -m ssd_torch.demo", description=__doc__.split("\n\n")[0].replace("``", ""))
-    p.add_argument("--data-root", help="synthetic VOC tree, generated if absent or empty; any other folder is "
-                                       "refused (default data/synthetic, with --quick data/synthetic_quick)")
+    p.add_argument("--data-root", help="your own VOC year folder to train on (it must exist); default: the demo's "
+                                       "synthetic tree data/synthetic (with --quick data/synthetic_quick), "
+                                       "generated when absent")
     p.add_argument("--output-dir", help="run folder; an existing one is kept as <folder>.1 (.2, ...) unless "
                                         "--resume (default runs/demo, with --quick runs/demo_quick)")
     p.add_argument("--resume", action="store_true", help="continue the (interrupted) run in --output-dir")
@@ -112,7 +120,7 @@ def _main(argv: Sequence[str] | None) -> int:
                    help="override a training-config field (value as JSON); repeatable")
     args = p.parse_args(argv)
     suffix = "_quick" if args.quick else ""  # the quick tree has other parameters: it never meets the full one
-    cfg = demo_config(data_root=args.data_root or f"data/synthetic{suffix}",
+    cfg = demo_config(data_root=args.data_root,
                       output_dir=args.output_dir or f"runs/demo{suffix}", quick=args.quick, overrides=args.set,
                       resume=args.resume)
     try:

@@ -26,7 +26,8 @@ from typing import Any, Sequence
 from ssd_torch.cli import UserError, add_trust_flag, run_cli
 from ssd_torch.data.coco import is_coco_data
 from ssd_torch.device import DEVICE_NAMES
-from ssd_torch.training.train_config import PRESETS, TrainConfig, resolve_config
+from ssd_torch.training.datasets import user_data_root_overrides
+from ssd_torch.training.train_config import PRESETS, TrainConfig, load_config_file, resolve_config
 
 __all__ = ["DATA_FORMATS", "parse_args", "config_from_args", "resume_command", "main"]
 
@@ -106,6 +107,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _dataset_chosen(args: argparse.Namespace) -> bool:
+    """True when ``--data-root`` only says where the data of a chosen kind is: the user named ``data.dataset``
+    (``--data-format``, ``--set data.dataset=...``, the ``--config`` file), or the preset's kind is real data
+    (voc, coco). A preset's synthetic kind never applies to a folder the user names: that is the user's data."""
+    if args.data_format is not None or any(s.replace(" ", "").startswith("data.dataset=") for s in args.set):
+        return True
+    if args.config is not None and "dataset" in (load_config_file(args.config).get("data") or {}):
+        return True
+    return PRESETS[args.preset]().data.dataset != "synthetic"
+
+
 def _data_overrides(args: argparse.Namespace) -> list[str]:
     """``--data-root``, ``--data-format``, ``--val-data`` and ``--classes`` as ``data.*`` overrides: a ``.json``
     is a COCO instances file (``ssd_torch.data.coco.is_coco_data``, the rule of ssd-eval), a folder a VOC
@@ -121,8 +133,10 @@ def _data_overrides(args: argparse.Namespace) -> list[str]:
         out += ['data.dataset="coco"', f"data.train_annotations={json.dumps(roots[0])}"]
     elif any(r.lower().endswith(".json") for r in roots):
         raise UserError(f"--data-root: one COCO instances file alone, or VOC / COCO root folders; got {roots}")
-    elif roots:
+    elif roots and _dataset_chosen(args):
         out += [f"data.roots={json.dumps(roots)}", f"data.val_roots={json.dumps(roots[:1])}"]
+    elif roots:  # the user's own data: read as VOC year folders, never handed to the synthetic generator
+        out += user_data_root_overrides(roots)
     if val is not None and val.lower().endswith(".json"):
         out.append(f"data.val_annotations={json.dumps(val)}")
     elif val is not None:

@@ -65,12 +65,13 @@ from PIL import Image
 
 from ssd_torch.errors import DatasetError
 
-from .voc import (BOX_TOLERANCE_PX, Annotation, DetectionDataset, check_image_file, load_sized_image,
-                  target_tensors)
+from .images import check_image_file
+from .voc import BOX_TOLERANCE_PX, Annotation, DetectionDataset, load_sized_image, target_tensors
 
 __all__ = [
     "coco_to_normalized", "coco_to_voc_pixels", "voc_pixels_to_coco", "CocoCategory", "CocoFile",
-    "CocoRecord", "read_coco_file", "clear_file_cache", "coco_class_names", "is_coco_data", "CocoDataset",
+    "CocoRecord", "read_coco_file", "clear_file_cache", "coco_file_categories", "is_coco_data", "image_file",
+    "CocoDataset",
 ]
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,8 @@ def _load_json(path: Path) -> dict:
         raise DatasetError(path, f"cannot read annotation file: {err.strerror or err}") from None
     except (ValueError, UnicodeDecodeError) as err:
         raise DatasetError(path, f"not valid JSON ({err}); {_SHAPE_HINT}") from None
+    except RecursionError:
+        raise DatasetError(path, f"not a COCO file: its JSON is nested too deeply to read; {_SHAPE_HINT}") from None
     if not isinstance(data, dict):
         raise DatasetError(path, f"the JSON is a {type(data).__name__}; {_SHAPE_HINT}")
     missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
@@ -190,8 +193,11 @@ def _column(records: list, name: str, default: Any = None) -> list:
     return [rec[name] for rec in records] if default is None else [rec.get(name, default) for rec in records]
 
 
-def _int_array(values: list) -> np.ndarray:
+def _int_array(values: list, allow_bool: bool = False) -> np.ndarray:
     arr = np.array(values)
+    # bool is an int to Python and NumPy: ``"id": true`` would become id 1 (or, alone, a bool array)
+    if len(values) and not allow_bool and (arr.dtype.kind not in "iu" or any(type(v) is bool for v in values)):
+        raise TypeError("not integers")
     if len(values) and arr.dtype.kind not in "iub":
         raise TypeError("not integers")
     return arr.astype(np.int64).reshape(-1)
@@ -217,10 +223,11 @@ def _images_columns(records: list) -> _Images:
 
 def _annotations_columns(records: list) -> _Annotations:
     ids, image_ids, category_ids = (_int_array(_column(records, k)) for k in ("id", "image_id", "category_id"))
-    bboxes = np.array(_column(records, "bbox"), dtype=np.float64)
-    if records and bboxes.shape != (len(records), 4):
+    bboxes = np.array(_column(records, "bbox"))  # no dtype: a string inside stays a string (float64 parses it)
+    if records and (bboxes.shape != (len(records), 4) or bboxes.dtype.kind not in "iuf"):
         raise ValueError("bbox")
-    crowd = _int_array(_column(records, "iscrowd", 0))
+    bboxes = bboxes.astype(np.float64)
+    crowd = _int_array(_column(records, "iscrowd", 0), allow_bool=True)
     areas = np.array(_column(records, "area", 0.0), dtype=np.float64).reshape(-1)
     if not np.all((crowd == 0) | (crowd == 1)) or not np.all(np.isfinite(areas) & (areas >= 0)):
         raise ValueError("iscrowd or area")
@@ -281,7 +288,7 @@ def clear_file_cache() -> None:
     _FILE_CACHE.clear()
 
 
-def coco_class_names(annotation_file: PathLike) -> tuple[str, ...]:
+def coco_file_categories(annotation_file: PathLike) -> tuple[str, ...]:
     """The file's category names in id order: the ``class_names`` a :class:`CocoDataset` of it has by default."""
     return tuple(c.name for c in read_coco_file(annotation_file).categories)
 
@@ -376,6 +383,25 @@ def _image_reasons(f: CocoFile) -> dict[int, str]:
     return out
 
 
+# ---- image paths ------------------------------------------------------------------------------------------
+def image_file(images_dir: Path, file_name: str, allow_outside: bool = False) -> Path:
+    """The path of a ``file_name`` entry: ``images_dir / file_name``. Unless ``allow_outside``, the name must
+    stay inside ``images_dir`` (a relative path without ``..`` escaping it; an absolute name, or one such as
+    ``../../etc/passwd``, is refused: a shared annotation file must not read the reader's other files). The
+    test is on the name, not on resolved links: a symbolic link the folder's owner put there is followed.
+    A NUL byte is refused too. Raises :class:`DatasetError` naming the image folder (the caller adds the file
+    and image id)."""
+    if "\x00" in file_name:
+        raise DatasetError(images_dir, f"file_name {file_name!r} holds a NUL byte")
+    if not allow_outside:
+        parts = Path(os.path.normpath(file_name)).parts
+        if os.path.isabs(file_name) or (parts and parts[0] == os.pardir):
+            raise DatasetError(images_dir, f"file_name {file_name!r} points outside the image folder; set "
+                                           f"allow_outside_images=True (config data.allow_outside_images) if "
+                                           f"the file is meant to be read")
+    return images_dir / file_name
+
+
 # ---- the dataset ------------------------------------------------------------------------------------------
 class CocoRecord(NamedTuple):
     """Image ``i`` as the file gives it, for pycocotools: the file's ``image_id``, ``file_name``, size, and the
@@ -402,15 +428,19 @@ class CocoDataset(DetectionDataset):
     check every image file at construction (existence + cheap JPEG/PNG check; ``verify_images``: full decode).
     ``image_ids`` are the file's ids as strings (the evaluator's keys); ``coco_record(i).image_id`` the int.
     ``category_ids[label - 1]``: the file's category id of a label (``None`` if the file lacks that class).
+    ``allow_outside_images``: accept ``file_name`` entries that leave ``images_dir`` (absolute, ``../``);
+    refused by default (:func:`image_file`).
     """
 
     _log = log
 
     def __init__(self, images_dir: PathLike, annotation_file: PathLike, transform: Callable | None = None,
                  class_names: Optional[Sequence[str]] = None, skip_bad: bool = False, keep_crowd: bool = False,
-                 check_images: bool = True, verify_images: bool = False) -> None:
+                 check_images: bool = True, verify_images: bool = False,
+                 allow_outside_images: bool = False) -> None:
         self._init_reader(transform, skip_bad)
         self.images_dir = Path(images_dir)
+        self.allow_outside_images = allow_outside_images
         self.annotation_file = Path(annotation_file)
         self.keep_crowd = keep_crowd
         f = read_coco_file(self.annotation_file)
@@ -439,12 +469,23 @@ class CocoDataset(DetectionDataset):
         for k in np.flatnonzero(rows < 0).tolist():
             self._record_bad(DatasetError(f.path, f"annotation id {int(f.annotations.ids[k])} refers to image id "
                                                   f"{int(f.annotations.image_ids[k])}, which is not in 'images'"))
+        for row in range(len(f.images.ids)):
+            if row not in bad and not self._file_name_ok(f, row):
+                bad[row] = "file_name"
         keep = np.ones(len(f.images.ids), dtype=bool)
         keep[list(bad)] = False
         if check_images:
             for row in np.flatnonzero(keep).tolist():
                 keep[row] = self._image_file_ok(f, row, verify_images)
         return keep
+
+    def _file_name_ok(self, f: CocoFile, row: int) -> bool:
+        try:
+            image_file(self.images_dir, f.images.file_names[row], self.allow_outside_images)
+        except DatasetError as err:
+            self._record_bad(DatasetError(f.path, f"image id {int(f.images.ids[row])}: {err.reason}"))
+            return False
+        return True
 
     def _image_file_ok(self, f: CocoFile, row: int, verify_images: bool) -> bool:
         try:
@@ -503,7 +544,7 @@ class CocoDataset(DetectionDataset):
                           a.ids[s:e], a.category_ids[s:e], a.bboxes[s:e], a.areas[s:e], a.iscrowd[s:e])
 
     def image_path(self, i: int) -> Path:
-        return self.images_dir / self._file.images.file_names[int(self._rows[i])]
+        return self.images_dir / self._file.images.file_names[int(self._rows[i])]  # checked by _screen
 
     def target(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Training target of item ``i``: ``(boxes[G, 4] xyxy normalised float32, labels[G] int64)``, crowd

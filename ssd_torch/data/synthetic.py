@@ -24,7 +24,6 @@ the parameters (same bytes of XML, same pixels), and images can be generated in 
 """
 from __future__ import annotations
 
-import argparse
 import inspect
 import io
 import json
@@ -41,13 +40,15 @@ from ssd_torch.errors import DatasetError
 from ssd_torch.files import atomic_write_text
 
 __all__ = [
-    "SYNTHETIC_CLASSES", "SyntheticObject", "render_image", "generate_voc", "is_complete", "ensure_voc", "main",
-    "COCO_SPLITS", "generate_coco", "is_complete_coco",
+    "SYNTHETIC_CLASSES", "STAMP", "COCO_STAMP", "SyntheticObject", "render_image", "generate_voc", "is_complete",
+    "ensure_voc", "check_counts", "check_image_size", "COCO_SPLITS", "generate_coco", "is_complete_coco",
 ]
 
 SYNTHETIC_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "ring", "cross", "star")
-_MARKER = "synthetic.json"
-_PARTIAL = "synthetic.partial.json"
+#: The stamp file of a complete synthetic VOC tree (its generation parameters; ``registry.is_synthetic_tree``).
+STAMP = "synthetic.json"
+#: The stamp file of a complete synthetic COCO tree.
+COCO_STAMP = "synthetic_coco.json"
 _FORMAT = "ssd300-synthetic-voc/1"
 SizeSpec = Union[tuple[int, int], tuple[tuple[int, int], tuple[int, int]]]
 
@@ -253,9 +254,22 @@ def _image_size(spec: SizeSpec, rng: np.random.Generator) -> tuple[int, int]:
     return dims[0], dims[1]
 
 
+def check_image_size(spec: SizeSpec) -> None:
+    """``spec`` is ``(W, H)`` or ``((w_lo, w_hi), (h_lo, h_hi))`` with every side >= 32 pixels (a ``ValueError``
+    otherwise): checked before a file is written."""
+    dims = list(spec) if isinstance(spec, (tuple, list)) else []
+    ok = len(dims) == 2 and all(
+        (isinstance(d, (tuple, list)) and len(d) == 2 and 32 <= int(d[0]) <= int(d[1])) or
+        (not isinstance(d, (tuple, list)) and int(d) >= 32) for d in dims)
+    if not ok:
+        raise ValueError(f"image_size must give a width and a height >= 32 pixels (or ranges lo <= hi of them), "
+                         f"got {spec!r}")
+
+
 def _params(num_trainval: int, num_test: int, seed: int, image_size: SizeSpec, max_objects: int,
             min_scale: float, max_scale: float, difficult_prob: float, jpeg_quality: int,
             max_occlusion: float) -> dict:
+    check_image_size(image_size)
     return {"format": _FORMAT, "classes": list(SYNTHETIC_CLASSES), "num_trainval": int(num_trainval),
             "num_test": int(num_test), "seed": int(seed), "image_size": json.loads(json.dumps(image_size)),
             "max_objects": int(max_objects), "min_scale": float(min_scale), "max_scale": float(max_scale),
@@ -286,17 +300,34 @@ def _write_one_star(args: tuple[Path, int, dict]) -> None:
     _write_one(*args)
 
 
-def _read_stamp(root: Path) -> Optional[dict]:
-    """The parameters the generator stamped ``root`` with: the completion marker, else the in-progress stamp
-    (written before the first image); None when neither exists."""
-    for name in (_MARKER, _PARTIAL):
+class _Stamp(NamedTuple):
+    """The stamp files of one tree format: ``done`` (the parameters, written last: the tree is complete) and
+    ``partial`` (the same, written before the first file and removed last: an interrupted run)."""
+
+    done: str
+    partial: str
+    fmt: str
+
+
+_VOC_STAMP = _Stamp(STAMP, "synthetic.partial.json", "VOC")
+_COCO_STAMP = _Stamp(COCO_STAMP, "synthetic_coco.partial.json", "COCO")
+
+
+def _read_stamp(root: Path, stamp: _Stamp) -> Optional[dict]:
+    """The parameters ``root`` was stamped with: the completion stamp, else the in-progress one; None when
+    neither exists. An unreadable stamp is a :class:`DatasetError` (never guessed either way: nothing is written
+    into a folder whose owner cannot be told)."""
+    for name in (stamp.done, stamp.partial):
         path = root / name
         if path.is_file():
             try:
-                return json.loads(path.read_text())
+                data = json.loads(path.read_text())
             except (OSError, ValueError):
+                data = None
+            if not isinstance(data, dict):
                 raise DatasetError(path, "unreadable synthetic-tree stamp; nothing was written: generate into an "
                                          "empty or absent folder") from None
+            return data
     return None
 
 
@@ -308,26 +339,50 @@ def _describe(params: dict, other: dict) -> str:
     return ", ".join([text, *extra])
 
 
-def _check_target(root: Path, params: dict) -> None:
+def _check_target(root: Path, params: dict, stamp: _Stamp) -> None:
     """Refuse (:class:`DatasetError`, nothing written) unless ``root`` is absent, holds no file, or was
     stamped by this generator with exactly ``params`` (complete or interrupted): generation never overwrites
-    a file it did not write."""
+    a file it did not write. The one rule of both tree formats."""
     if not root.exists():
         return
     if not root.is_dir():
         raise DatasetError(root, "exists and is not a folder; nothing was written")
-    stamped = _read_stamp(root)
+    stamped = _read_stamp(root, stamp)
     if stamped is None:
         example = next((p for p in root.rglob("*") if p.is_file()), None)
         if example is not None:
             raise DatasetError(root, f"holds files not written by the synthetic generator (e.g. "
-                                     f"{example.relative_to(root)}) and no {_MARKER} stamp; nothing was written. "
-                                     f"Generate into an empty or absent folder, or train on the data that is "
-                                     f"there with data.dataset=voc")
+                                     f"{example.relative_to(root)}) and no {stamp.done} stamp; nothing was "
+                                     f"written. Generate into an empty or absent folder, or train on the data "
+                                     f"that is there with data.dataset={stamp.fmt.lower()}")
     elif stamped != params:
-        raise DatasetError(root, f"holds a synthetic tree generated with other parameters ({_describe(stamped, params)}"
-                                 f"; wanted {_describe(params, stamped)}); nothing was written. Use another "
-                                 f"folder, or ask for the parameters of the tree that is there")
+        raise DatasetError(root, f"holds a synthetic {stamp.fmt} tree generated with other parameters "
+                                 f"({_describe(stamped, params)}; wanted {_describe(params, stamped)}); nothing "
+                                 f"was written. Use another folder, or ask for the parameters of the tree that "
+                                 f"is there")
+
+
+def _is_stamped_complete(root: Path, params: dict, stamp: _Stamp, files: Sequence[Path]) -> bool:
+    """``root`` holds a finished tree of ``params``: the completion stamp says so and every file is there (an
+    unreadable stamp: False; writing there is then refused by :func:`_check_target`)."""
+    try:
+        if _read_stamp(root, stamp) != params or not (root / stamp.done).is_file():
+            return False
+    except DatasetError:
+        return False
+    return all(f.is_file() for f in files)
+
+
+def _write_stamped(root: Path, params: dict, stamp: _Stamp, write_files: Callable[[], None]) -> None:
+    """Check the target, then write the tree: the in-progress stamp first (claims the folder, so an interrupted
+    run is completed by the next call), ``write_files()``, the completion stamp last."""
+    _check_target(root, params, stamp)
+    root.mkdir(parents=True, exist_ok=True)
+    _write_json(root / stamp.partial, params)
+    (root / stamp.done).unlink(missing_ok=True)
+    write_files()
+    _write_json(root / stamp.done, params)
+    (root / stamp.partial).unlink()
 
 
 def _split_indices(num_trainval: int, num_test: int) -> dict[str, list[int]]:
@@ -361,22 +416,29 @@ def generate_voc(root: Union[str, os.PathLike], num_trainval: int, num_test: int
     first and ``synthetic.json`` last, so an interrupted run is never mistaken for a complete tree and the
     next call completes it.
     """
-    if num_trainval < 0 or num_test < 0 or num_trainval + num_test == 0:
-        raise ValueError(f"need a positive number of images, got trainval={num_trainval}, test={num_test}")
+    check_counts(num_trainval, num_test)
     if not 0 < min_scale <= max_scale <= 1.0 or max_objects < 1:
         raise ValueError(f"invalid object layout: scales [{min_scale}, {max_scale}], max_objects {max_objects}")
     root = Path(root)
     params = _params(num_trainval, num_test, seed, image_size, max_objects, min_scale, max_scale,
                      difficult_prob, jpeg_quality, max_occlusion)
-    _check_target(root, params)
+    _check_target(root, params, _VOC_STAMP)
     if announce is not None:
         announce()
-    root.mkdir(parents=True, exist_ok=True)
-    _write_json(root / _PARTIAL, params)
-    (root / _MARKER).unlink(missing_ok=True)
+    _write_stamped(root, params, _VOC_STAMP, lambda: _write_voc_files(root, params, workers))
+    return root
+
+
+def check_counts(num_trainval: int, num_test: int) -> None:
+    """A tree needs ``num_trainval, num_test >= 0`` with at least one image (a ``ValueError`` otherwise)."""
+    if num_trainval < 0 or num_test < 0 or num_trainval + num_test == 0:
+        raise ValueError(f"need a positive number of images, got trainval={num_trainval}, test={num_test}")
+
+
+def _write_voc_files(root: Path, params: dict, workers: int) -> None:
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    jobs = [(root, i, params) for i in range(num_trainval + num_test)]
+    jobs = [(root, i, params) for i in range(params["num_trainval"] + params["num_test"])]
     if workers > 1:
         from multiprocessing import get_context
         with get_context("spawn").Pool(workers) as pool:
@@ -384,30 +446,26 @@ def generate_voc(root: Union[str, os.PathLike], num_trainval: int, num_test: int
     else:
         for job in jobs:
             _write_one(*job)
-    for name, members in _split_indices(num_trainval, num_test).items():
+    for name, members in _split_indices(params["num_trainval"], params["num_test"]).items():
         (root / "ImageSets" / "Main" / f"{name}.txt").write_text("".join(f"{m:06d}\n" for m in members))
-    _write_json(root / _MARKER, params)
-    (root / _PARTIAL).unlink()
-    return root
+
+
+def _voc_files(root: Path, params: dict) -> list[Path]:
+    n = params["num_trainval"] + params["num_test"]
+    return ([root / "Annotations" / f"{i:06d}.xml" for i in range(n)] +
+            [root / "JPEGImages" / f"{i:06d}.jpg" for i in range(n)] +
+            [root / "ImageSets" / "Main" / f"{s}.txt" for s in ("trainval", "train", "val", "test")])
 
 
 def is_complete(root: Union[str, os.PathLike], num_trainval: int, num_test: int, seed: int,
                 image_size: SizeSpec = (300, 300), max_objects: int = 6, min_scale: float = 0.07,
                 max_scale: float = 0.95, difficult_prob: float = 0.1, jpeg_quality: int = 90,
                 max_occlusion: float = 0.35) -> bool:
-    """True when ``root`` holds a finished tree generated with exactly these parameters (marker + every file)."""
+    """True when ``root`` holds a finished tree generated with exactly these parameters (stamp + every file)."""
     root = Path(root)
     want = _params(num_trainval, num_test, seed, image_size, max_objects, min_scale, max_scale,
                    difficult_prob, jpeg_quality, max_occlusion)
-    try:
-        if json.loads((root / _MARKER).read_text()) != want:
-            return False
-    except (OSError, ValueError):
-        return False
-    for i in range(num_trainval + num_test):
-        if not ((root / "Annotations" / f"{i:06d}.xml").is_file() and (root / "JPEGImages" / f"{i:06d}.jpg").is_file()):
-            return False
-    return all((root / "ImageSets" / "Main" / f"{s}.txt").is_file() for s in ("trainval", "train", "val", "test"))
+    return _is_stamped_complete(root, want, _VOC_STAMP, _voc_files(root, want))
 
 
 def ensure_voc(root: Union[str, os.PathLike], num_trainval: int, num_test: int, seed: int, **kwargs) -> Path:
@@ -420,8 +478,6 @@ def ensure_voc(root: Union[str, os.PathLike], num_trainval: int, num_test: int, 
 
 
 # ---- the COCO tree ---------------------------------------------------------------------------------------
-_COCO_MARKER = "synthetic_coco.json"
-_COCO_PARTIAL = "synthetic_coco.partial.json"
 _COCO_FORMAT = "ssd300-synthetic-coco/1"
 COCO_SPLITS: tuple[str, ...] = ("trainval", "train", "val", "test")
 
@@ -473,31 +529,6 @@ def _coco_documents(scenes: list[tuple[int, int, list[SyntheticObject]]], params
             for split, members in _split_indices(params["num_trainval"], params["num_test"]).items()}
 
 
-def _read_marker(path: Path) -> Optional[dict]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _coco_root_state(root: Path, params: dict) -> str:
-    """``"complete"`` (this exact tree is there), ``"ours"`` (new/empty folder, or an interrupted run of these
-    parameters: safe to write) or ``"foreign"`` (anything else: never written into)."""
-    if not root.exists() or (root.is_dir() and not any(root.iterdir())):
-        return "ours"
-    if _read_marker(root / _COCO_MARKER) == params and is_complete_coco(root, **_coco_kwargs(params)):
-        return "complete"
-    if _read_marker(root / _COCO_PARTIAL) == params or _read_marker(root / _COCO_MARKER) == params:
-        return "ours"
-    return "foreign"
-
-
-def _coco_kwargs(params: dict) -> dict:
-    keys = ("num_trainval", "num_test", "seed", "image_size", "max_objects", "min_scale", "max_scale",
-            "difficult_prob", "jpeg_quality", "max_occlusion", "category_ids")
-    return {k: params[k] for k in keys}
-
-
 def generate_coco(root: Union[str, os.PathLike], num_trainval: int, num_test: int, seed: int,
                   category_ids: Optional[Sequence[int]] = None, workers: int = 1, **kwargs) -> Path:
     """Write the scenes of ``generate_voc(root, num_trainval, num_test, seed, **kwargs)`` in COCO format::
@@ -516,23 +547,22 @@ def generate_coco(root: Union[str, os.PathLike], num_trainval: int, num_test: in
     ids = list(range(1, len(SYNTHETIC_CLASSES) + 1)) if category_ids is None else [int(c) for c in category_ids]
     if len(ids) != len(SYNTHETIC_CLASSES) or len(set(ids)) != len(ids):
         raise ValueError(f"category_ids must be {len(SYNTHETIC_CLASSES)} distinct integers, got {ids}")
-    if num_trainval < 0 or num_test < 0 or num_trainval + num_test == 0:
-        raise ValueError(f"need a positive number of images, got trainval={num_trainval}, test={num_test}")
+    check_counts(num_trainval, num_test)
     params = _coco_params(num_trainval, num_test, seed, ids, **kwargs)
-    state = _coco_root_state(root, params)
-    if state == "complete":
-        return root
-    if state == "foreign":
-        raise DatasetError(root, "refusing to write a synthetic COCO tree here: the folder holds other files "
-                                 "(not a synthetic COCO tree of these parameters); choose a new or empty folder")
-    _write_coco_tree(root, params, workers)
+    if not _is_stamped_complete(root, params, _COCO_STAMP, _coco_files(root, params)):
+        _write_stamped(root, params, _COCO_STAMP, lambda: _write_coco_files(root, params, workers))
     return root
 
 
-def _write_coco_tree(root: Path, params: dict, workers: int) -> None:
+def _coco_files(root: Path, params: dict) -> list[Path]:
+    n = params["num_trainval"] + params["num_test"]
+    return ([root / "images" / f"{i:06d}.jpg" for i in range(n)] +
+            [root / "annotations" / f"instances_{s}.json" for s in COCO_SPLITS])
+
+
+def _write_coco_files(root: Path, params: dict, workers: int) -> None:
     for sub in ("images", "annotations"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    _write_json(root / _COCO_PARTIAL, params)  # claims the folder: an interrupted run resumes
     jobs = [(root, i, params) for i in range(params["num_trainval"] + params["num_test"])]
     if workers > 1:
         from multiprocessing import get_context
@@ -543,63 +573,12 @@ def _write_coco_tree(root: Path, params: dict, workers: int) -> None:
     for split, doc in _coco_documents(scenes, params).items():
         atomic_write_text(root / "annotations" / f"instances_{split}.json",
                           json.dumps(doc, separators=(",", ":")) + "\n")
-    _write_json(root / _COCO_MARKER, params)
-    (root / _COCO_PARTIAL).unlink()
 
 
 def is_complete_coco(root: Union[str, os.PathLike], num_trainval: int, num_test: int, seed: int,
                      category_ids: Optional[Sequence[int]] = None, **kwargs) -> bool:
-    """True when ``root`` holds a finished COCO tree of exactly these parameters (marker + every file)."""
+    """True when ``root`` holds a finished COCO tree of exactly these parameters (stamp + every file)."""
     root = Path(root)
     ids = list(range(1, len(SYNTHETIC_CLASSES) + 1)) if category_ids is None else list(category_ids)
-    if _read_marker(root / _COCO_MARKER) != _coco_params(num_trainval, num_test, seed, ids, **kwargs):
-        return False
-    images = all((root / "images" / f"{i:06d}.jpg").is_file() for i in range(num_trainval + num_test))
-    return images and all((root / "annotations" / f"instances_{s}.json").is_file() for s in COCO_SPLITS)
-
-
-def _main(argv: Optional[Sequence[str]]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ssd_torch.data.synthetic", description=__doc__.split("\n")[0])
-    parser.add_argument("root", help="year folder to write, e.g. data/synthetic/VOCdevkit/VOC2007 (absent, empty, "
-                                     "or a synthetic tree of the same parameters)")
-    parser.add_argument("--trainval", type=int, default=2000)
-    parser.add_argument("--test", type=int, default=500)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", type=int, nargs=2, default=(300, 300), metavar=("W", "H"))
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--force", action="store_true",
-                        help="rewrite the files of a synthetic tree of the same parameters even if it is complete")
-    parser.add_argument("--format", choices=("voc", "coco"), default="voc",
-                        help="voc: a VOC year folder; coco: images/ + annotations/instances_<split>.json of the "
-                             "same scenes (default: %(default)s)")
-    args = parser.parse_args(argv)
-    kwargs = dict(image_size=tuple(args.size), workers=args.workers)
-    if args.format == "coco":
-        return _main_coco(parser, args, kwargs)
-    if args.force:
-        generate_voc(args.root, args.trainval, args.test, args.seed, **kwargs)
-    else:
-        ensure_voc(args.root, args.trainval, args.test, args.seed, **kwargs)
-    print(f"synthetic VOC tree at {args.root}: trainval {args.trainval}, test {args.test}, seed {args.seed}")
-    return 0
-
-
-def _main_coco(parser: argparse.ArgumentParser, args: argparse.Namespace, kwargs: dict) -> int:
-    """``--format coco``: :func:`generate_coco` (idempotent; a refused folder is a UserError for run_cli)."""
-    if args.force:
-        parser.error("--force applies to --format voc only (a COCO tree of the same parameters is left as it is)")
-    generate_coco(args.root, args.trainval, args.test, args.seed, **kwargs)
-    print(f"synthetic COCO tree at {args.root}: trainval {args.trainval}, test {args.test}, seed {args.seed} "
-          f"(images/, annotations/instances_<split>.json)")
-    return 0
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """CLI: ``python -m ssd_torch.data.synthetic ROOT --trainval N --test M --seed S``; a refused folder is
-    one line on stderr and exit 2."""
-    from ssd_torch.cli import run_cli
-    return run_cli(_main, argv, "python -m ssd_torch.data.synthetic")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    params = _coco_params(num_trainval, num_test, seed, ids, **kwargs)
+    return _is_stamped_complete(root, params, _COCO_STAMP, _coco_files(root, params))

@@ -41,6 +41,7 @@ keeps images whose XML has no ``<object>`` in the same way (``G = 0``): with ``m
 from __future__ import annotations
 
 import logging
+import math
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
@@ -52,6 +53,8 @@ import torch
 from PIL import Image
 
 from ssd_torch.errors import DatasetError
+
+from .images import check_image_file, read_image
 
 __all__ = [
     "VOC_CLASSES", "BOX_TOLERANCE_PX", "UNKNOWN_CLASS", "DatasetError", "Annotation", "parse_annotation",
@@ -72,10 +75,6 @@ BOX_TOLERANCE_PX = 1.0
 UNKNOWN_CLASS = "unknown class name"
 
 PathLike = Union[str, os.PathLike]
-# Tail window searched for the JPEG end-of-image marker / PNG IEND chunk (some encoders append padding bytes).
-_TAIL_BYTES = 4096
-_JPEG_HEAD, _JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"
-_PNG_HEAD, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND"
 
 
 class Annotation(NamedTuple):
@@ -120,9 +119,12 @@ def _text(node: ET.Element, tag: str, path: PathLike, where: str) -> str:
 def _number(node: ET.Element, tag: str, path: PathLike, where: str) -> float:
     text = _text(node, tag, path, where)
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise DatasetError(path, f"<{tag}> in {where} is not a number: {text!r}") from None
+    if not math.isfinite(value):  # NaN passes every comparison check: a NaN box trained as background
+        raise DatasetError(path, f"<{tag}> in {where} is not a finite number: {text!r}")
+    return value
 
 
 def _check_box(box: list[float], width: int, height: int, path: PathLike, where: str) -> None:
@@ -164,6 +166,9 @@ def parse_annotation(xml_path: PathLike, class_names: Sequence[str] = VOC_CLASSE
         root = ET.parse(path).getroot()
     except ET.ParseError as err:
         raise DatasetError(path, f"malformed XML: {err}") from None
+    except LookupError as err:  # <?xml encoding="..."?> names a codec Python lacks
+        raise DatasetError(path, f"malformed XML: {err} in its <?xml ... encoding=...?> declaration; save it "
+                                 f"as UTF-8") from None
     except OSError as err:
         raise DatasetError(path, f"cannot read annotation: {err.strerror or err}") from None
     size = root.find("size")
@@ -200,46 +205,9 @@ def _parse_cached(xml_path: Path, class_names: tuple[str, ...]) -> Annotation:
     return ann
 
 
-def _decode_image(path: Path) -> Image.Image:
-    """Open and fully decode an image as 8-bit RGB (``images.to_rgb8``: 16-bit images scaled, not saturated;
-    no EXIF rotation, since annotations are made on the stored pixels); any failure is a :class:`DatasetError`."""
-    from .images import to_rgb8
-
-    try:
-        with Image.open(path) as img:
-            img.load()  # the pixels, before the file closes (to_rgb8 returns an RGB image as it is)
-            return to_rgb8(img)
-    except FileNotFoundError:
-        raise DatasetError(path, "image file is missing") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise DatasetError(path, f"unreadable or corrupt image: {err}") from None
-
-
-def check_image_file(path: Path, full_decode: bool = False) -> None:
-    """Cheap integrity check of an image file: a JPEG starts with SOI and has EOI near the tail, a PNG starts
-    with its signature and has the ``IEND`` chunk near the tail. A file failing it, or of another format, is
-    fully decoded to confirm (``full_decode``: always). Raises :class:`DatasetError` naming the file."""
-    if full_decode:
-        _decode_image(path)
-        return
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(len(_PNG_HEAD))
-            fh.seek(max(0, os.fstat(fh.fileno()).st_size - _TAIL_BYTES))
-            tail = fh.read()
-    except FileNotFoundError:
-        raise DatasetError(path, "image file is missing") from None
-    except OSError as err:
-        raise DatasetError(path, f"cannot read image: {err.strerror or err}") from None
-    jpeg_ok = head.startswith(_JPEG_HEAD) and _JPEG_END in tail
-    png_ok = head == _PNG_HEAD and _PNG_END in tail
-    if not (jpeg_ok or png_ok):
-        _decode_image(path)
-
-
 def load_sized_image(path: Path, width: int, height: int, described_by: str) -> Image.Image:
     """Decode ``path`` as RGB and check it is ``width x height`` (as ``described_by``, e.g. the XML, says)."""
-    img = _decode_image(path)
+    img = read_image(path, oriented=False).image
     if img.size != (width, height):
         raise DatasetError(path, f"image is {img.size[0]}x{img.size[1]} but {described_by} says {width}x{height}")
     return img
@@ -257,6 +225,12 @@ def _read_split(root: Path, split: str) -> list[str]:
         lines = split_file.read_text().split("\n")
     except OSError:
         raise DatasetError(split_file, f"split file for split {split!r} is missing or unreadable") from None
+    except UnicodeDecodeError as err:
+        raise DatasetError(split_file, f"split file is not text ({err}): one image id per line") from None
+    line = next((k for k, text in enumerate(lines, 1) if "\x00" in text), None)
+    if line is not None:  # a NUL in an id would reach the file system as a ValueError traceback
+        raise DatasetError(split_file, f"line {line} holds a NUL byte: not a text split file (one image id per "
+                                       f"line); fix or regenerate it")
     # a line may carry a second column (per-class split files: "000005 -1"); the id is the first token
     return [line.split()[0] for line in lines if line.strip()]
 
@@ -273,7 +247,7 @@ def class_names_in(roots: Union[PathLike, Sequence[PathLike]], split: str, skip_
             xml_path = Path(root) / "Annotations" / f"{image_id}.xml"
             try:
                 tree = ET.parse(xml_path).getroot()
-            except (ET.ParseError, OSError) as err:
+            except (ET.ParseError, OSError, LookupError) as err:
                 if skip_bad:
                     continue
                 raise DatasetError(xml_path, f"cannot read annotation: {err}") from None

@@ -1,13 +1,16 @@
 """The training and held-out data sets of a run, built from the config's data section (``DataConfig``).
 
-``DATASETS`` and ``AUGMENTATIONS`` are the registries that ``DataConfig`` validates against:
+The dataset kinds (``data.dataset``: ``voc``, ``synthetic``, ``coco``), their readers, default classes and
+headline metrics, and the allowed ``data.augment`` values live in one registry, ``ssd_torch.data.registry``
+(import ``DATASETS`` / ``AUGMENTATIONS`` / ``CLASS_NAMES_AUTO`` from there); this module only maps a
+``DataConfig`` onto it.
 
-- ``voc``: VOC year folders (``ssd_torch.data.voc.VOCDataset``, several roots concatenated: 07+12);
-- ``synthetic``: the synthetic shapes as a VOC tree, generated on first use by :func:`ensure_synthetic`
-  (``ssd_torch.data.synthetic.ensure_voc``: only into an absent or empty folder, or to complete its own tree of
-  the same parameters; a folder holding anything else is refused);
-- ``coco``: a COCO instances file and its image folder for training, another pair for the held-out evaluation
-  (``ssd_torch.data.coco.CocoDataset``; ``DataConfig.coco_files``).
+**Data roots** (:func:`check_data_roots`): a root is the user's data, read as it is (a VOC year folder); one
+that does not exist is an error naming it. The synthetic generator runs only when asked for:
+``data.dataset=synthetic`` (:func:`ensure_synthetic`: into an absent or empty folder, or to complete its own
+tree of the same parameters; a folder holding anything else is refused). A tool that takes a ``--data-root``
+from the user turns it into ``data.dataset=voc`` with :func:`user_data_root_overrides` (the demo's own default
+folder stays ``synthetic``).
 
 The class list of a run comes first (:func:`resolve_class_names`: the config's, else the kind's, else read from
 the training annotations); every data set is then built with it, and data that names another class is
@@ -16,26 +19,23 @@ AP@[.5:.95] (pycocotools) for COCO data, the VOC07 mAP otherwise.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
 from ssd_torch.data.preprocess import IMAGENET, Preprocess
+from ssd_torch.data import registry
+from ssd_torch.data.registry import ReaderOptions, SplitSource, dataset_kind
 from ssd_torch.errors import DatasetError
 
 if TYPE_CHECKING:
     from ssd_torch.training.train_config import DataConfig
 
-__all__ = ["DATASETS", "AUGMENTATIONS", "CLASS_NAMES_AUTO", "resolve_class_names", "build_train_transform",
-           "ensure_synthetic", "build_datasets", "build_val_set", "evaluation_fn", "FirstN"]
-
-#: ``data.dataset``: VOC year folders, the synthetic shapes tree (``ssd_torch.data.synthetic``), COCO files.
-DATASETS: tuple[str, ...] = ("voc", "synthetic", "coco")
-#: ``data.augment`` (see :func:`build_train_transform`).
-AUGMENTATIONS: tuple[str, ...] = ("ssd", "light", "none")
-#: ``data.class_names`` value: read the classes from the training annotations.
-CLASS_NAMES_AUTO = "auto"
+__all__ = ["resolve_class_names", "build_train_transform", "check_data_roots", "ensure_synthetic",
+           "user_data_root_overrides", "split_source", "build_datasets", "build_val_set", "evaluation_fn",
+           "FirstN"]
 
 
 class FirstN(torch.utils.data.Dataset):
@@ -76,22 +76,30 @@ class FirstN(torch.utils.data.Dataset):
         return self.base.load_image(self._check(i))
 
 
+def split_source(data: "DataConfig", held_out: bool) -> SplitSource:
+    """Where the training (``held_out=False``) or held-out split of ``data`` lives, for the registry's readers:
+    VOC kinds ``roots`` / ``val_roots`` and the split name; COCO the instances file and image folder
+    (``DataConfig.coco_files``)."""
+    if dataset_kind(data.dataset).layout == "coco":
+        annotations, images = data.coco_files()[1 if held_out else 0]
+        return SplitSource(annotations=annotations, images=images)
+    roots, split = (data.val_roots, data.val_split) if held_out else (data.roots, data.train_split)
+    return SplitSource(roots=tuple(roots), split=split)
+
+
 def resolve_class_names(data: "DataConfig") -> tuple[str, ...]:
     """The object classes of a run (labels 1..C-1; background not listed): ``data.class_names`` when it is a
-    list; for COCO data (null or ``"auto"``) the training file's categories in id order; ``"auto"`` on VOC
-    data: the sorted names in the training split's annotations; null: VOC's 20 classes or the synthetic shapes.
-    A synthetic tree must exist (:func:`ensure_synthetic`)."""
-    from ssd_torch.data.synthetic import SYNTHETIC_CLASSES
-    from ssd_torch.data.voc import VOC_CLASSES, class_names_in
+    list; ``"auto"`` on VOC-layout data: the sorted names in the training split's annotations; otherwise the
+    kind's default (``ssd_torch.data.registry``: VOC's 20, or the synthetic shapes for a synthetic tree; a COCO
+    file's categories in id order). A synthetic tree must exist (:func:`ensure_synthetic`)."""
+    from ssd_torch.data.voc import class_names_in
 
     if isinstance(data.class_names, tuple):
         return data.class_names
-    if data.dataset == "coco":
-        from ssd_torch.data.coco import coco_class_names
-        return coco_class_names(data.coco_files()[0][0])
-    if data.class_names == CLASS_NAMES_AUTO:
-        return class_names_in(list(data.roots), data.train_split, skip_bad=data.skip_bad)
-    return SYNTHETIC_CLASSES if data.dataset == "synthetic" else VOC_CLASSES
+    kind, source = dataset_kind(data.dataset), split_source(data, held_out=False)
+    if data.class_names == registry.CLASS_NAMES_AUTO and kind.layout == "voc":
+        return class_names_in(list(source.roots), source.split, skip_bad=data.skip_bad)
+    return kind.default_classes(source)
 
 
 def build_train_transform(augment: str, preprocess: Preprocess, size: int = 300) -> Any:
@@ -104,20 +112,45 @@ def build_train_transform(augment: str, preprocess: Preprocess, size: int = 300)
         return SSDTrainTransform(size=size, preprocess=preprocess, p_expand=0.0, crop_options=(None,))
     if augment == "none":
         return SSDEvalTransform(size=size, preprocess=preprocess)
-    raise ValueError(f"unknown augmentation {augment!r}; use one of {AUGMENTATIONS}")
+    raise ValueError(f"unknown augmentation {augment!r}; use one of {registry.AUGMENTATIONS}")
+
+
+def check_data_roots(data: "DataConfig") -> None:
+    """Every VOC-layout root of ``data`` (training and held-out) that the run reads must be an existing folder:
+    a mistyped path is a :class:`DatasetError` naming it, never a folder to fill. The synthetic kind's
+    ``roots[0]`` is left to :func:`ensure_synthetic` (it may be absent: it is generated)."""
+    if dataset_kind(data.dataset).layout != "voc":
+        return
+    generated = Path(data.roots[0]) if data.dataset == "synthetic" else None
+    for root in dict.fromkeys([*data.roots, *data.val_roots]):
+        if generated is not None and Path(root) == generated:
+            continue
+        if not Path(root).is_dir():
+            raise DatasetError(root, "data root does not exist (expected a VOC year folder holding Annotations/, "
+                                     "JPEGImages/ and ImageSets/Main/, e.g. VOCdevkit/VOC2007); check the path")
 
 
 def ensure_synthetic(data: "DataConfig") -> None:
-    """For ``data.dataset == "synthetic"``: generate the tree at ``data.roots[0]`` unless a complete one with
+    """Make the data of a run ready to read: :func:`check_data_roots`, and for ``data.dataset == "synthetic"``
+    (the one way to ask for generated data) generate the tree at ``data.roots[0]`` unless a complete one with
     these parameters is there; a folder holding anything else is refused (``DatasetError``, nothing written).
     Under DDP only rank 0 may call it (``distributed.on_rank0``)."""
-    if data.dataset != "synthetic":
-        return
-    from ssd_torch.data.synthetic import ensure_voc
-    root = Path(data.roots[0])
-    counts = (data.synthetic_trainval, data.synthetic_test, data.synthetic_seed)
-    ensure_voc(root, *counts, announce=lambda: print(f"generating the synthetic VOC tree in {root} "
-                                                     f"({counts[0]} trainval + {counts[1]} test)"))
+    if data.dataset == "synthetic":
+        from ssd_torch.data.synthetic import ensure_voc
+        root = Path(data.roots[0])
+        counts = (data.synthetic_trainval, data.synthetic_test, data.synthetic_seed)
+        ensure_voc(root, *counts, announce=lambda: print(f"generating the synthetic VOC tree in {root} "
+                                                         f"({counts[0]} trainval + {counts[1]} test)"))
+    check_data_roots(data)
+
+
+def user_data_root_overrides(roots: Sequence[str]) -> list[str]:
+    """The config overrides for data roots that a user names (``--data-root``): the user's own data, read as
+    VOC year folders (``data.dataset=voc``, ``data.roots``, ``data.val_roots`` = the first), never a target
+    for the synthetic generator, whatever the preset's kind. A synthetic tree given this way is read as the
+    VOC tree it is (its classes come from its stamp: ``ssd_torch.data.registry``)."""
+    roots = [str(r) for r in roots]
+    return ['data.dataset="voc"', f"data.roots={json.dumps(roots)}", f"data.val_roots={json.dumps(roots[:1])}"]
 
 
 def _class_hint(err: DatasetError, class_names: Sequence[str], held_out: bool) -> DatasetError:
@@ -132,33 +165,23 @@ def _class_hint(err: DatasetError, class_names: Sequence[str], held_out: bool) -
     return DatasetError(err.path, f"{err.reason}; this run's classes are {shown} (data.class_names): {fix}")
 
 
-def _voc(data: "DataConfig", held_out: bool, class_names: Sequence[str], transform: Any) -> Any:
-    from ssd_torch.data.voc import VOCDataset
-    roots, split = (data.val_roots, data.val_split) if held_out else (data.roots, data.train_split)
-    try:  # the held-out split keeps its difficult boxes: the VOC rule ignores detections on them
-        return VOCDataset(list(roots), split, class_names=tuple(class_names), transform=transform,
-                          keep_difficult=held_out or data.keep_difficult, skip_bad=data.skip_bad,
-                          keep_empty=data.keep_empty)
+def _open_split(data: "DataConfig", held_out: bool, class_names: Sequence[str], transform: Any) -> Any:
+    """One split through the registry; the held-out split keeps its difficult boxes (the VOC rule ignores
+    detections on them) and COCO crowd regions (ignore regions)."""
+    options = ReaderOptions(keep_difficult=held_out or data.keep_difficult, skip_bad=data.skip_bad,
+                            keep_empty=data.keep_empty,
+                            allow_outside_images=data.allow_outside_images)
+    try:
+        return dataset_kind(data.dataset).open(split_source(data, held_out), class_names, transform, options)
     except DatasetError as e:
         raise _class_hint(e, class_names, held_out) from None
-
-
-def _coco(data: "DataConfig", files: tuple[str, str], class_names: Sequence[str], transform: Any) -> Any:
-    from ssd_torch.data.coco import CocoDataset
-    annotations, images = files
-    return CocoDataset(images, annotations, transform=transform, class_names=tuple(class_names),
-                       skip_bad=data.skip_bad)
 
 
 def build_val_set(data: "DataConfig", class_names: Sequence[str], *, preprocess: Preprocess = IMAGENET) -> Any:
     """The held-out set (VOC: ``data.val_roots`` / ``val_split`` with difficult boxes kept; COCO: the val file,
     crowd regions kept as ignore regions) with the eval transform; ``class_names`` without background."""
     from ssd_torch.data.transforms import SSDEvalTransform
-    transform = SSDEvalTransform(preprocess=preprocess)
-    if data.dataset == "coco":
-        val = _coco(data, data.coco_files()[1], class_names, transform)
-    else:
-        val = _voc(data, True, class_names, transform)
+    val = _open_split(data, True, class_names, SSDEvalTransform(preprocess=preprocess))
     return val if data.max_val_images is None else FirstN(val, data.max_val_images)
 
 
@@ -168,11 +191,7 @@ def build_datasets(data: "DataConfig", class_names: Sequence[str], *,
     (:func:`resolve_class_names`, background not listed); both transforms apply the model's ``preprocess``. A
     synthetic tree must exist (:func:`ensure_synthetic`). Data naming a class outside the list is a
     ``DatasetError`` naming the file and the class."""
-    transform = build_train_transform(data.augment, preprocess)
-    if data.dataset == "coco":
-        train = _coco(data, data.coco_files()[0], class_names, transform)
-    else:
-        train = _voc(data, False, class_names, transform)
+    train = _open_split(data, False, class_names, build_train_transform(data.augment, preprocess))
     if data.max_train_images is not None:
         train = FirstN(train, data.max_train_images)
     return train, build_val_set(data, class_names, preprocess=preprocess)

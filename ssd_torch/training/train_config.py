@@ -45,7 +45,7 @@ from ssd_torch.modeling.model_config import PRESETS as MODEL_PRESETS
 from ssd_torch.modeling.model_config import VGG16_BASE
 from ssd_torch.modeling.postprocess_config import PostprocessConfig
 from ssd_torch.plain import plain
-from ssd_torch.training.datasets import AUGMENTATIONS, CLASS_NAMES_AUTO, DATASETS
+from ssd_torch.data.registry import AUGMENTATIONS, CLASS_NAMES_AUTO, DATASETS
 
 __all__ = ["DataConfig", "ModelSection", "OptimConfig", "ScheduleConfig", "LossConfig", "RuntimeConfig",
            "RunConfig", "TrainConfig", "PRESETS", "voc07", "coco", "demo", "resolve_config", "load_config_file",
@@ -112,6 +112,8 @@ class DataConfig(_Section):
         are kept as negatives (else they are bad data; COCO images without annotations are always kept); see
         ``loss.min_negatives`` for what such images contribute.
     skip_bad: skip (count and log) bad images instead of stopping with a one-line error.
+    allow_outside_images: COCO ``file_name`` entries may leave the image folder (absolute paths, ``../``); off by
+        default, so that an annotation file cannot make a run read any file on the machine.
     augment: ``"ssd"`` (the full SSD augmentation), ``"light"`` (photometric + flip, no zoom/crop) or ``"none"``.
     max_train_images / max_val_images: use only the first n images of a split (quick runs, tests).
     """
@@ -143,6 +145,7 @@ class DataConfig(_Section):
     train_images: str | None = None
     val_annotations: str | None = None
     val_images: str | None = None
+    allow_outside_images: bool = False
 
     def __post_init__(self) -> None:
         self._one_of("dataset", DATASETS)

@@ -75,7 +75,8 @@ def test_train_resume_refuses_code(tmp_path, capsys):
     from ssd_torch.cli.train import main
 
     path, marker = _evil_checkpoint(tmp_path)
-    code = main(["--preset", "demo", "--data-root", str(tmp_path / "synthetic"), "--output-dir",
+    code = main(["--preset", "demo", "--data-root", str(tmp_path / "synthetic"), "--set", 'data.dataset="synthetic"',
+                 "--output-dir",
                  str(tmp_path / "run"), "--resume", str(path), "--max-steps", "1", "--no-progress",
                  "--set", "data.synthetic_trainval=8", "--set", "data.synthetic_test=4",
                  "--set", "optim.batch_size=4", "--set", "data.num_workers=0"])

@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from data_fixtures import jpeg_bytes
+from ssd_torch.cli import synthetic as synthetic_cli
 from ssd_torch.data import synthetic
-from ssd_torch.data.coco import (CocoDataset, coco_class_names, coco_to_normalized, coco_to_voc_pixels,
+from ssd_torch.data.coco import (CocoDataset, coco_file_categories, coco_to_normalized, coco_to_voc_pixels,
                                  read_coco_file, voc_pixels_to_coco)
 from ssd_torch.data.synthetic import SYNTHETIC_CLASSES, generate_coco, generate_voc, is_complete_coco
 from ssd_torch.data.voc import DatasetError, VOCDataset, pixel_to_normalized
@@ -83,7 +84,7 @@ def test_conversion_round_trips(rows: list, real: list) -> None:
 def test_non_contiguous_ids_map_to_labels_in_id_order(tmp_path: Path) -> None:
     images_dir, path = write_coco(tmp_path, GOOD_IMAGES, GOOD_ANNS)
     ds = CocoDataset(images_dir, path)
-    assert ds.class_names == ("cat", "dog", "bird") == coco_class_names(path)
+    assert ds.class_names == ("cat", "dog", "bird") == coco_file_categories(path)
     assert ds.category_ids == (7, 12, 40) and ds.image_ids == ["3", "9"] and len(ds) == 2
     ann = ds.annotation(0)
     assert (ann.image_id, ann.width, ann.height) == ("3", 64, 48)
@@ -154,10 +155,10 @@ def _png_bytes(w: int, h: int) -> bytes:
 # case -> (images, annotations, image bytes, reason, path of the message: "json" or the image file name)
 BAD_CASES: dict[str, tuple] = {
     "missing image": (GOOD_IMAGES, GOOD_ANNS, {"9.jpg": b""}, "image file is missing \\(image id 9", "9.jpg"),
-    "unreadable jpeg": (GOOD_IMAGES, GOOD_ANNS, {"9.jpg": jpeg_bytes(64, 48)[:300]}, "corrupt image", "9.jpg"),
-    "not an image": (GOOD_IMAGES, GOOD_ANNS, {"9.jpg": b"hello"}, "corrupt image", "9.jpg"),
+    "unreadable jpeg": (GOOD_IMAGES, GOOD_ANNS, {"9.jpg": jpeg_bytes(64, 48)[:300]}, "cannot read image", "9.jpg"),
+    "not an image": (GOOD_IMAGES, GOOD_ANNS, {"9.jpg": b"hello"}, "cannot read image", "9.jpg"),
     "unreadable png": ([_img(3), {**_img(9), "file_name": "9.png"}], GOOD_ANNS,
-                       {"9.png": _png_bytes(64, 48)[:200]}, "corrupt image", "9.png"),
+                       {"9.png": _png_bytes(64, 48)[:200]}, "cannot read image", "9.png"),
     "box outside": (GOOD_IMAGES, GOOD_ANNS + [_ann(6, 9, 7, [40, 2, 25.5, 4])],
                     None, "annotation id 6 \\(image id 9\\): box .* lies outside the 64x48 image", "json"),
     "box outside negative": (GOOD_IMAGES, GOOD_ANNS + [_ann(6, 9, 7, [-1.5, 2, 5, 4])], None, "outside", "json"),
@@ -270,9 +271,9 @@ def test_corrupt_image_found_when_read_and_size_mismatch(tmp_path: Path) -> None
     data[sos + 2: len(data) - 2] = b"\xff" * (len(data) - sos - 4)  # markers intact: passes the cheap scan
     images_dir, path = write_coco(tmp_path, GOOD_IMAGES, GOOD_ANNS, image_bytes={"9.jpg": bytes(data)})
     ds = CocoDataset(images_dir, path)
-    with pytest.raises(DatasetError, match="9.jpg: unreadable or corrupt image"):
+    with pytest.raises(DatasetError, match="9.jpg: cannot read image"):
         ds[1]
-    with pytest.raises(DatasetError, match="corrupt image"):
+    with pytest.raises(DatasetError, match="cannot read image"):
         CocoDataset(images_dir, path, verify_images=True)
     lenient = CocoDataset(images_dir, path, skip_bad=True)
     assert torch.equal(lenient[1][0], lenient[0][0]) and len(lenient.skipped) == 1  # the next item stands in
@@ -350,12 +351,12 @@ def test_coco_writer_is_deterministic_and_safe(tmp_path: Path, both: tuple[Path,
     stamp = (again / "images" / "000000.jpg").stat().st_mtime_ns
     generate_coco(again, 5, 3, seed=4, category_ids=IDS, image_size=((90, 130), (70, 110)), difficult_prob=0.5)
     assert (again / "images" / "000000.jpg").stat().st_mtime_ns == stamp  # complete: nothing rewritten
-    with pytest.raises(DatasetError, match="refusing to write a synthetic COCO tree here"):
+    with pytest.raises(DatasetError, match="synthetic COCO tree generated with other parameters"):
         generate_coco(again, 5, 3, seed=5, category_ids=IDS)  # another tree's folder
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("my file")
-    with pytest.raises(DatasetError, match="refusing"):
+    with pytest.raises(DatasetError, match="not written by the synthetic generator"):
         generate_coco(foreign, 2, 1, seed=0)
     assert (foreign / "notes.txt").read_text() == "my file"
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]  # nothing written next to it
@@ -379,12 +380,12 @@ def test_coco_writer_resumes_an_interrupted_run(tmp_path: Path, monkeypatch: pyt
 
 def test_synthetic_cli_format_coco(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "c"
-    assert synthetic.main([str(root), "--trainval", "2", "--test", "1", "--seed", "1", "--format", "coco"]) == 0
+    assert synthetic_cli.main([str(root), "--trainval", "2", "--test", "1", "--seed", "1", "--format", "coco"]) == 0
     assert is_complete_coco(root, 2, 1, seed=1) and "synthetic COCO tree" in capsys.readouterr().out
-    assert synthetic.main([str(root), "--trainval", "3", "--test", "1", "--format", "coco"]) == 2
-    assert "refusing" in capsys.readouterr().err
+    assert synthetic_cli.main([str(root), "--trainval", "3", "--test", "1", "--format", "coco"]) == 2
+    assert "other parameters" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        synthetic.main([str(root), "--format", "coco", "--force"])
+        synthetic_cli.main([str(root), "--format", "coco", "--force"])
     with pytest.raises(ValueError, match="distinct"):
         generate_coco(tmp_path / "x", 1, 1, seed=0, category_ids=[1, 1, 2, 3, 4, 5])
     with pytest.raises(TypeError, match="unknown scene parameter"):

@@ -80,7 +80,7 @@ def test_unreadable_and_missing_files_name_the_file(tmp_path: Path) -> None:
     (tmp_path / "t.jpg").write_bytes(b"\xff\xd8\xff truncated")
     with pytest.raises(DatasetError, match=r"t\.jpg: cannot read image"):
         read_image(tmp_path / "t.jpg")
-    with pytest.raises(DatasetError, match="file not found"):
+    with pytest.raises(DatasetError, match="image file is missing"):
         read_image(tmp_path / "none.png")
 
 

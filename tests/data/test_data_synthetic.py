@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ssd_torch.cli import synthetic as synthetic_cli
 from ssd_torch.data import synthetic
 from ssd_torch.data.synthetic import SYNTHETIC_CLASSES, ensure_voc, generate_voc, is_complete
 from ssd_torch.data.voc import VOCDataset, parse_annotation, pixel_to_normalized
@@ -119,9 +120,27 @@ def test_invalid_counts() -> None:
         generate_voc("/nonexistent-never-written", 0, 0, seed=0)
 
 
+@pytest.mark.parametrize("args", [["--trainval", "0", "--test", "0"], ["--size", "0", "0"], ["--size", "64", "31"]])
+def test_cli_bad_arguments_are_one_line_before_anything_is_written(tmp_path: Path, capsys, args) -> None:
+    """Defects: ``--trainval 0 --test 0`` was a traceback; ``--size 0 0`` a traceback after a partial tree."""
+    assert synthetic_cli.main([str(tmp_path / "d"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nothing was written" in err and "Traceback" not in err
+    assert not (tmp_path / "d").exists()
+
+
+def test_data_module_has_no_command_line() -> None:
+    """The command line lives in ssd_torch.cli.synthetic: the data layer does not import the cli layer."""
+    import subprocess
+    import sys
+    code = ("import sys, ssd_torch.data.synthetic as s; assert not hasattr(s, 'main'); "
+            "assert 'ssd_torch.cli' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root = tmp_path / "VOC2007"
-    assert synthetic.main([str(root), "--trainval", "3", "--test", "1", "--seed", "2"]) == 0
+    assert synthetic_cli.main([str(root), "--trainval", "3", "--test", "1", "--seed", "2"]) == 0
     assert is_complete(root, 3, 1, seed=2) and "trainval 3" in capsys.readouterr().out
 
 
@@ -194,7 +213,30 @@ def test_empty_folder_is_used(tmp_path: Path) -> None:
 def test_cli_refusal_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root = tmp_path / "realvoc"
     before = _users_voc_tree(root)
-    assert synthetic.main([str(root), "--trainval", "3", "--test", "1", "--force"]) == 2
+    assert synthetic_cli.main([str(root), "--trainval", "3", "--test", "1", "--force"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "realvoc" in err and "Traceback" not in err
     assert _snapshot(root) == before
+
+
+@pytest.mark.parametrize("fmt", ["voc", "coco"])
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"\xff\xfe"])
+def test_one_stamp_protocol_an_unreadable_stamp_is_refused_in_both_formats(tmp_path: Path, fmt: str,
+                                                                           content: bytes) -> None:
+    """Defect: the VOC and COCO trees had two stamp protocols, with opposite behaviour on an unreadable stamp
+    (VOC refused; COCO wrote into the folder when its in-progress stamp matched)."""
+    from ssd_torch.data.synthetic import COCO_STAMP, STAMP, generate_coco
+
+    root = tmp_path / "tree"
+    generate = generate_voc if fmt == "voc" else generate_coco
+    generate(root, 2, 1, seed=0)
+    stamp = root / (STAMP if fmt == "voc" else COCO_STAMP)
+    params = stamp.read_text()
+    (root / stamp.name.replace(".json", ".partial.json")).write_text(params)  # an interrupted run's stamp
+    stamp.write_bytes(content)
+    before = _snapshot(root)
+    with pytest.raises(DatasetError, match="unreadable synthetic-tree stamp"):
+        generate(root, 2, 1, seed=0)
+    assert _snapshot(root) == before
+    check = is_complete if fmt == "voc" else synthetic.is_complete_coco
+    assert not check(root, 2, 1, seed=0)

@@ -149,8 +149,8 @@ def _corrupt_middle_jpeg() -> bytes:
 
 
 BAD_CASES = {
-    "truncated jpeg": (dict(jpeg=_truncated_jpeg()), "corrupt image", "JPEGImages/bad.jpg"),
-    "not an image": (dict(jpeg=b"hello, not a jpeg"), "corrupt image", "JPEGImages/bad.jpg"),
+    "truncated jpeg": (dict(jpeg=_truncated_jpeg()), "cannot read image", "JPEGImages/bad.jpg"),
+    "not an image": (dict(jpeg=b"hello, not a jpeg"), "cannot read image", "JPEGImages/bad.jpg"),
     "broken xml": (dict(xml="<annotation><size><width>64</wid"), "malformed XML", "Annotations/bad.xml"),
     "unknown class": (dict(objects=[("unicorn", (2, 2, 20, 20), False)]), "unknown class name 'unicorn'",
                       "Annotations/bad.xml"),
@@ -237,10 +237,10 @@ def test_corrupt_image_found_when_read(tmp_path: Path) -> None:
     add_item(root, "bad", GOOD, jpeg=_corrupt_middle_jpeg())
     ds = VOCDataset(root, "trainval")  # the cheap scan passes this one
     assert len(ds) == 2
-    with pytest.raises(DatasetError, match="corrupt image") as info:
+    with pytest.raises(DatasetError, match="cannot read image") as info:
         ds[1]
     assert str(root / "JPEGImages" / "bad.jpg") in str(info.value)
-    with pytest.raises(DatasetError, match="corrupt image"):
+    with pytest.raises(DatasetError, match="cannot read image"):
         VOCDataset(root, "trainval", verify_images=True)  # the full scan finds it up front
     lenient = VOCDataset(root, "trainval", skip_bad=True)
     image, target = lenient[1]  # the next readable item stands in
@@ -259,18 +259,18 @@ def test_png_content_passes_the_cheap_scan_and_a_truncated_png_does_not(tmp_path
 
     from PIL import Image
 
-    from ssd_torch.data import voc
+    from ssd_torch.data import images
 
     buf = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(buf, format="PNG")
     root = make_root(tmp_path)
     add_item(root, "png", GOOD, jpeg=buf.getvalue())
     with monkeypatch.context() as m:
-        m.setattr(voc, "_decode_image", lambda path: pytest.fail(f"the scan decoded {path}"))
+        m.setattr(images, "read_image", lambda path, **kw: pytest.fail(f"the scan decoded {path}"))
         VOCDataset(root, "trainval")
     assert VOCDataset(root, "trainval")[0][0].shape == (3, 300, 300)
     add_item(root, "cut", GOOD, jpeg=buf.getvalue()[: len(buf.getvalue()) // 2])
-    with pytest.raises(DatasetError, match="cut.jpg: unreadable or corrupt image"):
+    with pytest.raises(DatasetError, match="cut.jpg: cannot read image"):
         VOCDataset(root, "trainval")
 
 
@@ -287,7 +287,7 @@ def test_worker_error_names_the_file(tmp_path: Path) -> None:
     add_item(root, "bad", GOOD, jpeg=_corrupt_middle_jpeg())
     loader = torch.utils.data.DataLoader(VOCDataset(root, "trainval"), batch_size=1, num_workers=1,
                                          collate_fn=collate_detection)
-    with pytest.raises(DatasetError, match="bad.jpg: unreadable or corrupt image"):
+    with pytest.raises(DatasetError, match="bad.jpg: cannot read image"):
         next(iter(loader))
 
 

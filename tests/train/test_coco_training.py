@@ -13,6 +13,7 @@ import torch
 
 from ssd_torch.cli import eval as eval_cli
 from ssd_torch.cli import report, train
+from ssd_torch.cli import synthetic as synthetic_cli
 from ssd_torch.data import synthetic
 from ssd_torch.data.synthetic import SYNTHETIC_CLASSES
 from ssd_torch.evaluation.visualize import read_csv_rows
@@ -36,8 +37,9 @@ def test_voc_and_coco_formats_train_identical_weights_then_eval_report(tmp_path,
     iscrowd) give the same data order and the same training targets, so two steps give bit-identical weights;
     the periodic evaluation is each format's own metric, and the COCO run's VOC mAP equals the VOC run's."""
     voc_run, coco_run, coco_root = tmp_path / "voc_run", tmp_path / "coco_run", tmp_path / "syn_coco"
-    assert synthetic.main([str(coco_root), "--trainval", "8", "--test", "4", "--format", "coco"]) == 0
-    assert train.main([*QUICK, "--data-root", str(tmp_path / "syn"), "--output-dir", str(voc_run),
+    assert synthetic_cli.main([str(coco_root), "--trainval", "8", "--test", "4", "--format", "coco"]) == 0
+    assert train.main([*QUICK, "--data-root", str(tmp_path / "syn"), "--set", 'data.dataset="synthetic"',
+                       "--output-dir", str(voc_run),
                        "--set", "data.synthetic_trainval=8", "--set", "data.synthetic_test=4"]) == 0
     assert train.main([*QUICK, "--data-format", "coco", *_coco_args(coco_root), "--output-dir", str(coco_run)]) == 0
     out = capsys.readouterr().out

@@ -20,7 +20,8 @@ def test_quick_demo_then_resume(tmp_path, capsys):
     data, run = tmp_path / "syn", tmp_path / "run"
     run.mkdir()
     (run / "earlier.txt").write_text("a previous demo run")
-    assert demo.main(["--quick", "--data-root", str(data), "--output-dir", str(run),
+    assert demo.main(["--quick", "--data-root", str(data), "--set", "data.dataset=\"synthetic\"",
+                      "--output-dir", str(run),
                       "--set", "run.tensorboard=false"]) == 0
     out = capsys.readouterr().out
     assert "VOC07 11-point AP" in out and "mAP" in out
@@ -80,7 +81,8 @@ def test_compiled_run_checkpoints_plain_weights_and_resumes_uncompiled(tmp_path,
     """``runtime.compile=true`` (torch.compile, inductor on the CPU): the checkpoint holds the plain module's
     keys (no ``_orig_mod.`` prefix), loads for inference, and a plain (uncompiled) run resumes from it."""
     data, run = tmp_path / "syn", tmp_path / "run"
-    assert demo.main(["--quick", "--data-root", str(data), "--output-dir", str(run), "--set", "run.tensorboard=false",
+    assert demo.main(["--quick", "--data-root", str(data), "--set", "data.dataset=\"synthetic\"",
+                      "--output-dir", str(run), "--set", "run.tensorboard=false",
                       "--set", "runtime.compile=true"]) == 0
     assert "mAP" in capsys.readouterr().out
     ckpt = read_checkpoint(run / "checkpoints" / "last.pt")

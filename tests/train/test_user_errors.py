@@ -47,3 +47,17 @@ def test_vgg16_refuses_to_train_without_backbone_weights(tmp_path, capsys):
     for word in ("model.backbone_weights", "torchvision:IMAGENET1K_FEATURES", "vgg16_reducedfc.pth", "none"):
         assert word in line, line
     assert not (tmp_path / "run").exists()
+
+
+def test_a_data_root_is_the_users_data_never_a_folder_to_fill(tmp_path, capsys):
+    """Reproduces: ``--preset demo --data-root MISTYPED`` filled the mistyped path with generated shapes and
+    trained on them, and a real VOC folder given to the demo preset was refused as "not synthetic output"."""
+    base = ["--preset", "demo", "--output-dir", str(tmp_path / "run"), "--max-steps", "1", "--no-progress",
+            "--batch-size", "4", "--workers", "0", "--set", "run.tensorboard=false"]
+    line = _error(capsys, [*base, "--data-root", str(tmp_path / "VOC2O07")])
+    assert str(tmp_path / "VOC2O07") in line and "does not exist" in line
+    assert not (tmp_path / "VOC2O07").exists() and not (tmp_path / "run").exists()
+    # a real VOC year folder (here one the generator wrote earlier, read as any VOC folder) is trained on
+    voc = generate_voc(tmp_path / "VOC2007", 8, 4, seed=0)
+    assert train.main([*base, "--data-root", str(voc)]) == 0
+    assert '"dataset": "voc"' in (tmp_path / "run" / "config.json").read_text()

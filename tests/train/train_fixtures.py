@@ -83,9 +83,11 @@ def make_trainer(cfg: ModelConfig, dataset, *, batch: int, accumulation: int = 1
 def tiny_run_args(data, run, *extra: str, trainval: int = 8, test: int = 4, steps: int = 1,
                   batch: int = 4) -> list[str]:
     """``ssd-train`` flags for a seconds-long CPU run of the demo preset on a tiny synthetic tree at ``data``
-    (generated on first use): ``steps`` optimizer steps of ``batch`` images, the final evaluation on ``test``
+    (generated on first use: ``data.dataset=synthetic`` asks for it):
+    ``steps`` optimizer steps of ``batch`` images, the final evaluation on ``test``
     images."""
-    return ["--preset", "demo", "--data-root", str(data), "--output-dir", str(run), "--batch-size", str(batch),
+    return ["--preset", "demo", "--data-root", str(data), "--set", 'data.dataset="synthetic"',
+            "--output-dir", str(run), "--batch-size", str(batch),
             "--max-steps", str(steps), "--workers", "0", "--no-progress",
             "--set", f"data.synthetic_trainval={trainval}", "--set", f"data.synthetic_test={test}",
             "--set", "schedule.warmup_iterations=0", "--set", "run.log_every=1", "--set", "run.tensorboard=false",
