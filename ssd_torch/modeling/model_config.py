@@ -2,7 +2,7 @@
 
 The config is the single description of a network that checkpoints store (``to_dict`` / ``from_dict``);
 ``ssd_torch.modeling.model.model_from_config`` is the one place that unpacks it into ``SSD300``'s keyword arguments.
-Both presets share the seed's prior layout (``reference.priors.SSD300``: maps 38/19/10/5/3/1 at 300x300,
+Both presets share the contract's prior layout (``reference.priors.SSD300``: maps 38/19/10/5/3/1 at 300x300,
 4/6/6/6/4/4 boxes per cell, 8732 priors); they differ only in channel widths and normalisation.
 """
 from __future__ import annotations
