@@ -56,11 +56,11 @@ class ModelConfig:
     head_bias_prior: if set, the initial softmax probability of background at every prior (conf biases
         initialised so that softmax gives it; e.g. 0.99). None: zero biases, as ssd.pytorch.
     preprocess: the input convention the weights expect (``ssd_torch.data.preprocess``); every consumer reads
-        it from here. A checkpoint written before the field existed loads with the default (ImageNet RGB).
+        it from here. A ``model_config`` without it reads as the default (ImageNet RGB).
     variances: the box coder's ``(v0, v1)`` (docs/CONTRACT.md "Encoding"): the loss encodes its targets and
-        every inference path decodes with these, so they travel with the weights. torchvision's
-        ``BoxCoder(weights=(10, 10, 5, 5))`` is ``(0.1, 0.2)``. A checkpoint written before the field existed
-        loads with the default ``(0.1, 0.2)``, the only values such a run could decode with.
+        the one inference path decodes with these, so they travel with the weights. torchvision's
+        ``BoxCoder(weights=(10, 10, 5, 5))`` is ``(0.1, 0.2)``. A ``model_config`` without them reads as
+        ``(0.1, 0.2)``.
     """
 
     name: str

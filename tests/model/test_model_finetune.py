@@ -108,8 +108,7 @@ def test_other_boxes_per_cell_reinitialises_the_heads(tmp_path: Path) -> None:
 
 
 def test_kept_loc_heads_bring_their_variances(tmp_path: Path) -> None:
-    # reproduces: the loc heads were copied but the run kept its own box-coder variances, so the copied
-    # regression outputs were decoded (and trained) with another scale than the one they learned
+    # reproduces: copied loc heads decoded (and trained) with the run's variances, not the ones they learned
     path, _, _ = _slim_checkpoint(tmp_path / "src.pt", ["background", "a"], seed=6, variances=(0.2, 0.3))
     cfg = ssd300_slim(num_classes=2)
     new_cfg, report = init_from_checkpoint(model_from_config(cfg), cfg, ["background", "a"], path)
