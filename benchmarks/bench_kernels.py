@@ -173,7 +173,7 @@ def torchvision_match(gt: torch.Tensor, labels: torch.Tensor, counts: torch.Tens
 def bench_matcher(cfg: BenchConfig) -> list[dict]:
     """All matchers on B = cfg.match_batch images, G in cfg.match_gts (only torchvision and the reference loop
     over images)."""
-    from kernels.interop import match_batch_numba
+    from kernels.interop import ValueChecks, match_batch_numba
     from ssd_torch.matching import match_batch
 
     priors = ssd300_priors(cfg.device)
@@ -188,7 +188,7 @@ def bench_matcher(cfg: BenchConfig) -> list[dict]:
             ("torch-vectorised", lambda: match_batch(gt, labels, counts, priors, backend="torch",
                                                      validate=False), False),
             (numba_name, lambda: match_batch_numba(gt, labels, counts, priors, 0.5, VARIANCES,
-                                                   check_values=False), False),
+                                                   value_checks=ValueChecks.NEVER), False),
         ]
         if cfg.device.type == "cuda":
             impls.append(("numba cuda, launches only", cuda_match_launches(gt, labels, counts, priors), False))
@@ -248,7 +248,7 @@ def reference_nms_groups(boxes: torch.Tensor, scores: torch.Tensor, counts: torc
 
 def bench_nms(cfg: BenchConfig) -> list[dict]:
     """NMS alone on the candidates that post-processing would feed it (B in cfg.post_batches)."""
-    from kernels.interop import nms_keep_numba
+    from kernels.interop import ValueChecks, nms_keep_numba
     from ssd_torch.nms import nms_keep_torch, select_candidates
 
     priors = ssd300_priors(cfg.device)
@@ -262,7 +262,7 @@ def bench_nms(cfg: BenchConfig) -> list[dict]:
             ("torchvision batched_nms", torchvision_batched_nms(cand.boxes, cand.scores, cand.counts), True),
             ("torch-vectorised", lambda: nms_keep_torch(cand.boxes, cand.counts, 0.45), False),
             (f"numba {cfg.device.type}", lambda: nms_keep_numba(cand.boxes, cand.counts, 0.45,
-                                                                check_values=False), False),
+                                                                value_checks=ValueChecks.NEVER), False),
         ]
         if cfg.device.type == "cuda":
             impls.append(("numba cuda, launch only", cuda_nms_launch(cand.boxes, cand.counts), False))

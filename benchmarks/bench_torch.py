@@ -28,13 +28,14 @@ import torch
 
 import reference.loss as ref_loss
 import reference.nms as ref_nms
+from reference.priors import SSD300
 from benchmarks.common import Timing, cpu_ms, format_table, ms, ratio, time_call, time_interleaved, write_results
 from ssd_torch.backend import numba_usable
 from ssd_torch.boxes import cxcywh_to_xyxy
 from ssd_torch.loss import MultiBoxLoss, multibox_loss_from_targets
 from ssd_torch.matching import match_batch
 from ssd_torch.nms import postprocess
-from ssd_torch.priors import SSD300, default_boxes
+from ssd_torch.priors import default_boxes
 
 IMAGE_SIZE = 300
 

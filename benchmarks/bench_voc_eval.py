@@ -43,7 +43,7 @@ def _subset(d: dict, n: int) -> dict:
     return dict(list(d.items())[:n])
 
 
-def _identical(a: "fast.VocResult", b: "fast.VocResult") -> bool:
+def _identical(a: "ref.VocResult", b: "ref.VocResult") -> bool:
     same = lambda x, y: x == y or (math.isnan(x) and math.isnan(y))  # noqa: E731
     return a.npos == b.npos and all(same(a.ap[c], b.ap[c]) for c in b.ap) and same(a.mAP, b.mAP)
 

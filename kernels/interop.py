@@ -9,10 +9,10 @@
 Input rules (a wrong input raises ``TypeError``/``ValueError`` naming the argument, never a silent result):
 float tensors must be float32; integer tensors may be any integer dtype (int64 is used as is, others are
 converted to int64 — a copy); non-contiguous tensors are copied with ``.contiguous()``; all tensors must sit
-on one device. Value checks that need the data itself run for CPU tensors only by default
-(``check_values=None``): on CUDA they would need a host synchronisation, so they are opt-in there
-(``check_values=True``), and ``False`` turns them off (``ssd_torch.matching.match_batch`` passes ``False``: it
-validated already, or was told not to). The ground truth is checked by the reference's one validator,
+on one device. Checks that read the values themselves follow :class:`ValueChecks` (``value_checks=``): by default
+they run for CPU tensors only (``ValueChecks.CPU_ONLY``), because on CUDA they need a host synchronisation;
+``ALWAYS`` runs them on CUDA too, and ``NEVER`` skips them (``ssd_torch.matching.match_batch`` passes ``NEVER``:
+it validated already, or was told not to). The ground truth is checked by the reference's one validator,
 ``reference.matching.check_padded_ground_truth`` (docs/CONTRACT.md "Matching" step 6), and the variances by
 ``reference.coding.check_variances``; the kernels clamp counts to their valid range so that an unchecked bad
 count can never read out of bounds.
@@ -20,7 +20,8 @@ count can never read out of bounds.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Optional, Sequence
+import enum
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -30,7 +31,7 @@ from reference.matching import check_padded_ground_truth
 from . import matching as _matching
 from . import nms as _nms
 
-__all__ = ["match_batch_numba", "nms_keep_numba", "cuda_available"]
+__all__ = ["ValueChecks", "match_batch_numba", "nms_keep_numba", "cuda_available"]
 
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
@@ -48,6 +49,29 @@ def cuda_available() -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- validation
+class ValueChecks(enum.Enum):
+    """Whether an entry point reads its inputs' values to check them (counts in range, valid ground truth).
+
+    Shape, dtype and device checks always run; these are the checks that need the data itself.
+    """
+
+    CPU_ONLY = "cpu_only"  #: check CPU tensors; skip on CUDA, where reading the values syncs the host
+    ALWAYS = "always"  #: check on every device (a host synchronisation on CUDA)
+    NEVER = "never"  #: check nothing: the caller validated already, or chose not to
+
+    def run_on(self, device: torch.device) -> bool:
+        """True when the value checks run for tensors on ``device``."""
+        return self is ValueChecks.ALWAYS or (self is ValueChecks.CPU_ONLY and device.type == "cpu")
+
+
+def _value_checks(value_checks: object) -> ValueChecks:
+    """``value_checks`` itself when it is a :class:`ValueChecks`, else a TypeError naming the members."""
+    if not isinstance(value_checks, ValueChecks):
+        raise TypeError(f"value_checks must be a kernels.interop.ValueChecks "
+                        f"({', '.join(m.name for m in ValueChecks)}), got {value_checks!r}")
+    return value_checks
+
+
 def _float_arg(t: object, name: str, shape_doc: str, ndim: int) -> torch.Tensor:
     """``t`` as a contiguous float32 tensor of ``ndim`` dims with a last axis of 4, else TypeError/ValueError."""
     if not isinstance(t, torch.Tensor):
@@ -116,14 +140,14 @@ def _device_view(t: torch.Tensor) -> Any:
 def match_batch_numba(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: torch.Tensor,
                       priors: torch.Tensor, iou_threshold: float = 0.5,
                       variances: Sequence[float] = (0.1, 0.2), *,
-                      check_values: Optional[bool] = None) -> tuple[torch.Tensor, torch.Tensor]:
+                      value_checks: ValueChecks = ValueChecks.CPU_ONLY) -> tuple[torch.Tensor, torch.Tensor]:
     """Match + encode a padded batch (docs/CONTRACT.md "Matching", "Encoding") with the numba kernels.
 
     gt_boxes ``Tensor[B, G, 4]`` float32 xyxy normalised, gt_labels ``Tensor[B, G]`` int (1..C-1), counts
     ``Tensor[B]`` int (gts ``g >= counts[b]`` are padding), priors ``Tensor[P, 4]`` float32 cxcywh
     normalised, all on one device (CPU -> CPU twin, CUDA -> CUDA kernels on the current stream).
     Returns ``labels Tensor[B, P]`` int64 (0 = background) and ``loc_targets Tensor[B, P, 4]`` float32
-    (0 for background priors), on that device. ``check_values`` (None = CPU only): see the module docstring.
+    (0 for background priors), on that device. ``value_checks``: :class:`ValueChecks`.
     """
     gt_boxes = _float_arg(gt_boxes, "gt_boxes", "[B, G, 4]", 3)
     priors = _float_arg(priors, "priors", "[P, 4]", 2)
@@ -134,7 +158,7 @@ def match_batch_numba(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: t
     if num_priors == 0:
         raise ValueError("priors must hold at least one prior, got shape [0, 4]")
     v0, v1 = check_variances(variances)
-    if check_values if check_values is not None else device.type == "cpu":
+    if _value_checks(value_checks).run_on(device):
         check_padded_ground_truth(gt_boxes.cpu(), gt_labels.cpu(), counts.cpu())  # docs/CONTRACT.md step 6
     if num_images == 0 or max_gt == 0:  # G = 0: every prior is background, loc targets 0
         return (torch.zeros((num_images, num_priors), dtype=torch.int64, device=device),
@@ -162,13 +186,14 @@ def _match_cuda(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: torch.T
 
 # ---------------------------------------------------------------------------------------------- NMS
 def nms_keep_numba(boxes: torch.Tensor, counts: torch.Tensor, iou_threshold: float = 0.45, *,
-                   check_values: Optional[bool] = None) -> torch.Tensor:
+                   value_checks: ValueChecks = ValueChecks.CPU_ONLY) -> torch.Tensor:
     """Greedy NMS of every (image, class) at once (docs/CONTRACT.md "NMS and post-processing").
 
     boxes ``Tensor[B, C, K, 4]`` float32 xyxy, each (image, class) already sorted by score descending
     (stable); counts ``Tensor[B, C]`` int, entries ``k >= counts[b, c]`` are padding. Returns
     ``keep Tensor[B, C, K]`` bool on the same device: True for the survivors (strict ``IoU > t`` suppresses,
     only kept boxes suppress), False for suppressed boxes and padding. The CUDA path needs ``K <= 448``.
+    ``value_checks`` (counts in ``[0, K]``): :class:`ValueChecks`.
     """
     boxes = _float_arg(boxes, "boxes", "[B, C, K, 4]", 4)
     num_images, num_classes, k_max = boxes.shape[0], boxes.shape[1], boxes.shape[2]
@@ -177,7 +202,7 @@ def nms_keep_numba(boxes: torch.Tensor, counts: torch.Tensor, iou_threshold: flo
     if device.type == "cuda" and k_max > _nms.MAX_K:
         raise ValueError(f"the CUDA NMS kernel handles at most K = {_nms.MAX_K} candidates per (image, class), "
                          f"got K = {k_max}; cut to the top_k first")
-    if check_values if check_values is not None else device.type == "cpu":
+    if _value_checks(value_checks).run_on(device):
         _check_counts(counts, k_max, "counts")
     if boxes.numel() == 0:
         return torch.zeros((num_images, num_classes, k_max), dtype=torch.bool, device=device)

@@ -5,7 +5,7 @@ aspect ratios").
 (row i, then column j), and inside a cell ``(s_k, s_k)``, ``(s'_k, s'_k)`` with ``s'_k = sqrt(s_k * s_{k+1})``,
 then for each extra aspect ratio ``ar``: ``(s_k*sqrt(ar), s_k/sqrt(ar))``, ``(s_k/sqrt(ar), s_k*sqrt(ar))``.
 
-Presets: ``SSD300`` (the seed's layout: the paper's linear scales, centres ``(j + 0.5) / f_k``) and one per peer
+Presets: ``SSD300`` (the contract's layout: the paper's linear scales, centres ``(j + 0.5) / f_k``) and one per peer
 whose trained weights ``ssd-import`` reads, each equal to that peer's own generator: ``SSD_PYTORCH_VOC``
 (ssd.pytorch ``data/config.py`` ``voc`` + ``layers/functions/prior_box.py`` ``PriorBox``), ``LUFFICC_VOC``
 (lufficc/SSD ``ssd/config/defaults.py`` ``MODEL.PRIORS`` + ``ssd/modeling/anchors/prior_box.py``; the same
@@ -38,7 +38,7 @@ class PriorSpec:
     feature_maps: side ``f_k`` of each square feature map, e.g. (38, 19, 10, 5, 3, 1).
     scales: ``s_1 .. s_m`` plus the extra final scale used only for ``s'_m`` (len = maps + 1; SSD300: last = 1.0).
     aspect_ratios: extra aspect ratios per map (each ``ar`` gives two boxes: ``ar`` and ``1/ar``).
-    clip: clamp to [0, 1] (the seed's table lists the unclipped sizes).
+    clip: clamp to [0, 1] (docs/CONTRACT.md "Default boxes": some unclipped sizes exceed 1).
     clip_centres: with ``clip``, whether the clamp covers ``cx, cy`` too (True: ``cx, cy, w, h``, as
         ssd.pytorch's and lufficc's ``PriorBox``) or only ``w, h`` (False: torchvision's ``DefaultBoxGenerator``,
         whose 10x10 map has centres up to 9.5 / 9.375 = 1.0133). Ignored without ``clip``.
@@ -89,7 +89,7 @@ class PriorSpec:
             _positive("image_size", (self.image_size,), integral=True)
 
 
-#: The seed's SSD300 layout (docs/CONTRACT.md): 8732 priors, centres ``(j + 0.5) / f_k``.
+#: The SSD300 layout of docs/CONTRACT.md "Default boxes": 8732 priors, centres ``(j + 0.5) / f_k``.
 SSD300 = PriorSpec(
     feature_maps=(38, 19, 10, 5, 3, 1),
     scales=(0.1, 0.2, 0.375, 0.55, 0.725, 0.9, 1.0),

@@ -15,7 +15,7 @@ from reference.coding import DECODE_CLAMP, check_variances
 
 from .boxes import cxcywh_to_xyxy
 
-__all__ = ["DECODE_CLAMP", "encode", "encode_planes", "decode"]
+__all__ = ["encode", "encode_planes", "decode"]
 
 
 def _check_pair(x: torch.Tensor, priors: torch.Tensor, name: str) -> None:

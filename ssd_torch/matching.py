@@ -87,11 +87,12 @@ def _match_numba(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, counts: torch.
     """Delegate to the numba kernels, which never validate again: :func:`match_batch` checked the values
     already (``validate=True``) or was told not to (``validate=False``: no host sync on CUDA)."""
     try:  # imported lazily, as in ssd_torch.nms: the torch path never loads numba
-        from kernels.interop import match_batch_numba
+        from kernels.interop import ValueChecks, match_batch_numba
     except ImportError as exc:  # also raised when kernels.interop exists but lacks the function
         raise ImportError(f"backend='numba' needs kernels.interop.match_batch_numba, which failed to import: "
                           f"{exc}") from exc
-    return match_batch_numba(gt_boxes, gt_labels, counts, priors, iou_threshold, variances, check_values=False)
+    return match_batch_numba(gt_boxes, gt_labels, counts, priors, iou_threshold, variances,
+                             value_checks=ValueChecks.NEVER)
 
 
 # Padded gt rows are replaced by this box, far outside every normalised prior: its IoU with any prior is exactly

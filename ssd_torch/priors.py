@@ -1,9 +1,9 @@
 """Default boxes (priors) of SSD300 on any device (docs/CONTRACT.md "Default boxes"; SSD paper §2.2).
 
 The torch twin of ``reference.priors.default_boxes``: the layout comes from a ``reference.priors.PriorSpec``
-(the presets ``SSD300``, ``SSD_PYTORCH_VOC``, ``LUFFICC_VOC``, ``TORCHVISION_COCO`` live there and are
-re-exported here, never copied). Boxes are ``cxcywh`` normalised, ordered by feature map, then cells row-major
-(row i, column j), then the per-cell order of docs/CONTRACT.md.
+(the presets ``SSD300``, ``SSD_PYTORCH_VOC``, ``LUFFICC_VOC``, ``TORCHVISION_COCO`` and ``PRESETS`` live
+there, as do ``boxes_per_cell`` and ``num_priors``). Boxes are ``cxcywh`` normalised, ordered by feature map,
+then cells row-major (row i, column j), then the per-cell order of docs/CONTRACT.md.
 """
 from __future__ import annotations
 
@@ -11,11 +11,9 @@ import math
 
 import torch
 
-from reference.priors import (LUFFICC_VOC, PRESETS, SSD300, SSD_PYTORCH_VOC, TORCHVISION_COCO, PriorSpec,
-                              boxes_per_cell, num_priors)
+from reference.priors import SSD300, PriorSpec
 
-__all__ = ["PriorSpec", "SSD300", "SSD_PYTORCH_VOC", "LUFFICC_VOC", "TORCHVISION_COCO", "PRESETS", "default_boxes",
-           "boxes_per_cell", "num_priors"]
+__all__ = ["default_boxes"]
 
 
 def _cell_sizes(s_k: float, s_next: float, aspect_ratios: tuple) -> list[tuple[float, float]]:

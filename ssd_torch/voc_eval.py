@@ -27,7 +27,7 @@ import numpy as np
 
 from reference.voc_eval import VocResult, pixel_boxes, summarize_tp_fp, voc_ap
 
-__all__ = ["evaluate_voc", "VocResult", "voc_ap", "match_detections"]
+__all__ = ["evaluate_voc", "match_detections"]
 
 
 def _as_array(x: Any, dtype: Any) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Data pipeline (ARCHITECTURE.md "Data contract"): VOC and COCO readers, synthetic generator (VOC and COCO
+"""Data pipeline (docs/CONTRACT.md "Conventions", "Pixel boxes"): VOC and COCO readers, synthetic generator (VOC and COCO
 format), SSD augmentation and padded batches. Submodules: ``voc``, ``coco``, ``synthetic``, ``transforms``,
 ``collate``, ``images`` (the one image decoder), ``registry`` (the dataset kinds), ``fingerprint``."""
 from .collate import Batch, collate_detection

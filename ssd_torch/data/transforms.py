@@ -18,10 +18,10 @@ with a float source ``box``) and pasted onto a mean-filled S x S canvas. The pho
 ranges: brightness [0.875, 1.125], contrast/saturation [0.5, 1.5], hue +-0.05 turn, channel permutation, each
 with p = 0.5, contrast before or after the colour steps) is one composed 3x4 colour matrix applied by PIL in C
 to that pasted patch only, so the fill keeps the mean colour as in the paper's order. Hue is a rotation in YIQ
-space (a linear approximation of the HSV hue shift). ``build_v2_train_transform`` keeps the pure-v2 chain for
-comparison. The min-IoU rule differs from ssd.pytorch's (whose ``overlap.min() < min_iou and max_iou <
-overlap.max()`` test never rejects) and follows Caffe/torchvision: a crop is accepted when some box with its
-centre inside has IoU >= the option; an image without boxes takes any crop.
+space (a linear approximation of the HSV hue shift). The min-IoU rule differs from ssd.pytorch's (whose
+``overlap.min() < min_iou and max_iou < overlap.max()`` test never rejects) and follows Caffe/torchvision: a
+crop is accepted when some box with its centre inside has IoU >= the option; an image without boxes takes any
+crop.
 
 All randomness comes from torch's RNG (``generator`` or, by default, the global one that ``DataLoader`` seeds
 per worker), so a run is reproducible from its seeds; no ``random``/NumPy RNG is used.
@@ -40,7 +40,7 @@ from .preprocess import IMAGENET, Preprocess
 
 __all__ = [
     "CROP_OPTIONS", "SSDTrainTransform", "SSDEvalTransform", "sample_zoom_out", "sample_iou_crop",
-    "photometric_matrix", "build_v2_train_transform",
+    "photometric_matrix",
 ]
 
 #: ssd.pytorch's sample options: ``None`` = keep the whole image, a float = min IoU, ``-inf`` = any crop.
@@ -268,33 +268,3 @@ class SSDTrainTransform:
         ok = ((b[:, 2] - b[:, 0]) * self.size >= self.min_size) & ((b[:, 3] - b[:, 1]) * self.size >= self.min_size)
         return self.preprocess.to_tensor(out), b[ok].contiguous(), lab[ok]
 
-
-def build_v2_train_transform(size: int = 300, preprocess: Preprocess = IMAGENET):
-    """The same augmentation as a pure ``torchvision.transforms.v2`` chain (slower; kept for comparison).
-
-    Returns a callable with the :class:`SSDTrainTransform` signature. Note RandomIoUCrop's quirks: it must be
-    followed by SanitizeBoundingBoxes (it only zeroes dropped boxes), and its option ``1.0`` means "keep".
-    """
-    from torchvision import tv_tensors
-    from torchvision.transforms import v2
-
-    if preprocess.channel_order != "RGB":
-        raise ValueError("the torchvision v2 chain is kept for comparison with RGB models only")
-    fill = list(preprocess.neutral_pixel())
-    scale = preprocess.pixel_scale
-    chain = v2.Compose([
-        v2.RandomPhotometricDistort(p=0.5), v2.RandomZoomOut(fill=fill, side_range=(1.0, 4.0), p=0.5),
-        v2.RandomIoUCrop(), v2.RandomHorizontalFlip(0.5), v2.Resize((size, size)),
-        v2.SanitizeBoundingBoxes(min_size=1.0), v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True),
-        v2.Lambda(lambda x: x * scale), v2.Normalize(list(preprocess.mean), list(preprocess.std)),
-    ])
-
-    def transform(image: Image.Image, boxes: BoxesLike, labels: BoxesLike):
-        b, lab = _as_targets(boxes, labels)
-        w, h = image.size
-        px = tv_tensors.BoundingBoxes(b * torch.tensor([w, h, w, h]), format="XYXY", canvas_size=(h, w))
-        out = chain({"image": image.convert("RGB"), "boxes": px, "labels": lab})
-        nb = out["boxes"].as_subclass(torch.Tensor) / float(size)
-        return out["image"].as_subclass(torch.Tensor), nb.clamp(0.0, 1.0), out["labels"]
-
-    return transform

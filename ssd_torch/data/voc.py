@@ -1,4 +1,4 @@
-"""PASCAL VOC reader (ARCHITECTURE.md "Data contract"): XML annotations, ImageSets splits, 07+12 concatenation.
+"""PASCAL VOC reader (docs/CONTRACT.md "Conventions", "Pixel boxes"): XML annotations, ImageSets splits, 07+12 concatenation.
 
 A *root* is one year folder (``.../VOCdevkit/VOC2007``) holding ``Annotations/``, ``ImageSets/Main/`` and
 ``JPEGImages/``. Boxes in an :class:`Annotation` are **pixels as in the XML** (1-based, inclusive); the training
@@ -95,7 +95,7 @@ class Annotation(NamedTuple):
 def pixel_to_normalized(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
     """VOC pixel boxes ``[G, 4]`` (1-based, inclusive) -> xyxy normalised ``[G, 4]`` (float64).
 
-    ``((xmin - 1) / W, (ymin - 1) / H, xmax / W, ymax / H)`` (ARCHITECTURE.md "Data contract"); not clamped.
+    ``((xmin - 1) / W, (ymin - 1) / H, xmax / W, ymax / H)`` (docs/CONTRACT.md "Pixel boxes"); not clamped.
     """
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     scale = np.array([width, height, width, height], dtype=np.float64)

@@ -4,7 +4,7 @@
 (``ds[i] -> (image[3,300,300], target)``,
 ``ds.annotation(i) -> Annotation(image_id, width, height, ...)``) into the evaluator's detection dict, with
 boxes converted from xyxy normalised to VOC pixels (1-based, inclusive: ``x_min_px = x * W + 1``,
-``x_max_px = x * W``, the inverse of ARCHITECTURE.md "Data contract"). ``evaluate_detections`` scores them with
+``x_max_px = x * W``, the inverse of docs/CONTRACT.md "Pixel boxes"). ``evaluate_detections`` scores them with
 ``ssd_torch.voc_eval.evaluate_voc`` (the fast twin) when it exists, else ``reference.voc_eval.evaluate_voc``.
 """
 from __future__ import annotations

@@ -9,7 +9,8 @@ classes the source lacks keep the model's fresh initialisation. Unlike ``--resum
 optimizer, schedule, data position, RNG), only weights are taken, and the run starts at step 0.
 
 The returned ``ModelConfig`` adopts what the copied weights need: the source's input convention always (the
-backbone was trained on it) and its priors whenever a head is kept (the heads learned offsets from those priors).
+backbone was trained on it) and, whenever the heads are kept, its priors and box-coder variances (the loc heads
+learned offsets from those priors, scaled by those variances: docs/CONTRACT.md "Encoding").
 """
 from __future__ import annotations
 
@@ -120,7 +121,7 @@ def _copy_rows(model: nn.Module, src: Mapping[str, Tensor], rows: dict[int, int]
 def _adopted(model_cfg: ModelConfig, src_cfg: ModelConfig, heads_kept: bool) -> tuple[ModelConfig, list[str]]:
     changes = {"preprocess": src_cfg.preprocess}
     if heads_kept:
-        changes["prior_spec"] = src_cfg.prior_spec
+        changes.update(prior_spec=src_cfg.prior_spec, variances=src_cfg.variances)
     notes = [f"{field} of the source" + (" (unchanged)" if getattr(model_cfg, field) == value else
                                           f" (was {_short(getattr(model_cfg, field))})")
              + f": {_short(value)}" for field, value in changes.items()]
@@ -130,6 +131,8 @@ def _adopted(model_cfg: ModelConfig, src_cfg: ModelConfig, heads_kept: bool) -> 
 def _short(value: object) -> str:
     if hasattr(value, "describe"):
         return value.describe()  # a Preprocess
+    if isinstance(value, tuple):
+        return str(value)  # variances
     spec = value
     return f"scales {list(spec.scales)}, steps {list(spec.steps) if spec.steps else 'none'}, clip {spec.clip}" + (
         "" if spec.clip_centres or not spec.clip else " (w, h only)")

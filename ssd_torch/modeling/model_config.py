@@ -2,7 +2,7 @@
 
 The config is the single description of a network that checkpoints store (``to_dict`` / ``from_dict``);
 ``ssd_torch.modeling.model.model_from_config`` is the one place that unpacks it into ``SSD300``'s keyword arguments.
-Both presets share the seed's prior layout (``reference.priors.SSD300``: maps 38/19/10/5/3/1 at 300x300,
+Both presets share the contract's prior layout (``reference.priors.SSD300``: maps 38/19/10/5/3/1 at 300x300,
 4/6/6/6/4/4 boxes per cell, 8732 priors); they differ only in channel widths and normalisation.
 """
 from __future__ import annotations
@@ -56,11 +56,11 @@ class ModelConfig:
     head_bias_prior: if set, the initial softmax probability of background at every prior (conf biases
         initialised so that softmax gives it; e.g. 0.99). None: zero biases, as ssd.pytorch.
     preprocess: the input convention the weights expect (``ssd_torch.data.preprocess``); every consumer reads
-        it from here. A checkpoint written before the field existed loads with the default (ImageNet RGB).
+        it from here. A ``model_config`` without it reads as the default (ImageNet RGB).
     variances: the box coder's ``(v0, v1)`` (docs/CONTRACT.md "Encoding"): the loss encodes its targets and
-        every inference path decodes with these, so they travel with the weights. torchvision's
-        ``BoxCoder(weights=(10, 10, 5, 5))`` is ``(0.1, 0.2)``. A checkpoint written before the field existed
-        loads with the default ``(0.1, 0.2)``, the only values such a run could decode with.
+        the one inference path decodes with these, so they travel with the weights. torchvision's
+        ``BoxCoder(weights=(10, 10, 5, 5))`` is ``(0.1, 0.2)``. A ``model_config`` without them reads as
+        ``(0.1, 0.2)``.
     """
 
     name: str

@@ -22,7 +22,7 @@ from ssd_torch.modeling.model_config import ModelConfig
 from ssd_torch.modeling.postprocess_config import PostprocessConfig
 from ssd_torch.modeling.weights import mismatch_problems
 
-__all__ = ["Predictor", "PostprocessConfig", "config_and_classes", "postprocess_of", "check_state_dict",
+__all__ = ["Predictor", "config_and_classes", "postprocess_of", "check_state_dict",
            "load_predictor"]
 
 

@@ -60,8 +60,8 @@ def build_model(section: "ModelSection", class_names: Sequence[str], *, resumed:
     model = model_from_config(cfg)
     if resumed is not None:
         adopted = {"preprocess": resumed.preprocess}
-        if section.init_from is not None:
-            adopted["prior_spec"] = resumed.prior_spec
+        if section.init_from is not None:  # what init_from_checkpoint adopted from its source
+            adopted.update(prior_spec=resumed.prior_spec, variances=resumed.variances)
         return BuiltModel(model, dataclasses.replace(cfg, **adopted),
                           "resuming: the starting weights are not loaded again (the checkpoint holds every weight); "
                           f"input: {resumed.preprocess.describe()}")

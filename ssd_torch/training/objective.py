@@ -2,7 +2,7 @@
 (``LossConfig``) the same way for ``ssd-train`` and for the training benchmark (``benchmarks/bench_gpu_train``).
 
 ``match_fn(boxes[B,G,4] xyxy normalised, labels[B,G], counts[B]) -> (labels[B,P], loc_targets[B,P,4])``
-(docs/CONTRACT.md "Matching", "Coding"); ``loss_fn(loc[B,P,4], conf[B,P,C], labels, loc_targets) -> LossParts``
+(docs/CONTRACT.md "Matching", "Encoding"); ``loss_fn(loc[B,P,4], conf[B,P,C], labels, loc_targets) -> LossParts``
 divided by max(N, 1) (docs/CONTRACT.md "Loss"; ``loss.min_negatives`` hard negatives for an image without
 positives, 0 = the paper's rule). ``step.train_step`` takes both.
 """

@@ -14,7 +14,7 @@ from ssd_torch.data.transforms import _GRAY as _LUMA
 from ssd_torch.data.transforms import _hue_rotation
 from ssd_torch.data.preprocess import CAFFE_BGR, IMAGENET, IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from ssd_torch.data.transforms import (CROP_OPTIONS, SSDEvalTransform, SSDTrainTransform,
-                                       build_v2_train_transform, photometric_matrix, sample_iou_crop)
+                                       photometric_matrix, sample_iou_crop)
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
@@ -242,11 +242,3 @@ def test_photometric_matrix_rules() -> None:
                            generator=gen)
     grey = float(_LUMA @ np.array([50.0, 100.0, 150.0]))
     np.testing.assert_allclose(m[:, :3] @ np.full(3, grey) + m[:, 3], np.full(3, grey), atol=1e-9)
-
-
-def test_v2_chain_contract() -> None:
-    img = Image.fromarray(np.random.default_rng(3).integers(0, 256, (100, 140, 3), dtype=np.uint8))
-    boxes = torch.tensor([[0.1, 0.1, 0.7, 0.8], [0.4, 0.3, 0.9, 0.6]])
-    torch.manual_seed(0)
-    out, b, lab = build_v2_train_transform()(img, boxes, torch.tensor([1, 2]))
-    assert out.shape == (3, 300, 300) and b.shape == (lab.shape[0], 4) and bool(((b >= 0) & (b <= 1)).all())

@@ -24,7 +24,7 @@ def _same(a: float, b: float) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
 
 
-def _assert_equal(got: "fast.VocResult", want: "fast.VocResult") -> None:
+def _assert_equal(got: "ref.VocResult", want: "ref.VocResult") -> None:
     assert got.npos == want.npos
     assert got.ap.keys() == want.ap.keys()
     for c in want.ap:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from kernels.interop import match_batch_numba, nms_keep_numba
+from kernels.interop import ValueChecks, match_batch_numba, nms_keep_numba
 from kernels.nms import MAX_K, nms_batched_cuda
 
 
@@ -72,6 +72,34 @@ def test_cuda_nms_launcher_rejects_more_than_max_k_candidates() -> None:
     boxes = np.zeros((1, 1, MAX_K + 1, 4), np.float32)  # checked before any device work, so no GPU needed
     with pytest.raises(ValueError, match=f"at most K = {MAX_K}"):
         nms_batched_cuda(boxes, np.zeros((1, 1), np.int64), 0.45, np.zeros((1, 1, MAX_K + 1), np.uint8))
+
+
+@pytest.mark.parametrize("checks, cpu, cuda", [(ValueChecks.CPU_ONLY, True, False), (ValueChecks.ALWAYS, True, True),
+                                               (ValueChecks.NEVER, False, False)])
+def test_value_checks_say_where_the_checks_run(checks: ValueChecks, cpu: bool, cuda: bool) -> None:
+    assert (checks.run_on(torch.device("cpu")), checks.run_on(torch.device("cuda", 0))) == (cpu, cuda)
+
+
+def test_never_skips_the_value_checks_and_the_kernels_clamp_the_counts() -> None:
+    # counts 3 > G = 2 is refused by default; NEVER reads nothing, and the kernel treats it as G = 2
+    with pytest.raises(ValueError, match="outside"):
+        match_batch_numba(**{**_match_args(), "counts": torch.tensor([3])})
+    labels, _ = match_batch_numba(**{**_match_args(), "counts": torch.tensor([3])}, value_checks=ValueChecks.NEVER)
+    expected, _ = match_batch_numba(**_match_args())
+    assert torch.equal(labels, expected)
+    boxes = torch.tensor([0.1, 0.1, 0.5, 0.5]).expand(1, 1, 2, 4)
+    keep = nms_keep_numba(boxes, torch.tensor([[5]]), 0.45, value_checks=ValueChecks.NEVER)
+    assert keep.tolist() == [[[True, False]]]  # two identical boxes: the first suppresses the second
+
+
+@pytest.mark.parametrize("call", [
+    lambda bad: match_batch_numba(**_match_args(), value_checks=bad),
+    lambda bad: nms_keep_numba(torch.zeros(1, 1, 2, 4), torch.tensor([[2]]), 0.45, value_checks=bad),
+], ids=["match", "nms"])
+@pytest.mark.parametrize("bad", [False, None, "never"])
+def test_value_checks_must_be_the_enum(call, bad: object) -> None:
+    with pytest.raises(TypeError, match="value_checks must be a kernels.interop.ValueChecks"):
+        call(bad)
 
 
 def _literal(text: str) -> str:

@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 
 from reference.priors import PRESETS as PRIOR_PRESETS
 from reference.priors import SSD300, PriorSpec, boxes_per_cell
+from ssd_torch.data.preprocess import IMAGENET
 from ssd_torch.modeling.model_config import PRESETS, ModelConfig, ssd300_slim, ssd300_vgg16
 
 
-def test_presets_share_the_seed_geometry() -> None:
+def test_presets_share_the_ssd300_geometry() -> None:
     for make in PRESETS.values():
         cfg = make()
         assert cfg.prior_spec == SSD300
@@ -42,6 +43,7 @@ def _configs() -> st.SearchStrategy[ModelConfig]:
         batch_norm=st.booleans(),
         strided_stem=st.booleans(),
         head_bias_prior=st.none() | st.floats(0.01, 0.999),
+        variances=st.tuples(st.floats(0.01, 2.0), st.floats(0.01, 2.0)),
     )
 
 
@@ -81,6 +83,9 @@ def test_from_dict_rejects_unknown_and_missing_keys() -> None:
     ({"extra_channels": ((8, 8), (8, 8), (8, 8), (8,))}, "extra_channels"),
     ({"head_bias_prior": 1.0}, "head_bias_prior"),
     ({"l2norm_scale": 0.0}, "l2norm_scale"),
+    ({"variances": (0.1, 0.0)}, "variances"),
+    ({"variances": (0.1,)}, "variances"),
+    ({"variances": "0.1 0.2"}, "variances"),
 ])
 def test_invalid_configs_raise_naming_the_field(change: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -101,9 +106,11 @@ def test_config_is_frozen_and_hashable() -> None:
     assert hash(cfg) == hash(ModelConfig.from_dict(cfg.to_dict()))
 
 
-def test_checkpoint_config_without_clip_centres_loads_with_the_old_meaning() -> None:
-    """Checkpoints written before PriorSpec.clip_centres existed clamp all four coordinates, as then."""
+def test_a_model_config_without_optional_keys_reads_as_their_defaults() -> None:
+    """docs/CONTRACT.md "Encoding": no ``variances`` reads as (0.1, 0.2); likewise no ``preprocess`` is ImageNet
+    RGB and no ``prior_spec.clip_centres`` clamps all four coordinates."""
     d = ssd300_vgg16().to_dict()
-    assert d["prior_spec"]["clip_centres"] is True
-    del d["prior_spec"]["clip_centres"]
-    assert ModelConfig.from_dict(d) == ssd300_vgg16()
+    assert d["variances"] == [0.1, 0.2] and d["prior_spec"]["clip_centres"] is True
+    del d["prior_spec"]["clip_centres"], d["variances"], d["preprocess"]
+    cfg = ModelConfig.from_dict(d)
+    assert cfg == ssd300_vgg16() and cfg.variances == (0.1, 0.2) and cfg.preprocess == IMAGENET

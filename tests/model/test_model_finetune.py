@@ -107,6 +107,24 @@ def test_other_boxes_per_cell_reinitialises_the_heads(tmp_path: Path) -> None:
     assert new_cfg.prior_spec == cfg.prior_spec  # the heads were not kept: our priors stay
 
 
+def test_kept_loc_heads_bring_their_variances(tmp_path: Path) -> None:
+    # reproduces: copied loc heads decoded (and trained) with the run's variances, not the ones they learned
+    path, _, _ = _slim_checkpoint(tmp_path / "src.pt", ["background", "a"], seed=6, variances=(0.2, 0.3))
+    cfg = ssd300_slim(num_classes=2)
+    new_cfg, report = init_from_checkpoint(model_from_config(cfg), cfg, ["background", "a"], path)
+    assert new_cfg.variances == (0.2, 0.3)
+    assert "variances of the source (was (0.1, 0.2)): (0.2, 0.3)" in report.text()
+
+
+def test_reinitialised_loc_heads_keep_the_runs_variances(tmp_path: Path) -> None:
+    spec = dataclasses.replace(SSD300, aspect_ratios=((2,),) * 6)  # 4 boxes per cell: the loc heads do not fit
+    path, _, _ = _slim_checkpoint(tmp_path / "src.pt", ["background", "a"], seed=7, prior_spec=spec,
+                                  head_boxes=(4,) * 6, variances=(0.2, 0.3))
+    cfg = ssd300_slim(num_classes=2)
+    new_cfg, report = init_from_checkpoint(model_from_config(cfg), cfg, ["background", "a"], path)
+    assert new_cfg.variances == (0.1, 0.2) and "variances" not in report.text()
+
+
 def test_another_network_is_refused_with_the_keys(tmp_path: Path) -> None:
     path, _, _ = _slim_checkpoint(tmp_path / "src.pt", ["background", "a"], seed=5)
     model = model_from_config(ssd300_slim(num_classes=2, batch_norm=False))

@@ -120,8 +120,9 @@ def _ssd_pytorch_input(rgb: np.ndarray) -> np.ndarray:
 
 
 def test_reduced_fc_input_convention_is_what_ssd_pytorch_feeds_it() -> None:
-    """The defect: vgg16_reducedfc.pth was fed RGB [0, 1] with the ImageNet mean/std. ssd.pytorch (and lufficc,
-    and torchvision's IMAGENET1K_FEATURES port of the same weights) feed it 0-255 RGB minus (123, 117, 104)."""
+    """ssd.pytorch (and lufficc, and torchvision's IMAGENET1K_FEATURES port of the same weights) feed
+    vgg16_reducedfc.pth 0-255 RGB minus (123, 117, 104): CAFFE_RGB exactly, TORCHVISION_SSD within 2e-3."""
+    # reproduces: the reduced-fc weights were fed RGB [0, 1] with the ImageNet mean/std
     rgb = np.array([[[200, 100, 50], [0, 255, 17]]], dtype=np.uint8)  # 1 x 2 pixels
     ours = CAFFE_RGB.to_tensor(Image.fromarray(rgb)).permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(ours[0, 0], [77.0, -17.0, -54.0])  # 200 - 123, 100 - 117, 50 - 104
@@ -270,8 +271,9 @@ def test_imagenet1k_v1_from_the_hub_cache(vgg_model: SSD300, hub: Path, vgg_feat
 def test_imagenet1k_features_keeps_fc6_fc7_at_init(how: str, vgg_model: SSD300, hub: Path,
                                                    vgg_features: dict[str, torch.Tensor],
                                                    torchvision_shapes: dict[str, tuple[int, ...]]) -> None:
-    """The defect: torchvision's IMAGENET1K_FEATURES file (classifier filled with NaN) read as a local file was
-    decimated into NaN fc6/fc7. Now: conv1_1 .. conv5_3 loaded, fc6/fc7 left at init, Caffe-mean RGB input."""
+    """torchvision's IMAGENET1K_FEATURES file (classifier filled with NaN), from the hub or a local path:
+    conv1_1 .. conv5_3 loaded, fc6/fc7 left at their (finite) initialisation, Caffe-mean RGB input."""
+    # reproduces: that file read as a local path was decimated into NaN fc6/fc7
     path = hub / "vgg16_features-amdegroot-88682ab5.pth"
     torch.save({**vgg_features, **_classifier("nan", torchvision_shapes)}, path)
     before = _snapshot(vgg_model)

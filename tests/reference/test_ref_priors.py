@@ -1,4 +1,4 @@
-"""reference.priors: the seed's counts and scale table, prior order, the peers' stride layouts (ssd.pytorch and
+"""reference.priors: the SSD300 counts and scale table, prior order, the peers' stride layouts (ssd.pytorch and
 lufficc against their PriorBox formula, hand-computed cells), clip semantics, spec validation."""
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ def test_counts() -> None:
         assert default_boxes(spec).shape == (8732, 4) and num_priors(spec) == 8732
 
 
-def test_seed_scale_table_third_map() -> None:
-    """The issue's "k=2, ar=2 -> w≈0.53, h≈0.265": 0.53 = 0.375·√2, so the seed's k is 0-based and k=2 is the
-    third map (10x10, s = 0.375). Its first cell starts at prior 5776 + 2166 = 7942."""
+def test_scale_table_third_map() -> None:
+    """docs/CONTRACT.md "Default boxes": k is 0-based, so k = 2 is the third map (10x10, s = 0.375) and its ar = 2
+    box is 0.375·√2 = 0.53 by 0.265. Its first cell starts at prior 5776 + 2166 = 7942."""
     cell = default_boxes(UNCLIPPED)[OFFSETS[2]:OFFSETS[2] + 6]
     np.testing.assert_allclose(cell[:, :2], 0.05)  # centre of cell (0, 0) of a 10x10 map
     np.testing.assert_allclose(cell[0, 2:], [0.375, 0.375])
@@ -39,14 +39,24 @@ def test_seed_scale_table_third_map() -> None:
     np.testing.assert_allclose(cell[5, 2:], [0.2165, 0.6495], atol=1e-4)
 
 
-def test_seed_scale_table_last_map_unclipped_and_clipped() -> None:
-    """docs/CONTRACT.md "k=5, ar=2: w=1.27": the sixth map (1x1, s = 0.9), 0.9·√2 = 1.2728, unclipped."""
+def test_scale_table_last_map_unclipped_and_clipped() -> None:
+    """The sixth map (1x1, s = 0.9): its ar = 2 box is 0.9·√2 = 1.2728 wide unclipped, 1.0 clipped."""
     last = default_boxes(UNCLIPPED)[OFFSETS[5]:]
     np.testing.assert_allclose(last[:, :2], 0.5)
     np.testing.assert_allclose(last[:, 2:], [[0.9, 0.9], [0.9487, 0.9487], [1.2728, 0.6364], [0.6364, 1.2728]],
                                atol=1e-4)  # the extra box is sqrt(0.9 · s_7 = 1.0)
     clipped = default_boxes(SSD300)[OFFSETS[5]:]
     np.testing.assert_allclose(clipped[2:, 2:], [[1.0, 0.6364], [0.6364, 1.0]], atol=1e-4)
+
+
+def test_contract_unclipped_widths_above_one() -> None:
+    """docs/CONTRACT.md "Default boxes" names the unclipped ar = 2 widths above 1, by hand: the 3x3 map (k = 4,
+    s = 0.725) 0.725 · 1.41421356 = 1.02530483, the 1x1 map (k = 5, s = 0.9) 0.9 · 1.41421356 = 1.27279221."""
+    d = default_boxes(UNCLIPPED)
+    assert d[OFFSETS[4] + 2, 2] == pytest.approx(1.02530483, abs=1e-8)  # cell (0, 0), third box: ar = 2
+    assert d[OFFSETS[5] + 2, 2] == pytest.approx(1.27279221, abs=1e-8)
+    assert (d[OFFSETS[4]:OFFSETS[5], 2] > 1.0).sum() == 9  # one ar = 2 box per cell of the 3x3 map
+    assert default_boxes(SSD300)[OFFSETS[4] + 2, 2] == 1.0
 
 
 def test_first_map_order_row_major() -> None:

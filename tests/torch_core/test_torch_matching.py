@@ -39,8 +39,11 @@ def test_float64_equals_reference(batch: tuple, t: float, pad_value: float) -> N
     np.testing.assert_allclose(ours_t.numpy(), ref_t, rtol=1e-12, atol=1e-12)
 
 
-def _compare_float32(boxes: list, labels: list, extra: int, priors32: torch.Tensor) -> None:
-    """float32 torch vs float64 reference on the float32 values, exact away from float32 near-ties."""
+def _compare_float32(boxes: list, labels: list, extra: int, priors32: torch.Tensor, max_exempt: float) -> None:
+    """float32 torch vs float64 reference on the float32 values, exact away from float32 near-ties. At most a
+    ``max_exempt`` fraction of an image's priors may be exempt, so the comparison cannot pass vacuously (the
+    caps sit well above the worst fractions a targeted hypothesis search found: 12.5 % of the 88 small-layout
+    priors, 1.4 % of SSD300's 8732)."""
     priors = priors32.double().numpy()  # the exact values the float32 run sees
     gt, lab, counts = pad_batch(boxes, labels, extra)
     ours_l, ours_t = match_batch(gt, lab, counts, priors32)
@@ -48,19 +51,20 @@ def _compare_float32(boxes: list, labels: list, extra: int, priors32: torch.Tens
     ref_l, ref_t = _reference_batch(boxes, labels, priors, 0.5)
     for i, b in enumerate(boxes):
         sure = ~float32_ambiguous_priors(b, priors, 0.5)
+        assert 1.0 - sure.mean() <= max_exempt, f"image {i}: {(~sure).sum()} of {sure.size} priors exempt"
         np.testing.assert_array_equal(ours_l[i].numpy()[sure], ref_l[i][sure])
         np.testing.assert_allclose(ours_t[i].numpy()[sure], ref_t[i][sure], rtol=1e-4, atol=2e-4)
 
 
 @given(padded_batch_st())
 def test_float32_matches_reference(batch: tuple) -> None:
-    _compare_float32(*batch, SMALL32)
+    _compare_float32(*batch, SMALL32, max_exempt=0.25)
 
 
 @settings(max_examples=8)
 @given(padded_batch_st(max_images=3, max_gt=20))
 def test_float32_matches_reference_ssd300(batch: tuple) -> None:
-    _compare_float32(*batch, SSD300_32)
+    _compare_float32(*batch, SSD300_32, max_exempt=0.05)
 
 
 @given(gt_boxes_st(max_gt=8), st.sampled_from(["small", "ssd300"]), st.booleans())

@@ -35,7 +35,7 @@ def test_float32_is_rounded_reference(name: str) -> None:
 def test_ssd300_count_and_first_cell() -> None:
     pri = default_boxes(rp.SSD300, dtype=torch.float64)
     assert pri.shape == (8732, 4)
-    s, s_next = 0.1, 0.2  # first map of the seed layout: 4 boxes per cell, centre (0.5/38, 0.5/38)
+    s, s_next = 0.1, 0.2  # first map of the SSD300 layout: 4 boxes per cell, centre (0.5/38, 0.5/38)
     r = 2 ** 0.5
     expected = [[0.5 / 38, 0.5 / 38, w, h] for w, h in
                 [(s, s), ((s * s_next) ** 0.5,) * 2, (s * r, s / r), (s / r, s * r)]]
