@@ -177,7 +177,7 @@ def test_score_floor() -> None:
 
 
 def test_near_tied() -> None:
-    assert near_tied(-1.0, -1.0 - 2 ** -20) and not near_tied(-1.0, -1.0 - 2 ** -16)
+    assert near_tied(-1.0, -1.0 - 2 ** -17) and not near_tied(-1.0, -1.0 - 2 ** -15)
     assert near_tied(0.0, -1e-60) and not near_tied(0.0, -1e-30)  # float32 underflow: 1 - p < 2^-126
     assert not near_tied(-math.inf, -math.inf)
 

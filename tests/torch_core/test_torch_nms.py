@@ -146,7 +146,9 @@ def test_empty_and_limits() -> None:
     conf = torch.randn(1, P, 3)
     det = postprocess(torch.zeros(1, P, 4), conf, PRI64.float(), score_threshold=0.0, max_detections=5)[0]
     assert len(det.scores) == 5 and bool((det.scores[:-1] >= det.scores[1:]).all())
-    assert len(postprocess(torch.zeros(1, P, 4), conf, PRI64.float(), max_detections=0)[0].scores) == 0
+    for name in ("max_detections", "top_k"):  # ints >= 1 or None (the reference's check_limit)
+        with pytest.raises(ValueError, match=f"{name} must be an int >= 1 or None"):
+            postprocess(torch.zeros(1, P, 4), conf, PRI64.float(), **{name: 0})
 
 
 @given(st.integers(1, 4), st.integers(1, 40), st.integers(0, 2**31 - 1))
