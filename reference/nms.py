@@ -22,15 +22,19 @@ from .coding import decode
 from .matching import float32_iou_tolerance
 
 __all__ = ["nms", "softmax", "log_scores", "score_floor", "check_limit", "postprocess", "FLOAT32_LOGP_RTOL",
-           "FLOAT32_LOGP_ATOL", "near_tied", "ExpectedDetections", "float32_ambiguous_detections"]
+           "FLOAT32_LOGP_ATOL", "KEY_RTOL", "KEY_ATOL", "near_tied", "ExpectedDetections", "float32_ambiguous_detections"]
 
-#: How far a float32 ranking key may sit from the float64 one: relative, 128 float32 ulps. The rounding of
-#: ``d = x - m`` moves ``exp(d)`` by up to ``|d| / 2`` ulps relative, and ``d`` reaches -87 before ``exp``
-#: underflows (measured: up to 66 ulps, at |d| ~ 87, any C); then the sum and ``log1p``. Plus absolute:
-#: float32's smallest normal; below it ``exp`` underflows to subnormals or 0 (``1 - p < 2^-126`` gives
-#: ``logp = 0`` in float32).
+#: How far a float32 ranking key (``ssd_torch.nms.class_log_scores`` on float32 logits, e.g. in an ONNX graph)
+#: may sit from the float64 one: relative, 128 float32 ulps (the rounding of ``d = x - m`` moves ``exp(d)`` by up
+#: to ``|d| / 2`` ulps relative, and ``d`` reaches -87 before ``exp`` underflows; measured up to 66 ulps), plus
+#: absolute, float32's smallest normal: below it ``exp`` underflows (``1 - p < 2^-126`` gives ``logp = 0``).
 FLOAT32_LOGP_RTOL = 2.0 ** -17
 FLOAT32_LOGP_ATOL = 2.0 ** -126
+#: The fast paths compute the key in float64 from the float32 logits (docs/CONTRACT.md "Ranking key"): their
+#: keys differ from this module's by the rounding of another float64 library (measured: <= 3 ulps, C <= 81;
+#: bound 64 ulps) plus float64's smallest normal (``exp`` underflows past logit gaps of 708).
+KEY_RTOL = 2.0 ** -46
+KEY_ATOL = 2.0 ** -1021
 #: Decoded float32 box corners carry a few roundings (``cx + t v0 w``, ``w exp(.)``, ``cx -/+ w / 2``) and start
 #: from float32 priors: a few times ``reference.matching.FLOAT32_COORD_TOL`` per corner at magnitude 1.
 DECODED_COORD_ROUNDINGS = 4.0
@@ -142,12 +146,13 @@ def postprocess(loc: np.ndarray, conf: np.ndarray, priors: np.ndarray,
 
 # ---------------------------------------------------------------------------------------------- float32 near-ties
 def near_tied(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Whether float64 keys ``a`` and ``b`` (broadcast) may compare equal, or the other way, in float32:
-    ``|a - b| <= 2 (RTOL max(|a|, |b|) + ATOL)`` (each side may be off by the bound; docs/CONTRACT.md
-    "Ranking key"). Infinite keys (``score_floor(0)``) tie with nothing."""
+    """Whether float64 keys ``a`` and ``b`` (broadcast) may compare equal, or the other way, in a fast path:
+    ``|a - b| <= 2 (KEY_RTOL max(|a|, |b|) + KEY_ATOL)`` (each side may be off by the bound; docs/CONTRACT.md
+    "Ranking key"). Infinite keys (``score_floor(0)``) tie with nothing. Equal keys count as near-tied here;
+    the NMS analysis leaves them out (equal logit rows give equal float32 keys and the same stable order)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     with np.errstate(invalid="ignore"):
-        bound = 2.0 * (FLOAT32_LOGP_RTOL * np.maximum(np.abs(a), np.abs(b)) + FLOAT32_LOGP_ATOL)
+        bound = 2.0 * (KEY_RTOL * np.maximum(np.abs(a), np.abs(b)) + KEY_ATOL)
         return np.abs(a - b) <= bound
 
 
@@ -200,7 +205,8 @@ def _nms_states(boxes: np.ndarray, keys: np.ndarray, open_: np.ndarray, t: float
     iou = box_iou(boxes, boxes)
     scale = DECODED_COORD_ROUNDINGS * max(1.0, float(np.max(np.abs(boxes), initial=0.0)))
     tol = scale * float32_iou_tolerance(boxes, boxes)
-    tie = near_tied(keys[:, None], keys[None, :]) & ~np.eye(n, dtype=bool)
+    # equal float64 keys come from equal logit rows, which give equal float32 keys: the same stable order
+    tie = near_tied(keys[:, None], keys[None, :]) & (keys[:, None] != keys[None, :])
     surely_over, maybe_over = iou > t + tol, iou > t - tol
     state = np.ones(n, dtype=np.int64)
     before = np.tri(n, k=-1, dtype=bool).T  # before[i, j]: i ranked before j

@@ -43,7 +43,7 @@ class Detections(NamedTuple):
 
 class Candidates(NamedTuple):
     """Key-sorted NMS candidates per (image, class c = 1..C-1): ``boxes[B, C-1, K, 4]`` xyxy,
-    ``scores[B, C-1, K]`` their ranking keys ``logp`` (:func:`class_log_scores`; ``-inf`` in padding),
+    ``scores[B, C-1, K]`` float64, their ranking keys ``logp`` (:func:`class_log_scores`; ``-inf`` in padding),
     ``counts[B, C-1]`` (slots ``>= counts`` are padding). K <= top_k."""
 
     boxes: torch.Tensor
@@ -164,7 +164,8 @@ def select_candidates(loc: torch.Tensor, conf: torch.Tensor, priors: torch.Tenso
     """Decode + ranking keys + per-class strict threshold + stable top-k, for all images and classes at once.
 
     loc ``[B, P, 4]`` offsets, conf ``[B, P, C]`` logits, priors ``[P, 4]`` cxcywh. Boxes are decoded, clamped
-    to [0, 1] with ``clip_boxes`` and gathered per (image, class). Computed in at least float32.
+    to [0, 1] with ``clip_boxes`` and gathered per (image, class), in at least float32; the keys
+    (``Candidates.scores``) are float64.
     K = min(top_k, the largest count) (``top_k`` None: no cap). ``strategy`` (``"auto"``, ``"dense"``,
     ``"compact"``) only picks how the identical selection is computed: auto uses the candidate list when there
     are fewer candidates than output slots.
@@ -173,11 +174,13 @@ def select_candidates(loc: torch.Tensor, conf: torch.Tensor, priors: torch.Tenso
         raise ValueError(f"unknown candidate strategy {strategy!r}")
     top_k = check_limit("top_k", top_k)
     dtype = torch.promote_types(conf.dtype, torch.float32)
-    keys = class_log_scores(conf.to(dtype))
+    # Keys in float64 from the given logits: float32 keys tie where exp underflows (1 - p < 2^-126, logit gaps
+    # > 87, which a confident model reaches; docs/CONTRACT.md "Ranking key"); float64 ones only past gaps of 708.
+    keys = class_log_scores(conf.to(torch.float64))
     boxes = decode(loc.to(dtype), priors.to(device=loc.device, dtype=dtype), variances)
     boxes = boxes.clamp(0.0, 1.0) if clip_boxes else boxes
     b, p, c = conf.shape
-    passing = keys[:, :, 1:] > key_floor(score_threshold, dtype)  # [B, P, C-1]; strict; False for NaN
+    passing = keys[:, :, 1:] > key_floor(score_threshold, keys.dtype)  # [B, P, C-1]; strict; False for NaN
     per_row = passing.sum(dim=1)  # [B, C-1]
     counts = per_row if top_k is None else per_row.clamp(max=top_k)
     k = min(p, int(counts.max())) if counts.numel() else 0
@@ -294,7 +297,7 @@ def gather_detections(cand: Candidates, keep: torch.Tensor, max_detections: Opti
         n_kept = n_kept.clamp(max=max_detections)
     d = min(c1 * k, int(n_kept.max())) if b else 0
     keys, order = stable_topk(flat_keys, d)
-    scores = torch.exp(keys)
+    scores = torch.exp(keys).to(cand.boxes.dtype)
     labels = torch.div(order, k, rounding_mode="floor") + 1 if k else order
     boxes = torch.gather(cand.boxes.reshape(b, c1 * k, 4), 1, order[..., None].expand(b, d, 4))
     return [Detections(boxes[i, :n], scores[i, :n], labels[i, :n]) for i, n in enumerate(n_kept.tolist())]

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from ref_strategies import xyxy_boxes
 from reference.boxes import box_iou, cxcywh_to_xyxy, xyxy_to_cxcywh
-from reference.nms import (check_limit, float32_ambiguous_detections, log_scores, near_tied, nms, postprocess,
-                           score_floor, softmax)
+from reference.nms import (FLOAT32_LOGP_RTOL, KEY_RTOL, check_limit, float32_ambiguous_detections, log_scores,
+                           near_tied, nms, postprocess, score_floor, softmax)
 
 WIDE = [0.0, 0.0, 20 / 32, 1.0]  # full-height strips: IoU(WIDE, [0, 0, b, 1]) = b / (20/32) for b <= 20/32
 
@@ -177,9 +177,36 @@ def test_score_floor() -> None:
 
 
 def test_near_tied() -> None:
-    assert near_tied(-1.0, -1.0 - 2 ** -17) and not near_tied(-1.0, -1.0 - 2 ** -15)
-    assert near_tied(0.0, -1e-60) and not near_tied(0.0, -1e-30)  # float32 underflow: 1 - p < 2^-126
+    # the fast paths' keys are float64: within 2 * 2^-46 relative (+ 2 * 2^-1021) they may swap, not beyond
+    assert near_tied(-1.0, -1.0 - 2 ** -46) and not near_tied(-1.0, -1.0 - 2 ** -44)
+    assert near_tied(0.0, -2.0 ** -1021) and not near_tied(0.0, -1e-300)
     assert not near_tied(-math.inf, -math.inf)
+    # the float32 bound (keys computed in float32, e.g. in an ONNX graph) is far wider
+    assert FLOAT32_LOGP_RTOL > 1e6 * KEY_RTOL
+
+
+def test_float32_ambiguous_detections_is_postprocess_plus_flags() -> None:
+    rng = np.random.default_rng(2)
+    priors = np.column_stack([rng.uniform(0.2, 0.8, (200, 2)), rng.uniform(0.05, 0.4, (200, 2))])
+    loc, conf = rng.normal(scale=0.5, size=(200, 4)), rng.normal(scale=2.0, size=(200, 4))
+    conf[7] = conf[3]  # an exact tie: equal logits, same box -> not a near-tie (ordered alike everywhere)
+    loc[7] = loc[3]
+    conf[5] = [0.0, 14.0, 0.0, 0.0]  # the top class-1 candidate ...
+    conf[11] = conf[5] * (1 + 2 ** -50)  # ... near-tied with another (keys -2.5e-6, 1e-21 apart) ...
+    loc[11], priors[11] = loc[5] + 1e-3, priors[5]  # ... whose box overlaps it heavily: NMS may keep either
+    for kw in ({}, {"top_k": 5, "max_detections": 10}, {"score_threshold": 0.0, "clip_boxes": False}):
+        want = postprocess(loc, conf, priors, **kw)
+        got = float32_ambiguous_detections(loc, conf, priors, **kw)
+        np.testing.assert_array_equal(got.boxes, want[0])
+        np.testing.assert_array_equal(got.scores, want[1])
+        np.testing.assert_array_equal(got.labels, want[2])
+        np.testing.assert_array_equal(np.exp(got.keys), want[1])  # (log(score) would lose the keys near 0)
+    got = float32_ambiguous_detections(loc, conf, priors)
+    box5, box11 = (postprocess(loc[[i]], conf[[i]], priors[[i]])[0][0] for i in (5, 11))
+    # prior 11 (the larger logit) comes first and suppresses 5; a fast path may decide it the other way
+    assert got.labels[0] == 1 and np.array_equal(got.boxes[0], box11) and got.exempt[0]
+    assert any(np.array_equal(b, box5) for b in got.extra_boxes[got.extra_labels == 1])
+    assert got.exempt.sum() + len(got.extra_labels) < 0.1 * len(got.labels)
 
 
 # ---------------------------------------------------------------------------------------------- peer settings
