@@ -43,12 +43,14 @@ class Detections(NamedTuple):
 
 class Candidates(NamedTuple):
     """Key-sorted NMS candidates per (image, class c = 1..C-1): ``boxes[B, C-1, K, 4]`` xyxy,
-    ``scores[B, C-1, K]`` float64, their ranking keys ``logp`` (:func:`class_log_scores`; ``-inf`` in padding),
-    ``counts[B, C-1]`` (slots ``>= counts`` are padding). K <= top_k."""
+    ``scores[B, C-1, K]`` their probabilities ``exp(logp)`` in the boxes' dtype (0 in padding),
+    ``counts[B, C-1]`` (slots ``>= counts`` are padding), ``keys[B, C-1, K]`` float64, the ranking keys ``logp``
+    (:func:`class_log_scores`; ``-inf`` in padding) that order the slots. K <= top_k."""
 
     boxes: torch.Tensor
     scores: torch.Tensor
     counts: torch.Tensor
+    keys: torch.Tensor
 
 
 def _resolve_backend(backend: str, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
@@ -165,7 +167,7 @@ def select_candidates(loc: torch.Tensor, conf: torch.Tensor, priors: torch.Tenso
 
     loc ``[B, P, 4]`` offsets, conf ``[B, P, C]`` logits, priors ``[P, 4]`` cxcywh. Boxes are decoded, clamped
     to [0, 1] with ``clip_boxes`` and gathered per (image, class), in at least float32; the keys
-    (``Candidates.scores``) are float64.
+    (``Candidates.keys``) are float64.
     K = min(top_k, the largest count) (``top_k`` None: no cap). ``strategy`` (``"auto"``, ``"dense"``,
     ``"compact"``) only picks how the identical selection is computed: auto uses the candidate list when there
     are fewer candidates than output slots.
@@ -188,7 +190,8 @@ def select_candidates(loc: torch.Tensor, conf: torch.Tensor, priors: torch.Tenso
     values, index = _topk_compact(keys, passing, top_k, k) if compact else _topk_dense(keys, passing, k)
     index = index.view(b, c - 1, k)
     cand_boxes = torch.gather(boxes[:, None].expand(b, c - 1, p, 4), 2, index[..., None].expand(b, c - 1, k, 4))
-    return Candidates(boxes=cand_boxes, scores=values.view(b, c - 1, k), counts=counts)
+    keys = values.view(b, c - 1, k)
+    return Candidates(boxes=cand_boxes, scores=torch.exp(keys).to(dtype), counts=counts, keys=keys)
 
 
 def _iou_block(coords: tuple[torch.Tensor, ...], rows: slice, cols: slice) -> torch.Tensor:
@@ -290,8 +293,8 @@ def gather_detections(cand: Candidates, keep: torch.Tensor, max_detections: Opti
     """Merge the kept candidates of all classes per image: a stable sort by key over (class ascending, keep
     order) cut at ``max_detections`` (None: no cap; ARCHITECTURE.md tie-break rules) -> one ``Detections`` per
     image, scores ``exp(logp)``."""
-    b, c1, k = cand.scores.shape
-    flat_keys = cand.scores.masked_fill(~keep, float("-inf")).reshape(b, c1 * k)
+    b, c1, k = cand.keys.shape
+    flat_keys = cand.keys.masked_fill(~keep, float("-inf")).reshape(b, c1 * k)
     n_kept = keep.reshape(b, -1).sum(dim=1)
     if max_detections is not None:
         n_kept = n_kept.clamp(max=max_detections)

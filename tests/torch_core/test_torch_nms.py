@@ -220,6 +220,8 @@ def test_candidate_strategies_agree(seed: int, boost: float, top_k: int, quantis
     assert torch.equal(dense.counts, compact.counts) and dense.scores.shape == compact.scores.shape
     valid = torch.arange(dense.scores.shape[-1])[None, None, :] < dense.counts[..., None]
     assert torch.equal(dense.scores[valid], compact.scores[valid])
+    assert torch.equal(dense.keys[valid], compact.keys[valid]) and dense.keys.dtype == torch.float64
+    assert torch.equal(dense.scores[valid], torch.exp(dense.keys[valid]).float())
     assert torch.equal(dense.boxes[valid], compact.boxes[valid])
 
 
