@@ -273,8 +273,7 @@ class Detector:
             return self.predictor.decode(loc, conf)
         cap = self.postprocess.max_detections
         out = []
-        every = (conf.shape[2] - 1) * (self.postprocess.top_k or conf.shape[1])  # all candidates NMS can keep
-        for det in self.predictor.decode(loc, conf, max_detections=every):
+        for det in self.predictor.decode(loc, conf, max_detections=None):
             keep = torch.isin(det.labels, torch.tensor(self.class_ids, device=det.labels.device))
             out.append(Detections(*(t[keep][:cap] for t in det)))
         return out

@@ -1,31 +1,36 @@
-"""Batched SSD post-processing: decode, softmax, per-class candidates, NMS, top detections per image
-(docs/CONTRACT.md "NMS and post-processing"; ARCHITECTURE.md "Tie-break rules"): the torch twin of
-``reference.nms.postprocess``, for a whole batch with no Python loop over classes.
+"""Batched SSD post-processing: decode, ranking keys, per-class candidates, NMS, top detections per image
+(docs/CONTRACT.md "NMS and post-processing", "Ranking key", "Peer settings"; ARCHITECTURE.md "Tie-break
+rules"): the torch twin of ``reference.nms.postprocess``, for a whole batch with no Python loop over classes.
 
 Pipeline: ``select_candidates`` (shared by every backend) turns ``loc[B, P, 4]``, ``conf[B, P, C]`` into a
 ``[B, C-1, K]`` layout of score-sorted candidates per (image, class) with valid counts; a backend computes the
 greedy-NMS keep mask of that layout (``nms_keep_torch`` here, ``kernels.interop.nms_keep_numba`` for numba);
 ``gather_detections`` merges the kept candidates of all classes per image. Order and ties, exactly as the
-reference: candidates of a class are ``score > score_threshold`` (strict), the ``top_k`` best with a stable
-order (equal scores: lower prior index first); NMS drops a box whose IoU with an already kept box is
-``> nms_threshold`` (strict); the per-image merge is a stable sort by score over (class ascending, keep order),
-cut at ``max_detections``.
+reference: everything ranks by the key ``class_log_scores(conf)`` (the class log-probability in its log1p
+form, which tells confident boxes apart where float32 probabilities round to 1); candidates of a class are
+``logp > log(score_threshold)`` (strict), the ``top_k`` best with a stable order (equal keys: lower prior index
+first); NMS drops a box whose IoU with an already kept box is ``> nms_threshold`` (strict); the per-image merge
+is a stable sort by key over (class ascending, keep order), cut at ``max_detections``; scores are
+``exp(logp)``. ``top_k`` / ``max_detections`` None: no cap; ``clip_boxes=False``: boxes as decoded.
 """
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Optional, Sequence
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
+
+from reference.nms import check_limit, score_floor
 
 from .backend import BACKENDS, resolve_backend
 from .boxes import scratch
 from .coding import decode
 
-__all__ = ["Detections", "Candidates", "BACKENDS", "postprocess", "select_candidates", "stable_topk",
-           "nms_keep_torch", "gather_detections"]
-
+__all__ = ["Detections", "Candidates", "BACKENDS", "postprocess", "class_log_scores", "key_floor",
+           "select_candidates", "stable_topk", "nms_keep_torch", "gather_detections"]
 
 
 class Detections(NamedTuple):
@@ -37,12 +42,15 @@ class Detections(NamedTuple):
 
 
 class Candidates(NamedTuple):
-    """Score-sorted NMS candidates per (image, class c = 1..C-1): ``boxes[B, C-1, K, 4]`` xyxy,
-    ``scores[B, C-1, K]``, ``counts[B, C-1]`` (slots ``>= counts`` are padding). K <= top_k."""
+    """Key-sorted NMS candidates per (image, class c = 1..C-1): ``boxes[B, C-1, K, 4]`` xyxy,
+    ``scores[B, C-1, K]`` their probabilities ``exp(logp)`` in the boxes' dtype (0 in padding),
+    ``counts[B, C-1]`` (slots ``>= counts`` are padding), ``keys[B, C-1, K]`` float64, the ranking keys ``logp``
+    (:func:`class_log_scores`; ``-inf`` in padding) that order the slots. K <= top_k."""
 
     boxes: torch.Tensor
     scores: torch.Tensor
     counts: torch.Tensor
+    keys: torch.Tensor
 
 
 def _resolve_backend(backend: str, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
@@ -76,9 +84,9 @@ def stable_topk(x: torch.Tensor, k: int, floor: float = float("-inf")) -> tuple[
     return values, indices
 
 
-def _check_postprocess_args(loc: torch.Tensor, conf: torch.Tensor, priors: torch.Tensor, top_k: int,
-                            max_detections: int) -> None:
-    """Raise ValueError unless loc ``[B, P, 4]``, conf ``[B, P, C>=2]``, priors ``[P, 4]`` and sane limits."""
+def _check_postprocess_args(loc: torch.Tensor, conf: torch.Tensor, priors: torch.Tensor) -> None:
+    """Raise ValueError unless loc ``[B, P, 4]``, conf ``[B, P, C>=2]`` and priors ``[P, 4]`` (the limits are
+    checked by ``reference.nms.check_limit``, the one rule)."""
     if conf.dim() != 3 or conf.shape[2] < 2:
         raise ValueError(f"conf must have shape [B, P, C>=2], got {tuple(conf.shape)}")
     b, p = conf.shape[:2]
@@ -86,39 +94,66 @@ def _check_postprocess_args(loc: torch.Tensor, conf: torch.Tensor, priors: torch
         raise ValueError(f"loc must have shape [B={b}, P={p}, 4], got {tuple(loc.shape)}")
     if tuple(priors.shape) != (p, 4):
         raise ValueError(f"priors must have shape [P={p}, 4], got {tuple(priors.shape)}")
-    if top_k < 1 or max_detections < 0:
-        raise ValueError(f"top_k must be >= 1 and max_detections >= 0, got {top_k} and {max_detections}")
 
 
-def _topk_dense(probs: torch.Tensor, passing: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stable per-(image, class) top-k from ``probs[B, P, C]`` / ``passing[B, P, C-1]`` with one ``topk``
-    over every prior -> ``[B*(C-1), k]`` values (-1 in non-candidate slots) and prior indices; the fast choice
+def class_log_scores(conf: torch.Tensor) -> torch.Tensor:
+    """The ranking key of docs/CONTRACT.md "Ranking key" for logits ``conf[..., C]`` -> ``logp[..., C]``:
+    ``(x[c] - m) - log1p(S')``, ``m = max x``, ``S'`` the sum of ``exp(x[j] - m)`` over every class but the
+    first argmax. ``exp(logp)`` is the softmax, and the winning class keeps ``-log1p(S') ~ -(1 - p)`` at full
+    relative precision where ``p`` rounds to 1 in float32. Pure torch ops (max, argmax, exp, sum, log1p, a
+    mask; no loop): it traces into ONNX. The twin of ``reference.nms.log_scores``.
+    """
+    m = conf.amax(dim=-1, keepdim=True)
+    shifted = conf - m
+    first = conf.argmax(dim=-1, keepdim=True)  # the first maximal index, as the reference's np.argmax
+    winner = torch.arange(conf.shape[-1], device=conf.device) == first
+    rest = torch.exp(shifted).masked_fill(winner, 0.0).sum(dim=-1, keepdim=True)
+    return shifted - torch.log1p(rest)
+
+
+def key_floor(score_threshold: float, dtype: torch.dtype) -> float:
+    """The candidate bound in ``dtype``: the largest ``dtype`` number ``<= log(score_threshold)``, so that
+    ``logp > key_floor(t, dtype)`` on ``dtype`` keys decides exactly as the real ``logp > log(t)`` would
+    (docs/CONTRACT.md "Ranking key"; ``-inf`` for t = 0)."""
+    floor = score_floor(score_threshold)
+    if dtype == torch.float64 or not math.isfinite(floor):
+        return floor
+    np_dtype = {torch.float32: np.float32, torch.float16: np.float16}.get(dtype, np.float32)
+    low = np_dtype(floor)
+    if float(low) > floor:
+        low = np.nextafter(low, np_dtype(-np.inf))
+    return float(low)
+
+
+def _topk_dense(keys: torch.Tensor, passing: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stable per-(image, class) top-k from ``keys[B, P, C]`` / ``passing[B, P, C-1]`` with one ``topk``
+    over every prior -> ``[B*(C-1), k]`` keys (-inf in non-candidate slots) and prior indices; the fast choice
     when most priors are candidates."""
-    b, p, c = probs.shape
-    scores = probs[:, :, 1:].transpose(1, 2).reshape(b * (c - 1), p)  # own copy: masked in place below
+    b, p, c = keys.shape
+    rows = keys[:, :, 1:].transpose(1, 2).reshape(b * (c - 1), p)  # own copy: masked in place below
     mask = passing.transpose(1, 2).reshape(b * (c - 1), p)
-    # Scores are >= 0, so -1 puts every non-candidate (NaN included) behind every candidate.
-    return stable_topk(scores.masked_fill_(~mask, -1.0), k, floor=-1.0)
+    # A candidate's key is > the floor >= -inf, so -inf puts every non-candidate (NaN included) behind it.
+    return stable_topk(rows.masked_fill_(~mask, float("-inf")), k)
 
 
-def _topk_compact(probs: torch.Tensor, passing: torch.Tensor, top_k: int,
+def _topk_compact(keys: torch.Tensor, passing: torch.Tensor, top_k: Optional[int],
                   k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The same selection as :func:`_topk_dense` from the candidate list (``nonzero``) alone: a stable sort by
-    score descending, then a stable sort by (image, class) row, puts each row's candidates in (score desc, prior
+    key descending, then a stable sort by (image, class) row, puts each row's candidates in (key desc, prior
     asc) order; their rank inside the row is their slot. Work is O(candidates): the fast choice for a trained
     detector (tens of candidates per class out of 8732 priors)."""
-    b, _, c = probs.shape
+    b, _, c = keys.shape
     img, prior, cls = passing.nonzero(as_tuple=True)  # ascending (image, prior, class)
-    vals = probs[img, prior, cls + 1]
+    vals = keys[img, prior, cls + 1]
     rows = img * (c - 1) + cls
     order = vals.argsort(descending=True, stable=True)  # ties keep (image, prior, class) order
     order = order[rows[order].argsort(stable=True)]
     rows, prior, vals = rows[order], prior[order], vals[order]
     per_row = torch.bincount(rows, minlength=b * (c - 1))
     rank = torch.arange(rows.numel(), device=rows.device) - (per_row.cumsum(0) - per_row)[rows]
-    keep = rank < top_k
-    values = torch.full((b * (c - 1), k), -1.0, dtype=probs.dtype, device=probs.device)
-    index = torch.zeros((b * (c - 1), k), dtype=torch.int64, device=probs.device)
+    keep = rank < (k if top_k is None else top_k)
+    values = torch.full((b * (c - 1), k), float("-inf"), dtype=keys.dtype, device=keys.device)
+    index = torch.zeros((b * (c - 1), k), dtype=torch.int64, device=keys.device)
     values[rows[keep], rank[keep]] = vals[keep]
     index[rows[keep], rank[keep]] = prior[keep]
     return values, index
@@ -126,29 +161,37 @@ def _topk_compact(probs: torch.Tensor, passing: torch.Tensor, top_k: int,
 
 def select_candidates(loc: torch.Tensor, conf: torch.Tensor, priors: torch.Tensor,
                       variances: Sequence[float] = (0.1, 0.2), score_threshold: float = 0.01,
-                      top_k: int = 400, strategy: str = "auto") -> Candidates:
-    """Decode + softmax + per-class strict threshold + stable top-k, for all images and classes at once.
+                      top_k: Optional[int] = 400, strategy: str = "auto", *,
+                      clip_boxes: bool = True) -> Candidates:
+    """Decode + ranking keys + per-class strict threshold + stable top-k, for all images and classes at once.
 
     loc ``[B, P, 4]`` offsets, conf ``[B, P, C]`` logits, priors ``[P, 4]`` cxcywh. Boxes are decoded, clamped
-    to [0, 1] and gathered per (image, class). Computed in at least float32. K = min(top_k, the largest count).
-    ``strategy`` (``"auto"``, ``"dense"``, ``"compact"``) only picks how the identical selection is computed:
-    auto uses the candidate list when there are fewer candidates than output slots.
+    to [0, 1] with ``clip_boxes`` and gathered per (image, class), in at least float32; the keys
+    (``Candidates.keys``) are float64.
+    K = min(top_k, the largest count) (``top_k`` None: no cap). ``strategy`` (``"auto"``, ``"dense"``,
+    ``"compact"``) only picks how the identical selection is computed: auto uses the candidate list when there
+    are fewer candidates than output slots.
     """
     if strategy not in ("auto", "dense", "compact"):
         raise ValueError(f"unknown candidate strategy {strategy!r}")
+    top_k = check_limit("top_k", top_k)
     dtype = torch.promote_types(conf.dtype, torch.float32)
-    probs = F.softmax(conf.to(dtype), dim=-1)
-    boxes = decode(loc.to(dtype), priors.to(device=loc.device, dtype=dtype), variances).clamp(0.0, 1.0)
+    # Keys in float64 from the given logits: float32 keys tie where exp underflows (1 - p < 2^-126, logit gaps
+    # > 87, which a confident model reaches; docs/CONTRACT.md "Ranking key"); float64 ones only past gaps of 708.
+    keys = class_log_scores(conf.to(torch.float64))
+    boxes = decode(loc.to(dtype), priors.to(device=loc.device, dtype=dtype), variances)
+    boxes = boxes.clamp(0.0, 1.0) if clip_boxes else boxes
     b, p, c = conf.shape
-    passing = probs[:, :, 1:] > score_threshold  # [B, P, C-1]; strict (ARCHITECTURE.md); False for NaN
+    passing = keys[:, :, 1:] > key_floor(score_threshold, keys.dtype)  # [B, P, C-1]; strict; False for NaN
     per_row = passing.sum(dim=1)  # [B, C-1]
-    counts = per_row.clamp(max=top_k)
-    k = min(top_k, p, int(counts.max())) if counts.numel() else 0
+    counts = per_row if top_k is None else per_row.clamp(max=top_k)
+    k = min(p, int(counts.max())) if counts.numel() else 0
     compact = strategy == "compact" or (strategy == "auto" and int(per_row.sum()) <= counts.numel() * k)
-    values, index = _topk_compact(probs, passing, top_k, k) if compact else _topk_dense(probs, passing, k)
+    values, index = _topk_compact(keys, passing, top_k, k) if compact else _topk_dense(keys, passing, k)
     index = index.view(b, c - 1, k)
     cand_boxes = torch.gather(boxes[:, None].expand(b, c - 1, p, 4), 2, index[..., None].expand(b, c - 1, k, 4))
-    return Candidates(boxes=cand_boxes, scores=values.view(b, c - 1, k), counts=counts)
+    keys = values.view(b, c - 1, k)
+    return Candidates(boxes=cand_boxes, scores=torch.exp(keys).to(dtype), counts=counts, keys=keys)
 
 
 def _iou_block(coords: tuple[torch.Tensor, ...], rows: slice, cols: slice) -> torch.Tensor:
@@ -232,42 +275,54 @@ def nms_keep_torch(boxes: torch.Tensor, counts: torch.Tensor, iou_threshold: flo
 
 
 def _nms_keep_numba(boxes: torch.Tensor, counts: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Delegate the keep mask to the numba kernels (imported lazily: numba is optional for the torch path)."""
+    """Delegate the keep mask to the numba kernels (imported lazily: numba is optional for the torch path).
+    The CUDA kernel holds at most ``kernels.nms.MAX_K`` candidates per (image, class); more (``top_k=None``)
+    fall back to :func:`nms_keep_torch` on the same device, which gives the identical mask."""
     try:
         from kernels.interop import nms_keep_numba
+        from kernels.nms import MAX_K
     except ImportError as exc:  # also raised when kernels.interop exists but lacks the function
         raise ImportError(f"backend='numba' needs kernels.interop.nms_keep_numba, which failed to import: "
                           f"{exc}") from exc
+    if boxes.device.type == "cuda" and boxes.shape[2] > MAX_K:
+        return nms_keep_torch(boxes, counts, iou_threshold)
     return nms_keep_numba(boxes, counts, iou_threshold)
 
 
-def gather_detections(cand: Candidates, keep: torch.Tensor, max_detections: int) -> list[Detections]:
-    """Merge the kept candidates of all classes per image: a stable sort by score over (class ascending, keep
-    order) cut at ``max_detections`` (ARCHITECTURE.md tie-break rules) -> one ``Detections`` per image."""
-    b, c1, k = cand.scores.shape
-    flat_scores = cand.scores.masked_fill(~keep, float("-inf")).reshape(b, c1 * k)
-    n_kept = keep.reshape(b, -1).sum(dim=1).clamp(max=max_detections)
-    d = min(max_detections, c1 * k, int(n_kept.max())) if b else 0
-    scores, order = stable_topk(flat_scores, d)
+def gather_detections(cand: Candidates, keep: torch.Tensor, max_detections: Optional[int]) -> list[Detections]:
+    """Merge the kept candidates of all classes per image: a stable sort by key over (class ascending, keep
+    order) cut at ``max_detections`` (None: no cap; ARCHITECTURE.md tie-break rules) -> one ``Detections`` per
+    image, scores ``exp(logp)``."""
+    b, c1, k = cand.keys.shape
+    flat_keys = cand.keys.masked_fill(~keep, float("-inf")).reshape(b, c1 * k)
+    n_kept = keep.reshape(b, -1).sum(dim=1)
+    if max_detections is not None:
+        n_kept = n_kept.clamp(max=max_detections)
+    d = min(c1 * k, int(n_kept.max())) if b else 0
+    keys, order = stable_topk(flat_keys, d)
+    scores = torch.exp(keys).to(cand.boxes.dtype)
     labels = torch.div(order, k, rounding_mode="floor") + 1 if k else order
     boxes = torch.gather(cand.boxes.reshape(b, c1 * k, 4), 1, order[..., None].expand(b, d, 4))
     return [Detections(boxes[i, :n], scores[i, :n], labels[i, :n]) for i, n in enumerate(n_kept.tolist())]
 
 
 def postprocess(loc: torch.Tensor, conf: torch.Tensor, priors: torch.Tensor,
-                variances: Sequence[float] = (0.1, 0.2), score_threshold: float = 0.01, top_k: int = 400,
-                nms_threshold: float = 0.45, max_detections: int = 200,
-                backend: str = "torch") -> list[Detections]:
+                variances: Sequence[float] = (0.1, 0.2), score_threshold: float = 0.01,
+                top_k: Optional[int] = 400, nms_threshold: float = 0.45, max_detections: Optional[int] = 200,
+                backend: str = "torch", *, clip_boxes: bool = True) -> list[Detections]:
     """Detections of a batch from loc ``[B, P, 4]`` offsets, conf ``[B, P, C]`` logits, priors ``[P, 4]`` cxcywh.
 
-    Returns one ``Detections(boxes[D, 4] xyxy normalised in [0, 1], scores[D], labels[D] int64 in 1..C-1)`` per
-    image, sorted by score descending (ties: lower class, then lower prior index), D <= max_detections.
-    ``backend`` picks the NMS keep-mask step: ``"torch"``, ``"numba"`` (``kernels.interop``) or ``"auto"``.
-    NumPy arrays are accepted for ``loc``, ``conf`` and ``priors`` (e.g. onnxruntime's outputs).
+    Returns one ``Detections(boxes[D, 4] xyxy normalised (in [0, 1] with clip_boxes, as decoded without),
+    scores[D] = exp(logp), labels[D] int64 in 1..C-1)`` per image, sorted by the ranking key descending (ties:
+    lower class, then lower prior index), D <= max_detections. ``top_k`` / ``max_detections``: ints >= 1, or
+    None for no cap (docs/CONTRACT.md "Peer settings"). ``backend`` picks the NMS keep-mask step: ``"torch"``,
+    ``"numba"`` (``kernels.interop``) or ``"auto"``. NumPy arrays are accepted for ``loc``, ``conf`` and
+    ``priors`` (e.g. onnxruntime's outputs).
     """
     loc, conf, priors = (torch.as_tensor(t) for t in (loc, conf, priors))
-    _check_postprocess_args(loc, conf, priors, top_k, max_detections)
-    cand = select_candidates(loc, conf, priors, variances, score_threshold, top_k)
+    _check_postprocess_args(loc, conf, priors)
+    max_detections = check_limit("max_detections", max_detections)
+    cand = select_candidates(loc, conf, priors, variances, score_threshold, top_k, clip_boxes=clip_boxes)
     which = _resolve_backend(backend, conf.device, cand.boxes.dtype)
     if which == "numba":
         keep = _nms_keep_numba(cand.boxes, cand.counts, nms_threshold)

@@ -23,15 +23,12 @@ __all__ = ["PostprocessConfig"]
 _DEFAULTS = inspect.signature(_postprocess).parameters  # one source: ssd_torch.nms.postprocess's defaults
 
 
-def _default(name: str, fallback: Any) -> Any:
-    return _DEFAULTS[name].default if name in _DEFAULTS else fallback
-
-
 @dataclass(frozen=True)
 class PostprocessConfig:
     """Post-processing settings (docs/CONTRACT.md "NMS and post-processing").
 
-    score_threshold: a class candidate needs a score > this (strict), in [0, 1).
+    score_threshold: a class candidate needs a score > this (strict; compared through the ranking key,
+        docs/CONTRACT.md "Ranking key"), in [0, 1].
     top_k: the best candidates kept per class before NMS (None: no cap, as lufficc/SSD).
     nms_threshold: NMS drops a box whose IoU with a kept box of its class is > this (strict), in [0, 1].
     max_detections: the best detections kept per image (None: no cap, as ssd.pytorch).
@@ -44,23 +41,29 @@ class PostprocessConfig:
     FIXED_ON_RESUME: ClassVar[frozenset[str]] = frozenset()  # read at evaluation only: any value may change
     NOT_COMPARED: ClassVar[frozenset[str]] = frozenset()
 
-    score_threshold: float = _default("score_threshold", 0.01)
-    top_k: int | None = _default("top_k", 400)
-    nms_threshold: float = _default("nms_threshold", 0.45)
-    max_detections: int | None = _default("max_detections", 200)
-    clip_boxes: bool = _default("clip_boxes", True)
+    score_threshold: float = _DEFAULTS["score_threshold"].default
+    top_k: int | None = _DEFAULTS["top_k"].default
+    nms_threshold: float = _DEFAULTS["nms_threshold"].default
+    max_detections: int | None = _DEFAULTS["max_detections"].default
+    clip_boxes: bool = _DEFAULTS["clip_boxes"].default
 
     def __post_init__(self) -> None:
-        limits = {"score_threshold": ("in [0, 1)", _is_number(self.score_threshold)
-                                      and 0.0 <= self.score_threshold < 1.0),
-                  "nms_threshold": ("in [0, 1]", _is_number(self.nms_threshold) and 0.0 <= self.nms_threshold <= 1.0),
-                  "top_k": ("null or an int >= 1", self.top_k is None or (_is_int(self.top_k) and self.top_k >= 1)),
-                  "max_detections": ("null or an int >= 1", self.max_detections is None
-                                     or (_is_int(self.max_detections) and self.max_detections >= 1)),
-                  "clip_boxes": ("true or false", isinstance(self.clip_boxes, bool))}
-        for name, (rule, ok) in limits.items():
+        from reference.nms import check_limit, score_floor  # the one rule of every layer
+
+        checks = {"score_threshold": lambda v: _is_number(v) and score_floor(v) is not None,
+                  "nms_threshold": lambda v: _is_number(v) and 0.0 <= v <= 1.0,
+                  "top_k": lambda v: check_limit("top_k", v) or True,
+                  "max_detections": lambda v: check_limit("max_detections", v) or True,
+                  "clip_boxes": lambda v: isinstance(v, bool)}
+        rules = {"score_threshold": "in [0, 1]", "nms_threshold": "in [0, 1]", "top_k": "null or an int >= 1",
+                 "max_detections": "null or an int >= 1", "clip_boxes": "true or false"}
+        for name, check in checks.items():
+            try:
+                ok = check(getattr(self, name))
+            except ValueError:
+                ok = False
             if not ok:
-                raise ConfigError(f"postprocess.{name} must be {rule}, got {getattr(self, name)!r}")
+                raise ConfigError(f"postprocess.{name} must be {rules[name]}, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values (what a checkpoint's ``postprocess`` entry holds); :meth:`from_dict` inverts it."""
@@ -83,14 +86,7 @@ class PostprocessConfig:
 
     def postprocess_kwargs(self) -> dict[str, Any]:
         """The keywords of ``ssd_torch.nms.postprocess`` (without ``variances``: the model's)."""
-        # TODO(merge h-nms): clip_boxes reaches postprocess once it takes the keyword; until then only True runs
-        if "clip_boxes" not in _DEFAULTS and not self.clip_boxes:
-            raise ConfigError("postprocess.clip_boxes=false is not supported by this ssd_torch.nms.postprocess")
-        return {k: v for k, v in dataclasses.asdict(self).items() if k in _DEFAULTS}
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+        return dataclasses.asdict(self)
 
 
 def _is_number(value: Any) -> bool:

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from numba import config, cuda
 
 from kernel_cases import (EXACT_NMS_KEEP, MatchCase, NmsCase, assert_match_equal, exact_threshold_match_case,
-                          exact_threshold_nms_case, expected_keep, match_cases, nms_cases,
+                          exact_threshold_nms_case, expected_keep, match_cases, nms_cases, slim_model_outputs,
                           tie_match_case, xyxy_to_cxcywh32)
 from kernels.matching import GT_CHUNK, match_encode_cuda
 from kernels.nms import nms_batched_cuda
@@ -101,3 +101,25 @@ def test_nms_more_than_one_mask_word_and_padding() -> None:
     keep = run_nms(case, threads=32)
     np.testing.assert_array_equal(keep, expected_keep(case))
     assert not keep[0, 1, 66:].any()
+
+
+@pytest.mark.parametrize("scale", [20.0, 50.0])
+def test_confident_model_post_processing_through_the_kernel(scale: float) -> None:
+    """Issue #21 on the CUDA kernel's source: a confident model's candidates (class logits x20 / x50, top 24
+    per class) through the simulated NMS, merged as ``ssd_torch.nms.postprocess`` does, are the float64
+    reference's detections in its order, with nothing exempt."""
+    import torch
+
+    from reference.nms import float32_ambiguous_detections
+    from reference.priors import default_boxes as reference_default_boxes
+    from ssd_torch.nms import gather_detections, select_candidates
+    from ssd_torch.parity import match_detections
+
+    loc, conf, priors, spec = slim_model_outputs(scale, num_images=1)
+    cand = select_candidates(loc, conf, priors, top_k=24)
+    keep = run_nms(NmsCase(cand.boxes.numpy(), cand.counts.numpy(), 0.45), threads=16)
+    det = gather_detections(cand, torch.from_numpy(keep), 200)[0]
+    want = float32_ambiguous_detections(loc[0].double().numpy(), conf[0].double().numpy(),
+                                        reference_default_boxes(spec), top_k=24)
+    m = match_detections(want, tuple(t.double().numpy() for t in det))
+    assert m.agreeing == len(want.labels) > 50 and m.exempt == m.disagreeing == 0, m

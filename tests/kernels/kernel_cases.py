@@ -259,3 +259,22 @@ def keep_on(case: NmsCase, device: str) -> np.ndarray:
                           case.iou_threshold)
     assert keep.dtype == torch.bool and keep.shape == case.boxes.shape[:3] and keep.device.type == device
     return keep.cpu().numpy()
+
+
+def slim_model_outputs(scale: float, num_images: int = 2) -> tuple:
+    """``(loc[B, P, 4], conf[B, P, 7], priors[P, 4])`` float32 CPU tensors of a seeded random slim SSD300 on
+    random images, the class logits times ``scale`` (x20 / x50: a confident model, where most winning
+    probabilities round to 1 in float32 and many ``exp`` terms underflow; docs/CONTRACT.md "Ranking key")."""
+    import torch
+
+    from ssd_torch.modeling.model import model_from_config
+    from ssd_torch.modeling.model_config import ssd300_slim
+    from ssd_torch.priors import default_boxes
+
+    torch.manual_seed(0)
+    cfg = ssd300_slim(num_classes=7)
+    model = model_from_config(cfg).eval()
+    images = torch.randn(num_images, 3, 300, 300, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        loc, conf = model(images)
+    return loc.float(), (conf * scale).float(), default_boxes(cfg.prior_spec), cfg.prior_spec

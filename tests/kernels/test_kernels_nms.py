@@ -1,6 +1,8 @@
 """Batched NMS through ``kernels.interop.nms_keep_numba`` on every device (``cpu_and_cuda``: the ``@njit`` CPU
 twin, the CUDA kernel) vs ``reference.nms``: keep masks must be identical (grid boxes make every IoU exact,
-thresholds hit exactly included; up to 70 candidates: two 64-bit mask words on CUDA)."""
+thresholds hit exactly included; up to 70 candidates: two 64-bit mask words on CUDA). And the whole
+post-processing with ``backend="numba"`` on a confident model's outputs (class logits x20 / x50) and with no
+per-class cap (K beyond the CUDA kernel's 448) against the float64 reference."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kernel_cases import (EXACT_NMS_KEEP, NmsCase, cpu_and_cuda, exact_threshold_nms_case, expected_keep, grid_box,
-                          keep_on, nms_cases)
+                          keep_on, nms_cases, slim_model_outputs)
 from kernels.nms import nms_batched_cpu
 from reference.nms import nms as reference_nms
 
@@ -65,3 +67,66 @@ def test_empty_inputs(device: str, shape: tuple[int, int, int]) -> None:
 def test_zero_counts_keep_nothing(device: str) -> None:
     boxes = np.random.default_rng(0).uniform(0, 1, (2, 3, 4, 4)).astype(np.float32)
     assert not keep_on(NmsCase(boxes, np.zeros((2, 3), np.int32), 0.45), device).any()  # int32 counts too
+
+
+_EXPECTED: dict = {}
+
+
+def _confident_case(scale: float) -> tuple:
+    """The slim model's outputs x ``scale`` and the reference's expectations per image (computed once)."""
+    if scale not in _EXPECTED:
+        from reference.nms import float32_ambiguous_detections
+        from reference.priors import default_boxes as reference_default_boxes
+
+        loc, conf, priors, spec = slim_model_outputs(scale, num_images=1)
+        pri64 = reference_default_boxes(spec)
+        expected = [float32_ambiguous_detections(loc[i].double().numpy(), conf[i].double().numpy(), pri64)
+                    for i in range(loc.shape[0])]
+        _EXPECTED[scale] = (loc, conf, priors, expected)
+    return _EXPECTED[scale]
+
+
+@pytest.mark.parametrize("device", cpu_and_cuda())
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+@pytest.mark.parametrize("scale", [20.0, 50.0])
+def test_confident_model_detections_equal_reference(device: str, backend: str, scale: float) -> None:
+    """Issue #21: with class logits x20 / x50 (most winning probabilities are 1.0 in float32) the detections
+    are the float64 reference's: same boxes, labels and order, scores within float32 rounding, nothing exempt."""
+    import torch
+
+    from ssd_torch.nms import postprocess
+    from ssd_torch.parity import match_detections
+
+    loc, conf, priors, expected = _confident_case(scale)
+    assert float((torch.softmax(conf, -1)[..., 1:] == 1.0).float().mean()) > 0.05  # confident indeed
+    dets = postprocess(loc.to(device), conf.to(device), priors.to(device), backend=backend)
+    for det, want in zip(dets, expected):
+        got = tuple(t.cpu().double().numpy() for t in det)
+        assert len(want.labels) == 200 and want.exempt.sum() <= 2  # (open: an IoU at 0.45 within rounding)
+        m = match_detections(want, got)
+        assert (m.agreeing, m.exempt, m.disagreeing) == (200, 0, 0), m  # no exemption was even needed
+        np.testing.assert_array_equal(got[2], want.labels)
+        np.testing.assert_allclose(got[0], want.boxes, rtol=0, atol=2e-6)
+        np.testing.assert_allclose(got[1], want.scores, rtol=1e-6, atol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_no_per_class_cap_beyond_the_cuda_kernel_size(device: str) -> None:
+    """``top_k=None`` (lufficc's setting) gives more than 448 candidates per class: the numba backend (the CPU
+    twin; on CUDA the torch mask takes over) equals the torch backend and the reference."""
+    import torch
+
+    from reference.nms import postprocess as reference_postprocess
+    from ssd_torch.nms import postprocess, select_candidates
+
+    loc, conf, priors, _ = slim_model_outputs(1.0, num_images=1)
+    # threshold 0.9 (a random model is confident too): 338 to 1202 candidates per class, the reference in ~1 s
+    kw = {"score_threshold": 0.9, "top_k": None, "max_detections": None, "clip_boxes": False}
+    assert select_candidates(loc, conf, priors, score_threshold=0.9, top_k=None).boxes.shape[2] > 448
+    args = (loc.to(device), conf.to(device), priors.to(device))
+    got = postprocess(*args, backend="numba", **kw)[0]
+    want = postprocess(*args, backend="torch", **kw)[0]
+    assert torch.equal(got.labels, want.labels) and torch.equal(got.boxes, want.boxes)
+    ref = reference_postprocess(loc[0].double().numpy(), conf[0].double().numpy(), priors.double().numpy(), **kw)
+    assert len(ref[2]) > 400 and got.labels.cpu().tolist() == ref[2].tolist()
