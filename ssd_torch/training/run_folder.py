@@ -18,13 +18,13 @@ import os
 from pathlib import Path
 
 from ssd_torch.errors import ConfigError
-from ssd_torch.files import LOCK_NAME, Claims, FolderLock, Journal, lock_folder
+from ssd_torch.files import LOCK_NAME, Claims, FolderLock, Journal, check_output_path, lock_folder
 from ssd_torch.run_files import (CHECKPOINT_DIR, CONFIG_FILE, CURVES_FILE, DETECTIONS_DIR, MANIFEST_FILE,
                                  MANIFEST_FORMAT, RUN_FILES, RUN_PATTERNS, TENSORBOARD_DIR)
 
 __all__ = ["CONFIG_FILE", "CURVES_FILE", "CHECKPOINT_DIR", "DETECTIONS_DIR", "manifest", "owned_files",
-           "lock_run_folder", "check_new_run", "claim_run_folder", "remove_previous_run", "keep_previous_run",
-           "describe_removed"]
+           "lock_run_folder", "check_new_run", "claim_run_folder", "remove_previous_run", "check_keepable",
+           "keep_previous_run", "describe_removed"]
 
 #: every name a run may write (claimed or not): the candidates of the ownership checks
 _RUN_NAMES = Claims(frozenset(RUN_FILES), RUN_PATTERNS)
@@ -108,17 +108,24 @@ def remove_previous_run(run_dir: str | Path) -> list[Path]:
     return files
 
 
-def keep_previous_run(run_dir: str | Path) -> Path | None:
-    """Rename a non-empty ``run_dir`` to the first free ``<run_dir>.1``, ``.2``, ...; returns the new name
-    (None when there was nothing to keep). Nothing is deleted. Refused (one line) while another run holds the
-    folder, and for the working folder or a folder above it (which cannot be renamed from inside)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir() or not any(run_dir.iterdir()):
-        return None
+def check_keepable(run_dir: str | Path) -> Path:
+    """Refuse (one line) a run folder that :func:`keep_previous_run` could not rename: a file or a path under
+    one (``ssd_torch.files.check_output_path``), the working folder, or a folder above it."""
+    run_dir = check_output_path(run_dir, "--output-dir", folder=True)
     cwd = Path.cwd().resolve()
     if run_dir.resolve() == cwd or run_dir.resolve() in cwd.parents:
         raise ConfigError(f"--output-dir {run_dir} is the working folder (or holds it): the demo keeps an earlier "
                           f"run by renaming its folder; choose a sub-folder, e.g. --output-dir runs/demo")
+    return run_dir
+
+
+def keep_previous_run(run_dir: str | Path) -> Path | None:
+    """Rename a non-empty ``run_dir`` to the first free ``<run_dir>.1``, ``.2``, ...; returns the new name
+    (None when there was nothing to keep). Nothing is deleted. Refused (one line) while another run holds the
+    folder, and for the working folder or a folder above it (which cannot be renamed from inside)."""
+    run_dir = check_keepable(run_dir)
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return None
     with lock_folder(run_dir, "demo", "--output-dir"):
         k = 1
         while run_dir.with_name(f"{run_dir.name}.{k}").exists():

@@ -1,5 +1,5 @@
-"""The run folder: recognising ssd-train's own files (its manifest), refusing / overwriting / keeping an earlier run, and
-rewinding the CSV logs on resume."""
+"""The run folder: recognising ssd-train's own files (its manifest), refusing / overwriting / keeping an earlier
+run, and rewinding the CSV logs on resume."""
 from __future__ import annotations
 
 import csv
