@@ -83,9 +83,10 @@ def test_detect_and_eval_refuse_a_folder_another_process_holds(holder, tmp_path:
     assert f"PID {proc.pid}" in one_line(capsys.readouterr().err)
     assert sorted(p.name for p in folder.iterdir()) == [LOCK_NAME]  # neither wrote anything
     proc.kill()
-    proc.wait()  # a killed holder holds nothing: the OS dropped its lock
-    assert detect.main(argv) == 0
-    assert (folder / detect.RESULT_NAME).is_file() and not (folder / LOCK_NAME).exists()
+    proc.wait()  # a killed holder holds nothing: the OS dropped its lock (its lock file stays behind)
+    with lock_folder(folder, "ssd-detect", "--out"):
+        assert (folder / LOCK_NAME).read_text().split() == [str(os.getpid()), "ssd-detect"]
+    assert not (folder / LOCK_NAME).exists()
 
 
 @pytest.mark.slow

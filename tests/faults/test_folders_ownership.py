@@ -82,9 +82,10 @@ def test_recursive_skips_the_results_of_an_earlier_run(checkpoint: Path, tmp_pat
     src = tmp_path / "photos"
     _picture(src / "a.png", 2)
     _picture(src / "trip" / "b.png", 3)
-    assert detect.main([str(checkpoint), str(src), "--recursive", "--out", str(src / "results"),
-                        "--device", "cpu"]) == 0
-    assert (src / "results" / "trip" / "b.png.png").is_file()
+    # what an earlier `ssd-detect photos --recursive --out photos/results` left: its journal and drawings
+    detect.journal(src / "results").start({"settings": {}}, files=["a.png.png", "trip/b.png.png"])
+    _picture(src / "results" / "a.png.png", 2)
+    _picture(src / "results" / "trip" / "b.png.png", 3)
     (src / "notes").mkdir()
     (src / "notes" / "detections.jsonl").write_text("a user's file of that name: not our journal\n")
     _picture(src / "notes" / "c.png", 4)
