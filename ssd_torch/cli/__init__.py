@@ -4,7 +4,10 @@
 Each tool is a module with ``main(argv=None) -> int``, a thin shell over library functions that tests call
 directly. Shared here: :func:`run_cli`, which turns a user's mistake (any ``ssd_torch.errors.UserError``: a
 missing file, a bad config value, a checkpoint for another class count, an unreadable image) into one line on
-stderr and exit code 2 — no traceback. Set ``SSD_DEBUG=1`` to get the traceback anyway.
+stderr and exit code 2 — no traceback. A place that cannot take an output (a full disk or quota, a read-only
+folder, a denied permission: ``ssd_torch.files.DISK_ERRNOS``, wherever it is met while writing) is one line too,
+exit 2: what was being written and in which folder (``ssd_torch.files.disk_error_line``), what is safe on disk
+and how to go on (per tool: :data:`AFTER_DISK_ERROR`). Set ``SSD_DEBUG=1`` to get the traceback anyway.
 """
 from __future__ import annotations
 
@@ -16,21 +19,41 @@ from typing import Callable, Optional, Sequence
 
 from ssd_torch.device import resolve_device
 from ssd_torch.errors import UserError
+from ssd_torch.files import disk_error_line
 
 __all__ = ["UserError", "run_cli", "resolve_device", "add_trust_flag", "add_data_flags", "check_data_flags",
-           "EXIT_USER_ERROR"]
+           "EXIT_USER_ERROR", "AFTER_DISK_ERROR"]
 
 EXIT_USER_ERROR = 2
+_FREE = "free space there (or make the folder writable), then"
+#: per tool: what is safe after a disk error and how to go on (the end of :func:`run_cli`'s line)
+AFTER_DISK_ERROR = {
+    "ssd-train": f"the checkpoints written before are complete: {_FREE} continue the run with the same command "
+                 "and --resume auto (in place of --overwrite, if given)",
+    "demo": f"the checkpoints written before are complete: {_FREE} continue with the same command and --resume",
+    "ssd-detect": f"the finished images are kept in detections.jsonl: {_FREE} run the same command with --resume",
+    "ssd-eval": f"{_FREE} run the same command again (detections already cached are reused)",
+    "ssd-export": f"{_FREE} run the same command with --overwrite (it replaces only the files it wrote)",
+    "ssd-report": f"{_FREE} run the same command again, with --overwrite if it wrote a file",
+}
 
 
 def run_cli(body: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None, prog: str) -> int:
-    """Run ``body(argv)``; a :class:`UserError` becomes one line ``prog: error: ...`` on stderr and exit 2."""
+    """Run ``body(argv)``; a :class:`UserError`, or a disk error met while writing (module docstring), becomes
+    one line ``prog: error: ...`` on stderr and exit 2."""
     try:
         return body(argv)
     except UserError as e:
         if os.environ.get("SSD_DEBUG"):
             raise
         print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as e:  # noqa: BLE001 - only a disk error is turned into a line; anything else goes on up
+        line = disk_error_line(e)
+        if line is None or os.environ.get("SSD_DEBUG"):
+            raise
+        after = AFTER_DISK_ERROR.get(prog, f"{_FREE} run the same command again")
+        print(f"{prog}: error: {' '.join(line.split())}; {after}", file=sys.stderr)
         return EXIT_USER_ERROR
 
 

@@ -74,9 +74,15 @@ def run_demo(cfg: Any) -> dict[str, Any]:
     run folder (``stopped_by``: the signal that stopped training, 0 when it ran to its end)."""
     from ssd_torch.evaluation.evaluate import format_ap_table
     from ssd_torch.training.datasets import ensure_synthetic
-    from ssd_torch.training.run_folder import CHECKPOINT_DIR, DETECTIONS_DIR, keep_previous_run
+    from ssd_torch.files import check_output_path
+    from ssd_torch.training.run_folder import CHECKPOINT_DIR, DETECTIONS_DIR, check_keepable, keep_previous_run
     from ssd_torch.training.train import run_training
 
+    check_output_path(cfg.data.roots[0], "--data-root", folder=True)  # path mistakes before any slow work
+    if cfg.run.resume is None:
+        check_keepable(cfg.run.output_dir)
+    else:
+        check_output_path(cfg.run.output_dir, "--output-dir", folder=True)
     ensure_synthetic(cfg.data)  # first: a refused data folder leaves the run folder alone too
     if cfg.run.resume is None:
         kept = keep_previous_run(cfg.run.output_dir)

@@ -1,7 +1,8 @@
 """``ssd-detect CHECKPOINT IMAGE_OR_FOLDER --out DIR``: a checkpoint's detections on image files, drawn and listed.
 
 **Inputs**: one file, or the files of a folder in every format PIL reads (``.jpg .png .webp .tif .bmp .gif``
-...; sorted by path; ``--recursive`` adds the subfolders, never the ``--out`` folder). Each file is decoded as a
+...; sorted by path; ``--recursive`` adds the subfolders, never the ``--out`` folder nor a subfolder that holds
+an earlier run's results, recognised by its ``detections.jsonl`` journal). Each file is decoded as a
 viewer shows it (``ssd_torch.data.images``: EXIF orientation applied and reported per image, 16-bit images
 scaled to 8 bits). A file that cannot be decoded is skipped, counted and listed; a run in which no file can be
 read is an error.
@@ -22,22 +23,24 @@ Boxes: pixels, xyxy, 0-based continuous coordinates of the displayed image (``x 
 
 **Never replacing a user's file**: a run into a folder that already holds a previous run's results is refused
 with the way forward: ``--resume`` continues that run (same checkpoint and settings; finished images are not
-recomputed), ``--overwrite`` replaces the files ssd-detect wrote there (listed in its ``detections.jsonl``), or
-a new ``--out``. A file that ssd-detect did not write is never replaced, even with ``--overwrite``.
+recomputed), ``--overwrite`` replaces the files ssd-detect wrote there (claimed in its ``detections.jsonl``, the
+journal: ``ssd_torch.files.Journal``), or a new ``--out``. A file that ssd-detect did not write is never
+replaced, even with ``--overwrite`` (a ``detections.jsonl`` that is not our journal included). One run at a time
+per ``--out`` folder (``ssd_torch.files.lock_folder``): a second one is refused, naming the PID of the first.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
 from ssd_torch.cli import UserError, add_trust_flag, run_cli
-from ssd_torch.files import atomic_write, atomic_write_text, file_sha256, refuse_existing
+from ssd_torch.files import (Journal, atomic_write, atomic_write_text, check_output_path, file_sha256,
+                             lock_folder, refuse_existing)
 
-__all__ = ["LOG_NAME", "RESULT_NAME", "LOG_FORMAT", "Item", "plan_inputs", "read_log", "detect_images",
+__all__ = ["LOG_NAME", "RESULT_NAME", "LOG_FORMAT", "Item", "journal", "plan_inputs", "read_log", "detect_images",
            "build_parser", "main"]
 
 LOG_NAME, RESULT_NAME = "detections.jsonl", "detections.json"
@@ -54,53 +57,40 @@ class Item(NamedTuple):
     drawing: str
 
 
+def journal(out_dir: Path) -> Journal:
+    """The run's journal ``detections.jsonl`` in ``out_dir`` (the ownership rule: ``ssd_torch.files.Journal``)."""
+    return Journal(out_dir / LOG_NAME, LOG_FORMAT)
+
+
 def plan_inputs(source: Path, recursive: bool, out_dir: Path) -> list[Item]:
-    """The input files (``ssd_torch.data.images.find_images``) with their identities and drawing names."""
+    """The input files (``ssd_torch.data.images.find_images``) with their identities and drawing names; the
+    files in a subfolder that holds an earlier run's results (its journal) are not inputs."""
     from ssd_torch.data.images import find_images
 
     root = source.parent if source.is_file() else source
+    results: dict[Path, bool] = {}  # folder -> holds our journal (each folder read once)
+
+    def in_results(path: Path) -> bool:
+        below = [d for d in path.parents if d != root and root in d.parents]
+        return any(results.setdefault(d, journal(d).header() is not None) for d in below)
+
     items = []
     for path in find_images(source, recursive=recursive, exclude=out_dir):
+        if recursive and in_results(path):
+            continue
         relative = path.relative_to(root).as_posix()
         items.append(Item(path, relative, relative + ".png"))
     return items
 
 
 def read_log(path: Path) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]], set[str]]:
-    """``(run header, last record per relative path, every drawing the log says it wrote)`` of a
-    ``detections.jsonl``; a line torn by an interruption is ignored."""
-    header, records, drawings = None, {}, set()
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        kind = rec.get("type") if isinstance(rec, dict) else None
-        if kind == "run" and header is None:
-            header = rec
-        elif kind in ("image", "skipped"):
-            records[rec["relative"]] = rec
-        if kind in ("image", "writing"):
-            drawings.update(rec["drawings"] if kind == "writing" else [rec["drawing"]])
-    return header, records, drawings
-
-
-def _append(log: Path, records: list[dict[str, Any]]) -> None:
-    """Append JSON lines and make them durable (a line torn by an earlier interruption stays on its own)."""
-    if not records:
-        return
-    with log.open("ab") as f:
-        if f.tell() and _last_byte(log) != b"\n":
-            f.write(b"\n")
-        f.write("".join(json.dumps(r) + "\n" for r in records).encode("utf-8"))
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _last_byte(path: Path) -> bytes:
-    with path.open("rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1)
+    """``(run header, last record per relative path, every drawing the journal claims)`` of a
+    ``detections.jsonl``; a line torn by an interruption is ignored; ``(None, {}, set())`` when ``path`` is not
+    our journal."""
+    log = Journal(path, LOG_FORMAT)
+    lines = log.records()
+    records = {rec["relative"]: rec for rec in lines if rec.get("type") in ("image", "skipped")}
+    return (lines[0] if lines else None), records, set(log.claims(lines).files)
 
 
 def _settings(checkpoint: Path, source: Path, recursive: bool, score_threshold: float, detector: Any) -> dict:
@@ -140,11 +130,12 @@ def prepare_output(out_dir: Path, items: Sequence[Item], settings: dict[str, Any
                    overwrite: bool) -> dict[str, dict[str, Any]]:
     """Check that the run may write into ``out_dir`` (module docstring: the rules) and start or reopen its log;
     returns the finished records of the run being resumed (empty otherwise)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} is a file, not a folder: give a folder for the drawings and "
-                        f"{RESULT_NAME}")
+    check_output_path(out_dir, "--out", folder=True)
     log, result = out_dir / LOG_NAME, out_dir / RESULT_NAME
-    header, records, ours = read_log(log) if log.is_file() else (None, {}, set())
+    header, records, ours = read_log(log)
+    if log.exists() and header is None:
+        raise UserError(f"{log} is not a journal of ssd-detect (a file it did not write): ssd-detect never replaces "
+                        "it, even with --overwrite; move it away or choose a new --out folder")
     if resume:
         _check_resume(out_dir, header, settings)
     elif not overwrite:
@@ -154,11 +145,8 @@ def prepare_output(out_dir: Path, items: Sequence[Item], settings: dict[str, Any
                     "ssd-detect", "it only replaces files it wrote: move them away or choose a new --out folder")
     if result.exists():
         result.unlink()  # the previous result of this very log (resumed or overwritten): rewritten at the end
-    if not resume:
-        lines = [{"type": "run", "format": LOG_FORMAT, "settings": settings}]
-        if ours:  # drawings of the replaced run stay ssd-detect's, so a later --overwrite may replace them too
-            lines.append({"type": "writing", "drawings": sorted(ours), "note": "written by an earlier run"})
-        atomic_write_text(log, "".join(json.dumps(line) + "\n" for line in lines))
+    if not resume:  # drawings of the replaced run stay ssd-detect's, so a later --overwrite may replace them too
+        journal(out_dir).start({"settings": settings}, files=ours)
         return {}
     return {k: r for k, r in records.items() if r["type"] == "image" and (out_dir / r["drawing"]).is_file()}
 
@@ -175,7 +163,7 @@ def _process(detector: Any, chunk: Sequence[Item], out_dir: Path, score_threshol
         except DatasetError as e:
             records.append({"type": "skipped", "file": str(item.path), "relative": item.relative,
                             "error": e.reason or str(e)})
-    _append(out_dir / LOG_NAME, [{"type": "writing", "drawings": [it.drawing for it, _ in decoded]}] if decoded else [])
+    journal(out_dir).claim(it.drawing for it, _ in decoded)  # claimed before written: ours to replace later
     for (item, image), result in zip(decoded, detector.detect([d for _, d in decoded])):
         shown = result.select(min_score=score_threshold)
         atomic_write(out_dir / item.drawing, lambda f, s=shown, im=image: s.draw(im.image).save(f, format="PNG"))
@@ -216,29 +204,29 @@ def detect_images(checkpoint: Path, source: Path, out_dir: Path, *, recursive: b
     of ``detections.json``. Prints one line per image as it is done."""
     from ssd_torch.detector import Detector
 
-    if out_dir.exists() and not out_dir.is_dir():  # before the (slow) model load
-        prepare_output(out_dir, [], {}, resume=resume, overwrite=overwrite)
+    check_output_path(out_dir, "--out", folder=True)  # before the (slow) model load
     if source.is_dir() and out_dir.resolve() == source.resolve():
         raise UserError(f"--out {out_dir} is the input folder: the drawings would become inputs of the next run; "
                         "choose another folder")
     items = plan_inputs(source, recursive, out_dir)
-    detector = Detector.from_checkpoint(checkpoint, device, trust_checkpoint, backend=backend,
-                                        batch_size=batch_size, classes=classes, nms_threshold=nms_threshold,
-                                        max_detections=max_detections)
-    if score_threshold < detector.postprocess.score_threshold:  # list what was asked for, not just > 0.01
-        detector.predictor.postprocess = detector.postprocess.replace(score_threshold=score_threshold)
-    settings = _settings(checkpoint, source, recursive, score_threshold, detector)
-    done = prepare_output(out_dir, items, settings, resume=resume, overwrite=overwrite)
-    pending = [it for it in items if it.relative not in done]
-    if done:
-        print(f"resuming: {len(done)} of {len(items)} images already done")
-    for start in range(0, len(pending), batch_size):
-        records = _process(detector, pending[start:start + batch_size], out_dir, score_threshold)
-        _append(out_dir / LOG_NAME, records)
-        for rec in records:
-            print(_report(rec), flush=True)
-    doc = _document(items, read_log(out_dir / LOG_NAME)[1], settings, str(detector.device))
-    atomic_write_text(out_dir / RESULT_NAME, json.dumps(doc, indent=1) + "\n")
+    with lock_folder(out_dir, "ssd-detect", "--out"):  # one run per --out folder, for the life of this run
+        detector = Detector.from_checkpoint(checkpoint, device, trust_checkpoint, backend=backend,
+                                            batch_size=batch_size, classes=classes, nms_threshold=nms_threshold,
+                                            max_detections=max_detections)
+        if score_threshold < detector.postprocess.score_threshold:  # list what was asked for, not just > 0.01
+            detector.predictor.postprocess = detector.postprocess.replace(score_threshold=score_threshold)
+        settings = _settings(checkpoint, source, recursive, score_threshold, detector)
+        done = prepare_output(out_dir, items, settings, resume=resume, overwrite=overwrite)
+        pending = [it for it in items if it.relative not in done]
+        if done:
+            print(f"resuming: {len(done)} of {len(items)} images already done")
+        for start in range(0, len(pending), batch_size):
+            records = _process(detector, pending[start:start + batch_size], out_dir, score_threshold)
+            journal(out_dir).append(records)
+            for rec in records:
+                print(_report(rec), flush=True)
+        doc = _document(items, read_log(out_dir / LOG_NAME)[1], settings, str(detector.device))
+        atomic_write_text(out_dir / RESULT_NAME, json.dumps(doc, indent=1) + "\n")
     return doc
 
 

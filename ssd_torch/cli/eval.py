@@ -127,7 +127,7 @@ def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    from ssd_torch.evaluation.checkpoint_eval import check_outputs
+    from ssd_torch.evaluation.checkpoint_eval import check_outputs, lock_out_dir
     from ssd_torch.modeling.predictor import load_predictor
 
     split = None if is_coco_data(args.data) else (args.split or "test")
@@ -135,14 +135,15 @@ def _main(argv: Sequence[str] | None) -> int:
     check_outputs(out_dir, key="", overwrite=True)  # a file in the way is refused before any slow work
     if args.coco or is_coco_data(args.data):
         _require_pycocotools("COCO evaluation (--coco, or a COCO annotation file as --data)")
-    predictor = load_predictor(args.checkpoint, resolve_device(args.device), trust_checkpoint=args.trust_checkpoint,
-                               backend=args.backend)
-    data = _open_data(args.data, args.split, args.images, predictor.categories[1:], predictor.transform)
-    out = evaluate_checkpoint(predictor, args.checkpoint, data, out_dir, batch_size=args.batch_size,
-                              use_07_metric=args.metric == "07", coco=args.coco, progress=not args.no_progress,
-                              overwrite=args.overwrite)
-    _print_results(out, out["_result"].class_names)
-    print(f"results: {', '.join(str(p) for p in write_outputs(out, out_dir, args.metric))}")
+    with lock_out_dir(out_dir):  # one evaluation per --out folder, for the life of this one
+        predictor = load_predictor(args.checkpoint, resolve_device(args.device),
+                                   trust_checkpoint=args.trust_checkpoint, backend=args.backend)
+        data = _open_data(args.data, args.split, args.images, predictor.categories[1:], predictor.transform)
+        out = evaluate_checkpoint(predictor, args.checkpoint, data, out_dir, batch_size=args.batch_size,
+                                  use_07_metric=args.metric == "07", coco=args.coco, progress=not args.no_progress,
+                                  overwrite=args.overwrite)
+        _print_results(out, out["_result"].class_names)
+        print(f"results: {', '.join(str(p) for p in write_outputs(out, out_dir, args.metric))}")
     return 0
 
 

@@ -43,7 +43,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ssd_torch.cli import UserError, add_trust_flag, run_cli
-from ssd_torch.files import atomic_write, atomic_write_text, refuse_existing
+from ssd_torch.files import atomic_write, atomic_write_text, check_output_path, refuse_existing
 
 __all__ = ["SIDECAR_FORMAT", "PIXEL_DTYPES", "sidecar_paths", "pixel_input_model", "export_onnx", "check_onnx",
            "export_checkpoint", "main"]
@@ -211,6 +211,7 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.onnx.suffix != ".onnx":
         raise UserError(f"--onnx must name a .onnx file, got {args.onnx}")
+    check_output_path(args.onnx, "--onnx", folder=False)  # a file in the way: refused before the model loads
     meta = export_checkpoint(args.checkpoint, args.onnx, opset=args.opset, check=not args.no_check,
                              atol=args.atol, rtol=args.rtol, trust_checkpoint=args.trust_checkpoint,
                              bake_preprocess=args.bake_preprocess, overwrite=args.overwrite)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ssd_torch.cli import UserError, add_trust_flag, run_cli
-from ssd_torch.files import refuse_existing
+from ssd_torch.files import check_output_path, refuse_existing
 
 __all__ = ["import_to_checkpoint", "main"]
 
@@ -56,7 +56,8 @@ def import_to_checkpoint(fmt: str, weights: Path, out: Path, *, class_names: Seq
     """Convert ``weights`` (a ``fmt`` file) into our checkpoint ``out``; returns the printable report."""
     from ssd_torch.modeling.importers import imported_checkpoint
 
-    if out.exists():  # before reading a 100+ MB file
+    check_output_path(out, "--out", folder=False)  # before reading a 100+ MB file
+    if out.exists():
         _refuse_existing(out)
     ckpt, report = imported_checkpoint(fmt, weights, class_names=class_names, trust=trust_checkpoint)
     _save_new(ckpt, out)

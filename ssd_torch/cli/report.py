@@ -1,4 +1,6 @@
-"""``ssd-report RUN_DIR...``: the seed's results table (one Markdown row per training run) + a loss-curve PNG.
+"""``ssd-report RUN_DIR...``: the seed's results table (one Markdown row per training run); ``--plot FILE.png``
+adds a loss-curve PNG, ``--markdown FILE`` writes the table to a file (neither replaces an existing file unless
+``--overwrite``; a plain call writes nothing, so it works every time).
 
 Reads what ``ssd-train`` (``ssd_torch.training.trainer`` and ``metrics_log``) leaves in a run folder —
 ``config.json`` (the resolved ``TrainConfig``), ``metrics.csv`` (per logged step: ``step, loss, lr,
@@ -23,7 +25,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ssd_torch.cli import UserError, run_cli
-from ssd_torch.files import atomic_write, atomic_write_text, refuse_existing
+from ssd_torch.files import atomic_write, atomic_write_text, check_output_path, refuse_existing
+from ssd_torch.run_files import CONFIG_FILE, EPOCHS_FILE, EVAL_FILE, METRICS_FILE
 from ssd_torch.evaluation.headline import headline_label, headline_of_run
 from ssd_torch.evaluation.visualize import read_csv_rows
 
@@ -70,7 +73,7 @@ def _get(d: dict[str, Any], *path: str) -> Any:
 
 
 def _read_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "config.json"
+    path = run_dir / CONFIG_FILE
     if not path.is_file():
         return {}
     try:
@@ -99,10 +102,10 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
     if not run_dir.is_dir():
         raise UserError(f"run folder {run_dir} does not exist")
     config = _read_config(run_dir)
-    steps, epochs, evals = (read_csv_rows(run_dir / n) for n in ("metrics.csv", "epochs.csv", "eval.csv"))
+    steps, epochs, evals = (read_csv_rows(run_dir / n) for n in (METRICS_FILE, EPOCHS_FILE, EVAL_FILE))
     if not (config or steps or epochs or evals):
-        raise UserError(f"{run_dir} is not a training run folder (no config.json, metrics.csv, epochs.csv "
-                        f"or eval.csv)")
+        raise UserError(f"{run_dir} is not a training run folder (no {CONFIG_FILE}, {METRICS_FILE}, {EPOCHS_FILE} "
+                        f"or {EVAL_FILE})")
     batch = _int_or_none(_get(config, "optim", "batch_size"))
     accum = _int_or_none(_get(config, "optim", "accumulation"))
     world = _int_or_none(_get(config, "runtime", "world_size")) or _int_or_none(config.get("world_size")) or 1
@@ -148,7 +151,7 @@ def plot_loss_curves(run_dirs: Sequence[str | Path], out_png: str | Path) -> Pat
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for run_dir in map(Path, run_dirs):
-        rows = [r for r in read_csv_rows(run_dir / "metrics.csv") if _floats([r], "step") and _floats([r], "loss")]
+        rows = [r for r in read_csv_rows(run_dir / METRICS_FILE) if _floats([r], "step") and _floats([r], "loss")]
         if rows:
             ax.plot(_floats(rows, "step"), _floats(rows, "loss"), label=run_dir.name)
     ax.set_xlabel("optimizer step")
@@ -165,7 +168,8 @@ def plot_loss_curves(run_dirs: Sequence[str | Path], out_png: str | Path) -> Pat
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssd-report", description="Markdown table + loss curves of training runs.")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders written by ssd-train")
-    p.add_argument("--plot", default="loss_curves.png", help="PNG comparing the loss curves (default: %(default)s)")
+    p.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="also write a PNG comparing the runs' loss curves (e.g. loss_curves.png)")
     p.add_argument("--markdown", default=None, help="also write the table to this file")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --plot / --markdown file (without it an existing file is kept and "
@@ -175,7 +179,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
-    outputs = [Path(args.plot)] + ([Path(args.markdown)] if args.markdown else [])
+    outputs = [check_output_path(path, flag, folder=False)
+               for flag, path in (("--plot", args.plot), ("--markdown", args.markdown)) if path]
     if not args.overwrite:
         refuse_existing(outputs, "ssd-report", "nothing was written: choose other --plot / --markdown names, or "
                                                "pass --overwrite to replace them")
@@ -183,7 +188,8 @@ def _main(argv: Sequence[str] | None) -> int:
     print(table)
     if args.markdown:
         atomic_write_text(args.markdown, table + "\n")
-    print(f"\nloss curves: {plot_loss_curves(args.run_dirs, args.plot)}")
+    if args.plot:
+        print(f"\nloss curves: {plot_loss_curves(args.run_dirs, args.plot)}")
     return 0
 
 

@@ -21,10 +21,12 @@ import numpy as np
 
 from ssd_torch.errors import UserError
 from ssd_torch.evaluation.evaluate import DetectionsByImage
-from ssd_torch.files import atomic_write, atomic_write_text, file_sha256
+from ssd_torch.files import (FolderLock, atomic_write, atomic_write_text, check_output_path, file_sha256,
+                             lock_folder)
 
 __all__ = ["RESULTS_NAMES", "COCO_RESULTS_NAME", "cache_key", "data_fingerprint", "save_detections",
-           "load_detections", "check_outputs", "write_outputs", "evaluate_checkpoint", "default_out_dir"]
+           "load_detections", "lock_out_dir", "check_outputs", "write_outputs", "evaluate_checkpoint",
+           "default_out_dir"]
 
 #: The standard COCO results list of a COCO evaluation.
 COCO_RESULTS_NAME = "coco_results.json"
@@ -107,13 +109,18 @@ def _ours(out_dir: Path) -> list[Path]:
     return results + coco + caches
 
 
+def lock_out_dir(out_dir: Path) -> FolderLock:
+    """Create and lock ``out_dir`` for this evaluation (``ssd_torch.files.lock_folder``): a second ssd-eval into
+    the same folder is refused while this one runs, naming its PID."""
+    return lock_folder(out_dir, "ssd-eval", "--out")
+
+
 def check_outputs(out_dir: Path, key: str, overwrite: bool = False) -> None:
-    """Refuse (one-line UserError) an ``out_dir`` that is a file or lies under one, and results of ANOTHER
-    evaluation there (unless ``overwrite``); results of the same evaluation (same ``key``) are ours to
-    replace. A ``coco_results.json`` counts as ours when a results file beside it has this key."""
-    for parent in (out_dir, *out_dir.parents):
-        if parent.exists() and not parent.is_dir():
-            raise UserError(f"--out {out_dir}: {parent} is a file, not a folder; choose a folder for the results")
+    """Refuse (one-line UserError) an ``out_dir`` that is a file or lies under one
+    (``ssd_torch.files.check_output_path``), and results of ANOTHER evaluation there (unless ``overwrite``);
+    results of the same evaluation (same ``key``) are ours to replace. A ``coco_results.json`` counts as ours
+    when a results file beside it has this key."""
+    check_output_path(out_dir, "--out", folder=True)
     if overwrite or not out_dir.is_dir():
         return
     results = [out_dir / name for name in RESULTS_NAMES.values()]

@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ssd_torch.evaluation.headline import headline_label, headline_of_run
+from ssd_torch.files import atomic_write
+from ssd_torch.run_files import CURVES_FILE, EVAL_FILE, METRICS_FILE
 
 __all__ = ["class_colour", "draw_detections", "plot_training_curves", "read_csv_rows"]
 
@@ -79,7 +81,7 @@ def _column(rows: list[dict[str, str]], key: str) -> np.ndarray:
     return np.asarray(vals, dtype=np.float64)
 
 
-def plot_training_curves(run_dir: str | Path, out_name: str = "curves.png") -> Path | None:
+def plot_training_curves(run_dir: str | Path, out_name: str = CURVES_FILE) -> Path | None:
     """Loss (total, loc, conf), LR and — when ``eval.csv`` exists — the evaluations' headline metric (labelled
     by ``ssd_torch.evaluation.headline``) against the step, from the run's ``metrics.csv``; written as
     ``run_dir/out_name`` (matplotlib, Agg backend). None if nothing was logged."""
@@ -88,10 +90,10 @@ def plot_training_curves(run_dir: str | Path, out_name: str = "curves.png") -> P
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    rows = read_csv_rows(run_dir / "metrics.csv")
+    rows = read_csv_rows(run_dir / METRICS_FILE)
     if not rows:
         return None
-    evals = read_csv_rows(run_dir / "eval.csv")
+    evals = read_csv_rows(run_dir / EVAL_FILE)
     step = _column(rows, "step")
     fig, axes = plt.subplots(1, 3 if evals else 2, figsize=(15 if evals else 10, 4))
     for key in ("loss", "loc_loss", "conf_loss"):
@@ -105,7 +107,6 @@ def plot_training_curves(run_dir: str | Path, out_name: str = "curves.png") -> P
         axes[2].set(xlabel="optimizer step", ylabel=headline_label(headline_of_run(evals)), title="held-out mAP",
                     ylim=(0, 1))
     fig.tight_layout()
-    path = run_dir / out_name
-    fig.savefig(path, dpi=90)
+    path = atomic_write(run_dir / out_name, lambda f: fig.savefig(f, format="png", dpi=90))
     plt.close(fig)
     return path

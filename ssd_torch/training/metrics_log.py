@@ -8,7 +8,8 @@ a COCO evaluation adds ``AP``, ``AP50``, ``AP75``, ``AP_small`` ... ``AR_large``
 rows, or a file written by an earlier version), the file is rewritten atomically with the wider header, the
 earlier rows getting empty cells: every row always has the header's cells.
 
-Rows are appended as training goes. A resumed run first ``rewind``s the logs to the step of its checkpoint:
+Rows are appended as training goes, whole (``ssd_torch.files.append_text``: a write that fails, e.g. on a full
+disk, is cut back, never half a row). A resumed run first ``rewind``s the logs to the step of its checkpoint:
 rows of later steps (logged by the interrupted run after that checkpoint) are dropped by an atomic rewrite, and
 tensorboard purges its events after that step, so every step has exactly one row (``ssd-report`` reads them).
 """
@@ -23,20 +24,20 @@ from typing import Any
 
 import torch
 
-from ssd_torch.files import atomic_write_text
+from ssd_torch.files import append_text, atomic_write_text
+from ssd_torch.run_files import EPOCHS_FILE, EVAL_FILE, METRICS_FILE, TENSORBOARD_DIR
 
 __all__ = ["LOG_FILES", "OPEN_KINDS", "TENSORBOARD_DIR", "MetricsLogger", "peak_memory_mb"]
 
 #: kind -> (file name, columns); every row has a ``step`` (optimizer steps done when it was logged).
 LOG_FILES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "step": ("metrics.csv", ("step", "epoch", "loss", "loc_loss", "conf_loss", "lr", "num_pos", "images_per_s",
+    "step": (METRICS_FILE, ("step", "epoch", "loss", "loc_loss", "conf_loss", "lr", "num_pos", "images_per_s",
                              "grad_norm", "skipped_total")),
-    "epoch": ("epochs.csv", ("epoch", "step", "mean_loss", "seconds", "images_per_s", "peak_memory_mb")),
-    "eval": ("eval.csv", ("step", "epoch", "metric", "mAP", "seconds")),
+    "epoch": (EPOCHS_FILE, ("epoch", "step", "mean_loss", "seconds", "images_per_s", "peak_memory_mb")),
+    "eval": (EVAL_FILE, ("step", "epoch", "metric", "mAP", "seconds")),
 }
 #: kinds whose rows may bring more columns than :data:`LOG_FILES` names (see the module docstring)
 OPEN_KINDS = frozenset({"eval"})
-TENSORBOARD_DIR = "tb"
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -83,11 +84,12 @@ class MetricsLogger:
             header += [c for c in wanted if c not in header]
             _atomic_rewrite(path, header, old_rows)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        with path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=header or wanted, extrasaction="ignore")
-            if not header:
-                w.writeheader()
-            w.writerow({k: row.get(k, "") for k in header or wanted})
+        text = io.StringIO(newline="")
+        w = csv.DictWriter(text, fieldnames=header or wanted, extrasaction="ignore")
+        if not header:
+            w.writeheader()
+        w.writerow({k: row.get(k, "") for k in header or wanted})
+        append_text(path, text.getvalue())  # whole rows: a full disk cuts the file back, never half a row
         self._tensorboard(kind, row)
 
     def _tensorboard(self, kind: str, row: dict[str, Any]) -> None:

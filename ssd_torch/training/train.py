@@ -15,6 +15,7 @@ write ``config.json``, rewind the logs to the resumed step, train under the stop
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,8 @@ from ssd_torch.training.model_setup import build_model, build_optimizer, wrap_mo
 from ssd_torch.training.objective import build_objective
 from ssd_torch.training.resume import Resumed, open_resume, resume_trainer
 from ssd_torch.training.run_folder import (CHECKPOINT_DIR, CONFIG_FILE, CURVES_FILE, check_new_run,
-                                           describe_removed, remove_previous_run)
+                                           claim_run_folder, describe_removed, lock_run_folder,
+                                           remove_previous_run)
 from ssd_torch.training.schedule import build_lr_factor, build_scheduler, scaled_lr, schedule_lengths
 from ssd_torch.training.step import NonFiniteGuard, Numerics, amp_settings
 from ssd_torch.training.train_config import TrainConfig, save_config
@@ -61,12 +63,19 @@ def run_training(cfg: TrainConfig, *, trust_checkpoint: bool = False, overwrite:
     device = resolve_device(rt.device, info.local_rank)
     cfg.model.weights_to_load()  # a VGG16 without backbone weights is refused before anything is written
     run_dir = Path(r.output_dir)
-    if r.resume is None and not overwrite:
-        on_rank0(info, device, lambda: check_new_run(run_dir))
+    with on_rank0(info, device, lambda: lock_run_folder(run_dir)) or contextlib.nullcontext():  # one run per folder
+        return _run_locked(cfg, info, device, run_dir, trust_checkpoint, overwrite, accept_changes)
+
+
+def _run_locked(cfg: TrainConfig, info: DistInfo, device: torch.device, run_dir: Path, trust_checkpoint: bool,
+                overwrite: bool, accept_changes: bool) -> dict[str, Any]:
+    if cfg.run.resume is None:
+        on_rank0(info, device, lambda: check_new_run(run_dir, overwrite=overwrite))
     on_rank0(info, device, lambda: ensure_synthetic(cfg.data))  # the others wait in on_rank0's all-reduce
     cfg = cfg.replace(data=dataclasses.replace(cfg.data, class_names=resolve_class_names(cfg.data)))
     class_names = ["background", *cfg.data.class_names]
     resumed = _resume_point(cfg, class_names, info, trust=trust_checkpoint, accept_changes=accept_changes)
+    rt = cfg.runtime
     torch.use_deterministic_algorithms(rt.deterministic, warn_only=True)
     torch.manual_seed(rt.seed)  # the same initial weights on every rank (DDP also broadcasts them)
     built = build_model(cfg.model, class_names, resumed=resumed and resumed.model_config,
@@ -101,7 +110,7 @@ def _train(trainer: Trainer, cfg: TrainConfig, info: DistInfo, what: str, overwr
         removed = remove_previous_run(run_dir) if overwrite else []
         if removed:
             print(describe_removed(run_dir, removed))
-        run_dir.mkdir(parents=True, exist_ok=True)
+        claim_run_folder(run_dir)  # the manifest claims what the run writes before it is written
         save_config(cfg, run_dir / CONFIG_FILE)
         if logger is not None and cfg.run.resume is not None:
             logger.rewind(trainer.step)

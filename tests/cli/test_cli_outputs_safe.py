@@ -1,8 +1,9 @@
 """ssd-eval and ssd-report never replace a file they did not write for this very evaluation / report.
 
 Reproduced defects: ``ssd-eval`` of a second checkpoint into the same ``--out`` silently replaced the first
-checkpoint's ``results_voc07.json``; ``ssd-report`` replaced an existing ``loss_curves.png`` (its default name, in
-the working folder) and an existing ``--markdown`` file.
+checkpoint's ``results_voc07.json``; ``ssd-report`` replaced an existing ``loss_curves.png`` (then its default name,
+in the working folder) and an existing ``--markdown`` file; a second plain ``ssd-report`` refused because of its
+own default plot.
 """
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def test_report_never_replaces_existing_files(tmp_path: Path, monkeypatch: pytes
     run = _run_folder(tmp_path)
     monkeypatch.chdir(tmp_path)
     Path("loss_curves.png").write_bytes(b"a user's picture")
-    assert report.main([str(run)]) == 2
+    assert report.main([str(run), "--plot", "loss_curves.png"]) == 2
     assert "loss_curves.png" in _one_error_line(capsys)
     assert Path("loss_curves.png").read_bytes() == b"a user's picture"
     Path("table.md").write_text("my table\n")
@@ -87,3 +88,15 @@ def test_report_never_replaces_existing_files(tmp_path: Path, monkeypatch: pytes
     assert report.main([str(run), "--plot", "new.png", "--markdown", "new.md"]) == 0
     assert Path("new.png").stat().st_size > 0 and "| " in Path("new.md").read_text()
     assert report.main([str(run), "--plot", "new.png", "--markdown", "new.md", "--overwrite"]) == 0
+
+
+def test_a_plain_report_works_every_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Defect: the second ``ssd-report runs/x`` refused because its own default ``--plot loss_curves.png``
+    existed. A plain call prints the table and writes nothing."""
+    run = _run_folder(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        assert report.main([str(run)]) == 0
+        assert "| run |" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

@@ -1,5 +1,5 @@
-"""The run folder: recognising ssd-train's own files, refusing / overwriting / keeping an earlier run, and
-rewinding the CSV logs on resume."""
+"""The run folder: recognising ssd-train's own files (its manifest), refusing / overwriting / keeping an earlier
+run, and rewinding the CSV logs on resume."""
 from __future__ import annotations
 
 import csv
@@ -9,7 +9,8 @@ import pytest
 from ssd_torch.cli import train
 from ssd_torch.errors import ConfigError
 from ssd_torch.training.metrics_log import MetricsLogger
-from ssd_torch.training.run_folder import check_new_run, keep_previous_run, owned_files, remove_previous_run
+from ssd_torch.training.run_folder import (check_new_run, claim_run_folder, keep_previous_run, owned_files,
+                                           remove_previous_run)
 from train_fixtures import csv_steps, tiny_run_args
 
 OURS = ["config.json", "metrics.csv", "epochs.csv", "eval.csv", "curves.png", "checkpoints/step_00000300.pt",
@@ -25,16 +26,27 @@ def _touch(root, names):
         (root / name).write_text(name)
 
 
-def test_owned_files_are_recognised_by_name(tmp_path):
+def test_owned_files_are_recognised_by_the_manifest_not_by_name(tmp_path):
     _touch(tmp_path, OURS + THEIRS)
+    assert owned_files(tmp_path) == []  # no manifest: none of them is ours, whatever its name
+    with pytest.raises(ConfigError, match="config.json.*did not write.*another --output-dir"):
+        check_new_run(tmp_path, overwrite=True)  # a new run would replace them: refused even with --overwrite
+    claim_run_folder(tmp_path)  # what a run does before writing anything
     assert sorted(str(p.relative_to(tmp_path)) for p in owned_files(tmp_path)) == sorted(OURS)
     with pytest.raises(ConfigError, match="already holds a run.*--resume auto.*--output-dir.*--overwrite"):
         check_new_run(tmp_path)
+    check_new_run(tmp_path, overwrite=True)
     removed = remove_previous_run(tmp_path)
     assert len(removed) == len(OURS)
     left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
-    assert left == sorted(THEIRS) and all((tmp_path / n).read_text() == n for n in THEIRS)
+    assert left == sorted(THEIRS + ["written.jsonl"]) and all((tmp_path / n).read_text() == n for n in THEIRS)
     check_new_run(tmp_path)  # only the user's files are left: a new run may start here
+
+
+def test_a_users_file_named_like_the_manifest_is_not_ours(tmp_path):
+    _touch(tmp_path, ["written.jsonl"])
+    with pytest.raises(ConfigError, match="written.jsonl.*did not write"):
+        check_new_run(tmp_path, overwrite=True)
 
 
 def test_user_files_alone_do_not_block_a_new_run(tmp_path):

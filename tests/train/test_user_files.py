@@ -45,7 +45,7 @@ def test_new_run_refuses_a_folder_with_checkpoints_and_overwrite_removes_only_ou
     assert all(s in line for s in (str(run), "--resume auto", "--output-dir", "--overwrite")), line
     assert (run / "checkpoints" / "best.pt").read_bytes() == best
     assert {name: (run / name).read_bytes() for name in logs} == logs
-    # --overwrite removes what ssd-train wrote, recognised by name, and nothing else
+    # --overwrite removes what ssd-train wrote, as its manifest written.jsonl claims, and nothing else
     (run / "notes.txt").write_text("the user's notes")
     (run / "checkpoints" / "my_model.pt").write_bytes(b"the user's own file")
     assert train.main(tiny_run_args(data, run, "--seed", "1", "--overwrite")) == 0
