@@ -22,7 +22,8 @@ from .coding import decode
 from .matching import float32_iou_tolerance
 
 __all__ = ["nms", "softmax", "log_scores", "score_floor", "check_limit", "postprocess", "FLOAT32_LOGP_RTOL",
-           "FLOAT32_LOGP_ATOL", "KEY_RTOL", "KEY_ATOL", "near_tied", "ExpectedDetections", "float32_ambiguous_detections"]
+           "FLOAT32_LOGP_ATOL", "KEY_RTOL", "KEY_ATOL", "near_tied", "ExpectedDetections",
+           "float32_ambiguous_detections"]
 
 #: How far a float32 ranking key (``ssd_torch.nms.class_log_scores`` on float32 logits, e.g. in an ONNX graph)
 #: may sit from the float64 one: relative, 128 float32 ulps (the rounding of ``d = x - m`` moves ``exp(d)`` by up

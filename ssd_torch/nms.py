@@ -21,7 +21,6 @@ from typing import NamedTuple, Optional, Sequence
 import numpy as np
 
 import torch
-import torch.nn.functional as F
 
 from reference.nms import check_limit, score_floor
 

@@ -237,11 +237,11 @@ def test_detection_row_exemptions_are_capped(setup: tuple, computed: tuple) -> N
                                                                   for e in ref.expected])
     fine = parity._detection_row("x", everything_open, parity.Results(priors=ref.priors, detections=got))
     assert fine.ok and fine.agreement == 1.0
-    dropped = [(b[1:], s[1:], l[1:]) for b, s, l in got]  # the first of each image missing: exempt, but > 2 %?
+    dropped = [(b[1:], s[1:], lab[1:]) for b, s, lab in got]  # the first of each image missing: exempt, but > 2 %?
     n = sum(len(s) for _, s, _ in got)
     row = parity._detection_row("x", everything_open, parity.Results(priors=ref.priors, detections=dropped))
     assert (len(got) > parity.EXEMPT_CAP * n) == (not row.ok), row.note
-    many = [(b[n // 40:], s[n // 40:], l[n // 40:]) for b, s, l in got]  # > 2 % of the detections missing
+    many = [(b[n // 40:], s[n // 40:], lab[n // 40:]) for b, s, lab in got]  # > 2 % of the detections missing
     row = parity._detection_row("x", everything_open, parity.Results(priors=ref.priors, detections=many))
     assert not row.ok and "none granted" in row.note
     assert isinstance(ref.expected[0], ExpectedDetections)

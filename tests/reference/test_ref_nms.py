@@ -4,6 +4,7 @@ float32 near-tie analysis."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -11,11 +12,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ref_strategies import xyxy_boxes
+
 from reference.boxes import box_iou, cxcywh_to_xyxy, xyxy_to_cxcywh
 from reference.nms import (FLOAT32_LOGP_RTOL, KEY_RTOL, check_limit, float32_ambiguous_detections, log_scores,
                            near_tied, nms, postprocess, score_floor, softmax)
 
 WIDE = [0.0, 0.0, 20 / 32, 1.0]  # full-height strips: IoU(WIDE, [0, 0, b, 1]) = b / (20/32) for b <= 20/32
+
+if TYPE_CHECKING:  # the peer transcriptions run on torch, imported where they run
+    import torch
 
 
 def narrow(b: float) -> list[float]:
