@@ -130,13 +130,14 @@ def available_paths() -> list[FastPath]:
 
 # ---------------------------------------------------------------------------------------------- inputs
 def load_batches(roots: Sequence[Path], split: str | None, class_names: Sequence[str], batch_size: int,
-                 num_batches: int, seed: int, preprocess: Any = None, *, images: Path | None = None) -> list[Any]:
+                 num_batches: int, seed: int, preprocess: Any = None, *, images: Path | None = None,
+                 category_ids: Sequence[int | None] | None = None) -> list[Any]:
     """The first ``num_batches`` padded batches (``collate.Batch``) of a data set through the *training*
     augmentation (real gt boxes in every position and size), torch's RNG seeded: every run sees the same.
 
     The data set: VOC year folders ``roots`` and their ``split``; or COCO data, ``roots`` = one instances
     ``.json`` (``ssd_torch.data.coco.is_coco_data``) over the folder ``images`` (``split`` unused), categories
-    matched to ``class_names`` by name."""
+    matched to ``class_names`` by name, or by id with ``category_ids`` (``ssd_torch.modeling.categories``)."""
     from ssd_torch.data.coco import CocoDataset, is_coco_data
     from ssd_torch.data.collate import collate_detection
     from ssd_torch.data.preprocess import IMAGENET
@@ -148,7 +149,8 @@ def load_batches(roots: Sequence[Path], split: str | None, class_names: Sequence
     if is_coco_data(roots):
         if images is None:
             raise UserError(f"{roots[0]} is a COCO annotation file: the folder of its images is needed too")
-        ds: Any = CocoDataset(images, roots[0], transform=transform, class_names=tuple(class_names))
+        ds: Any = CocoDataset(images, roots[0], transform=transform, class_names=tuple(class_names),
+                              category_ids=category_ids)
     else:
         ds = VOCDataset(list(roots), split, class_names=tuple(class_names), transform=transform)
     if len(ds) < batch_size:

@@ -87,13 +87,17 @@ def _select_paths(spec: str | None) -> list[Any]:
 
 def _crosscheck(args: argparse.Namespace, roots: list[Path], paths: list[Any]) -> list[Any]:
     """Model + batches from the flags, then ``ssd_torch.parity.run_parity``: the rows."""
+    from ssd_torch.modeling.categories import coco_matching
     from ssd_torch.parity import load_batches, run_parity
 
     names_given = None if args.checkpoint is not None else _class_names_for(roots)
     predictor = _predictor(args.checkpoint, names_given, args.seed, args.trust_checkpoint)
     cfg = predictor.config
-    batches = load_batches(roots, args.split, predictor.categories[1:], args.batch_size, args.batches, args.seed,
-                           cfg.preprocess, images=args.images)
+    names, ids = predictor.categories[1:], None
+    if args.images is not None:  # COCO data: by id where the checkpoint carries COCO ids, else by name
+        names, ids = coco_matching(predictor.categories, predictor.category_ids, f"checkpoint {args.checkpoint}")
+    batches = load_batches(roots, args.split, names, args.batch_size, args.batches, args.seed, cfg.preprocess,
+                           images=args.images, category_ids=ids)
     where = f" ({args.split})" if args.split else f" (images {args.images})"
     print(f"{len(batches)} batches x {args.batch_size} images from {', '.join(map(str, roots))}{where}, "
           f"model: {args.checkpoint or f'random {cfg.name} (seed {args.seed})'}; "

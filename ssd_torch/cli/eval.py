@@ -7,7 +7,9 @@ by default, ``--metric area`` for the all-point AP. Prints the per-class AP tabl
 ``results_<metric>.json`` into ``--out``.
 
 COCO data (``--data`` is one ``.json`` instances file, ``--images`` the folder its ``file_name`` entries are
-relative to; ``ssd_torch.data.coco.CocoDataset``, categories matched to the checkpoint's classes by name):
+relative to; ``ssd_torch.data.coco.CocoDataset``, categories matched to the checkpoint's classes by id where the
+checkpoint carries COCO ids, e.g. an imported torchvision model, else by name: docs/CONTRACT.md "Classes of a
+checkpoint and a COCO file"):
 the same detections are also scored by pycocotools' ``COCOeval`` (AP@[.5:.95], AP50, AP75, AP/AR by size,
 AR1/10/100; ``ssd_torch.evaluation.coco_eval``), written with the file's image and category ids as the
 standard results list ``coco_results.json``, and the VOC AP above is reported next to them.
@@ -46,20 +48,24 @@ def _class_hint(err: Exception, class_names: Sequence[str]) -> str:
     return f" (the checkpoint's classes are {list(class_names)})" if "class" in str(err) else ""
 
 
-def _open_data(data: Sequence[Path], split: Optional[str], images: Optional[Path], class_names: Sequence[str],
-               transform: Any) -> EvalData:
-    """The VOC split or COCO file with the checkpoint's classes and eval transform; a bad file is a UserError."""
+def _open_data(data: Sequence[Path], split: Optional[str], images: Optional[Path], predictor: Any,
+               checkpoint: Path) -> EvalData:
+    """The VOC split or COCO file with the checkpoint's classes (a COCO file's categories matched by
+    ``ssd_torch.modeling.categories.coco_matching``) and eval transform; a bad file is a UserError."""
     from ssd_torch.data.coco import CocoDataset
     from ssd_torch.data.voc import VOCDataset
     from ssd_torch.errors import DatasetError
+    from ssd_torch.modeling.categories import coco_matching
 
     split = check_data_flags(data, images, split, default_split="test")
+    class_names, transform = predictor.categories[1:], predictor.transform
     try:
         if split is not None:
             dataset = VOCDataset([Path(r) for r in data], split, class_names=tuple(class_names), transform=transform)
             return EvalData(dataset, {"data": describe_files(data), "split": split}, False)
         assert images is not None  # check_data_flags: COCO data comes with its image folder
-        dataset = CocoDataset(images, data[0], class_names=tuple(class_names), transform=transform)
+        names, ids = coco_matching(predictor.categories, predictor.category_ids, f"checkpoint {checkpoint}")
+        dataset = CocoDataset(images, data[0], class_names=names, category_ids=ids, transform=transform)
     except DatasetError as e:
         raise UserError(f"{e}{_class_hint(e, class_names)}") from e
     stat = Path(data[0]).stat()  # the file's other bytes (e.g. "info") do not change detections, but say "changed"
@@ -138,11 +144,12 @@ def _main(argv: Sequence[str] | None) -> int:
     with lock_out_dir(out_dir):  # one evaluation per --out folder, for the life of this one
         predictor = load_predictor(args.checkpoint, resolve_device(args.device),
                                    trust_checkpoint=args.trust_checkpoint, backend=args.backend)
-        data = _open_data(args.data, args.split, args.images, predictor.categories[1:], predictor.transform)
+        data = _open_data(args.data, args.split, args.images, predictor, args.checkpoint)
         out = evaluate_checkpoint(predictor, args.checkpoint, data, out_dir, batch_size=args.batch_size,
                                   use_07_metric=args.metric == "07", coco=args.coco, progress=not args.no_progress,
                                   overwrite=args.overwrite)
-        _print_results(out, out["_result"].class_names)
+        shown = [n for k, n in enumerate(out["_result"].class_names) if k not in predictor.unused_labels]  # no N/A
+        _print_results(out, shown)
         print(f"results: {', '.join(str(p) for p in write_outputs(out, out_dir, args.metric))}")
     return 0
 

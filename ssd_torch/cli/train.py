@@ -38,7 +38,10 @@ _FLAGS = {  # flag -> (config path, type, help)
     "output_dir": ("run.output_dir", str, "the run folder; a new run refuses a folder that holds an earlier run"),
     "batch_size": ("optim.batch_size", int, "images per micro-batch and process"),
     "accumulation": ("optim.accumulation", int,
-                     "micro-batches per optimizer step; the effective batch is batch x accumulation x processes"),
+                     "micro-batches per optimizer step; the effective batch is batch x accumulation x processes. "
+                     "Without BatchNorm (voc07, coco: VGG16) the gradient is the effective batch's (batch 8 x 4 = "
+                     "batch 32, to 7e-9); with BatchNorm (the demo's slim model) it is not: BatchNorm normalises each "
+                     "micro-batch by its own statistics (2e-3 apart)"),
     "lr": ("optim.base_lr", float,
            "the LR per 32 images (optim.reference_batch), scaled linearly to the effective batch "
            "(batch x accumulation x processes): --lr 1e-3 at an effective batch of 8 trains at 2.5e-4"),

@@ -9,7 +9,11 @@ let ``ssd_torch.evaluation.coco_eval`` hand pycocotools the file's own ids, boxe
 **Classes.** Category ids (often non-contiguous: COCO's 80 classes use ids 1..90) become labels ``1..C-1`` in
 id order, with the file's names as ``class_names``. Given ``class_names``, each category is matched by name
 instead (label = position in ``class_names`` + 1); a category used by an annotation whose name is not in the
-list is a :class:`DatasetError` naming it. A class of the list that the file lacks has no ground truth.
+list is a :class:`DatasetError` naming it. A class of the list that the file lacks has no ground truth. Given
+``category_ids`` too (a model that carries COCO ids, e.g. torchvision's 91 outputs with "N/A" placeholders:
+docs/CONTRACT.md "Classes of a checkpoint and a COCO file"), each category is matched by id instead (label =
+position of its id + 1); a matched id must have the same name in the file, and the names of outputs without an
+id (None) may repeat.
 
 **Pixels.** A COCO ``bbox`` is ``[x, y, w, h]`` in continuous pixel coordinates, 0-based (pixel column ``j``
 spans ``[j, j + 1)``), i.e. already the data contract's continuous box; the training target is::
@@ -300,8 +304,30 @@ def is_coco_data(paths: Sequence[PathLike]) -> bool:
 
 
 # ---- classes ----------------------------------------------------------------------------------------------
-def _label_map(f: CocoFile, class_names: Optional[Sequence[str]]) -> tuple[tuple[str, ...], dict[int, int]]:
+def _label_map_by_id(f: CocoFile, names: tuple[str, ...],
+                     category_ids: Sequence[Optional[int]]) -> tuple[tuple[str, ...], dict[int, int]]:
+    """``(names, {category id: label})`` matched by id (``category_ids[label - 1]``; None: no category)."""
+    if len(category_ids) != len(names):
+        raise ValueError(f"{len(category_ids)} category_ids for {len(names)} class names")
+    label_of = {cid: k + 1 for k, cid in enumerate(category_ids) if cid is not None}
+    used = set(np.unique(f.annotations.category_ids).tolist())
+    for cat in f.categories:
+        if cat.id in label_of and names[label_of[cat.id] - 1] != cat.name:
+            raise DatasetError(f.path, f"category id {cat.id} is {cat.name!r} here but the model's class with that "
+                                       f"id is {names[label_of[cat.id] - 1]!r}: not the categories it was trained on")
+        if cat.id not in label_of and cat.id in used:
+            raise DatasetError(f.path, f"category {cat.name!r} (id {cat.id}) is not one of the model's category ids "
+                                       f"{sorted(label_of)}: use the file's classes or fix the ids")
+    return names, {c.id: label_of[c.id] for c in f.categories if c.id in label_of}
+
+
+def _label_map(f: CocoFile, class_names: Optional[Sequence[str]],
+               category_ids: Optional[Sequence[Optional[int]]] = None) -> tuple[tuple[str, ...], dict[int, int]]:
     """``(class_names, {category id: label})``; labels are 1-based (0 = background)."""
+    if category_ids is not None:
+        if class_names is None:
+            raise ValueError("category_ids need the class_names they belong to")
+        return _label_map_by_id(f, tuple(class_names), category_ids)
     if class_names is None:
         return tuple(c.name for c in f.categories), {c.id: k + 1 for k, c in enumerate(f.categories)}
     names = tuple(class_names)
@@ -424,8 +450,9 @@ class CocoDataset(DetectionDataset):
 
     ``images_dir``: the folder that the file's ``file_name`` entries are relative to. ``transform``: as in
     ``VOCDataset`` (``None``: ``SSDEvalTransform``). ``class_names``: match categories by name (default: the
-    file's names in id order). ``keep_crowd``: crowd regions in the training target too. ``check_images``:
-    check every image file at construction (existence + cheap JPEG/PNG check; ``verify_images``: full decode).
+    file's names in id order); ``category_ids`` (with ``class_names``): match by id instead. ``keep_crowd``:
+    crowd regions in the training target too. ``check_images``: check every image file at construction
+    (existence + cheap JPEG/PNG check; ``verify_images``: full decode).
     ``image_ids`` are the file's ids as strings (the evaluator's keys); ``coco_record(i).image_id`` the int.
     ``category_ids[label - 1]``: the file's category id of a label (``None`` if the file lacks that class).
     ``allow_outside_images``: accept ``file_name`` entries that leave ``images_dir`` (absolute, ``../``);
@@ -437,14 +464,15 @@ class CocoDataset(DetectionDataset):
     def __init__(self, images_dir: PathLike, annotation_file: PathLike, transform: Callable | None = None,
                  class_names: Optional[Sequence[str]] = None, skip_bad: bool = False, keep_crowd: bool = False,
                  check_images: bool = True, verify_images: bool = False,
-                 allow_outside_images: bool = False) -> None:
+                 allow_outside_images: bool = False,
+                 category_ids: Optional[Sequence[Optional[int]]] = None) -> None:
         self._init_reader(transform, skip_bad)
         self.images_dir = Path(images_dir)
         self.allow_outside_images = allow_outside_images
         self.annotation_file = Path(annotation_file)
         self.keep_crowd = keep_crowd
         f = read_coco_file(self.annotation_file)
-        self.class_names, label_of = _label_map(f, class_names)
+        self.class_names, label_of = _label_map(f, class_names, category_ids)
         category_of = {label: cid for cid, label in label_of.items()}
         self.category_ids: tuple[Optional[int], ...] = tuple(category_of.get(k + 1)
                                                              for k in range(len(self.class_names)))

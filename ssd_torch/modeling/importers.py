@@ -7,7 +7,23 @@ in key names; the tensors map one to one, unchanged, because all four flatten a 
 ``BoxPredictor.forward``, torchvision ``SSDScoringHead.forward``), and all four encode offsets as
 docs/CONTRACT.md "Encoding" (torchvision's ``BoxCoder(weights=(10, 10, 5, 5))`` is variances (0.1, 0.2)).
 What differs besides the names is carried by our checkpoint: the priors (``reference.priors`` presets), the
-input convention (``ssd_torch.data.preprocess`` presets) and the class names.
+input convention (``ssd_torch.data.preprocess`` presets), the box coder's variances, the class names (with their
+COCO category ids for torchvision's published class list: docs/CONTRACT.md "Classes of a checkpoint and a COCO
+file") and the peer's own post-processing (``PostprocessConfig``), so that an imported model detects as its own
+code does:
+
+=============  =========  ========  ==========  =============  ========  ================================
+format         score >    per class  NMS IoU >  per image      clipping  read in
+=============  =========  ========  ==========  =============  ========  ================================
+torchvision    0.01       400       0.45        200            yes       ``SSD.__init__`` defaults,
+                                                                         ``postprocess_detections``
+ssd.pytorch    0.01       200       0.45        no cap         no        ``Detect(C, 0, 200, 0.01, 0.45)``
+lufficc        0.01       no cap    0.45        100            no        ``defaults.py`` TEST, ``inference.py``
+=============  =========  ========  ==========  =============  ========  ================================
+
+A published figure (``published``) is stated only for the published file itself: torchvision names its files by
+their SHA-256 prefix, which the file's hash must start with; ssd.pytorch and lufficc publish no hash, so no figure
+is claimed for their files.
 
 =============  ==========================================  =========================================  ===========
 format         file                                        keys                                       classes
@@ -42,10 +58,12 @@ from reference.priors import LUFFICC_VOC, SSD_PYTORCH_VOC, TORCHVISION_COCO, Pri
 from ssd_torch.data.preprocess import CAFFE_RGB, TORCHVISION_SSD, Preprocess
 from ssd_torch.errors import CheckpointError
 from ssd_torch.modeling.model_config import ModelConfig, ssd300_vgg16
+from ssd_torch.modeling.postprocess_config import PostprocessConfig
 from ssd_torch.modeling.weights import listed, mismatch_problems, read_state_dict
 
 __all__ = ["PeerFormat", "FORMATS", "ImportReport", "peer_key_map", "import_state_dict", "export_state_dict",
-           "import_peer_file", "imported_checkpoint", "coco_class_names", "voc_class_names"]
+           "import_peer_file", "imported_checkpoint", "coco_class_names", "coco_category_ids", "voc_class_names",
+           "published_claim"]
 
 
 def voc_class_names() -> tuple[str, ...]:
@@ -63,11 +81,21 @@ def coco_class_names() -> tuple[str, ...]:
     return ("background", *categories[1:])
 
 
+def coco_category_ids(names: Sequence[str]) -> tuple[int | None, ...]:
+    """torchvision's COCO outputs -> COCO category ids: output ``k`` is category ``k`` (its list is laid out by
+    id); background and the ``"N/A"`` placeholders of unused ids have none (docs/CONTRACT.md "Classes of a
+    checkpoint and a COCO file")."""
+    return tuple(None if k == 0 or name == "N/A" else k for k, name in enumerate(names))
+
+
 @dataclass(frozen=True)
 class PeerFormat:
     """One peer's trained-SSD300 file: ``module_name(ours) -> theirs`` renames our conv modules,
-    ``l2norm_key`` is its L2Norm scale, ``prior_spec`` / ``preprocess`` / ``class_names`` what its models were
-    trained with, ``published`` the number its authors report, and ``file`` the name users have."""
+    ``l2norm_key`` is its L2Norm scale, ``prior_spec`` / ``preprocess`` / ``class_names`` / ``variances`` what
+    its models were trained with, ``postprocess`` how its code turns outputs into detections, ``category_ids``
+    the COCO ids of its published class list (None: matched by name), ``published`` the number its authors
+    report for ``file`` (the name users have), ``published_sha256`` the hex prefix of that file's SHA-256 (None:
+    not published, so no file can be recognised as the published one)."""
 
     name: str
     file: str
@@ -77,6 +105,10 @@ class PeerFormat:
     preprocess: Preprocess
     class_names: Callable[[], tuple[str, ...]]
     published: str
+    published_sha256: str | None
+    postprocess: PostprocessConfig
+    variances: tuple[float, float] = (0.1, 0.2)
+    category_ids: Callable[[Sequence[str]], tuple[int | None, ...]] | None = None
 
 
 #: Our conv modules of the ``ssd300_vgg16`` preset: VGG convs in ``lower`` (conv1_1 .. conv4_3, at the indices
@@ -131,15 +163,29 @@ FORMATS: dict[str, PeerFormat] = {
     "torchvision": PeerFormat(
         name="torchvision", file="ssd300_vgg16_coco-b556d3b4.pth", module_name=_torchvision_module,
         l2norm_key="backbone.scale_weight", prior_spec=TORCHVISION_COCO, preprocess=TORCHVISION_SSD,
-        class_names=coco_class_names, published="COCO val2017 box AP 25.1 (SSD300_VGG16_Weights.COCO_V1)"),
+        class_names=coco_class_names, published="COCO val2017 box AP 25.1 (SSD300_VGG16_Weights.COCO_V1)",
+        published_sha256="b556d3b4", category_ids=coco_category_ids,
+        # SSD(score_thresh=0.01, nms_thresh=0.45, detections_per_img=200, topk_candidates=400): candidates per
+        # class before NMS; boxes clipped to the image; BoxCoder(weights=(10, 10, 5, 5)) = variances (0.1, 0.2)
+        postprocess=PostprocessConfig(score_threshold=0.01, top_k=400, nms_threshold=0.45, max_detections=200,
+                                      clip_boxes=True)),
     "ssd.pytorch": PeerFormat(
         name="ssd.pytorch", file="ssd300_mAP_77.43_v2.pth", module_name=_ssd_pytorch_module,
         l2norm_key="L2Norm.weight", prior_spec=SSD_PYTORCH_VOC, preprocess=CAFFE_RGB, class_names=voc_class_names,
-        published="VOC2007 test mAP 77.43 (11-point; ssd.pytorch README)"),
+        published="VOC2007 test mAP 77.43 (11-point; ssd.pytorch README)", published_sha256=None,
+        # Detect(num_classes, 0, 200, 0.01, 0.45): nms(..., top_k=200) per class, output [B, C, 200] (no per-image
+        # cut: its rank mask fills a copy), decode() without clamping; cfg["variance"] = [0.1, 0.2]
+        postprocess=PostprocessConfig(score_threshold=0.01, top_k=200, nms_threshold=0.45, max_detections=None,
+                                      clip_boxes=False)),
     "lufficc": PeerFormat(
         name="lufficc", file="vgg_ssd300_voc0712.pth", module_name=_lufficc_module,
         l2norm_key="backbone.l2_norm.weight", prior_spec=LUFFICC_VOC, preprocess=CAFFE_RGB,
-        class_names=voc_class_names, published="VOC2007 test mAP 77.7 (lufficc/SSD README model zoo)"),
+        class_names=voc_class_names, published="VOC2007 test mAP 77.7 (lufficc/SSD README model zoo)",
+        published_sha256=None,
+        # TEST: CONFIDENCE_THRESHOLD 0.01, NMS_THRESHOLD 0.45, MAX_PER_IMAGE 100 (MAX_PER_CLASS -1 is never read);
+        # PostProcessor: batched_nms of every candidate, no clipping; CENTER/SIZE_VARIANCE 0.1 / 0.2
+        postprocess=PostprocessConfig(score_threshold=0.01, top_k=None, nms_threshold=0.45, max_detections=100,
+                                      clip_boxes=False)),
 }
 
 
@@ -231,7 +277,7 @@ def import_state_dict(fmt_name: str, sd: Mapping[str, Tensor], *, class_names: S
     if bad:
         raise CheckpointError(f"{source}: non-finite values (NaN/inf) in {listed(bad)}; the file is damaged")
     cfg = ModelConfig(name="ssd300_vgg16", num_classes=num_classes, prior_spec=fmt.prior_spec,
-                      preprocess=fmt.preprocess)
+                      preprocess=fmt.preprocess, variances=fmt.variances)
     ours = {k: sd[theirs].float() for k, theirs in key_map.items()}  # a half-precision file becomes float32
     return cfg, names, ours
 
@@ -247,9 +293,22 @@ def export_state_dict(fmt_name: str, state_dict: Mapping[str, Tensor]) -> dict[s
     return {theirs: state_dict[ours] for ours, theirs in key_map.items()}
 
 
+def published_claim(fmt: PeerFormat, sha256: str) -> tuple[str | None, str]:
+    """``(figure, sentence)``: the peer's published figure only when ``sha256`` (the file's hex digest) is the
+    published file's (it starts with ``fmt.published_sha256``), else None; the sentence says which case holds."""
+    if fmt.published_sha256 is None:
+        return None, (f"none claimed: {fmt.name} publishes no hash of {fmt.file}, so no file can be recognised "
+                      f"as the published one (evaluate it: ssd-eval)")
+    if sha256.lower().startswith(fmt.published_sha256.lower()):
+        return fmt.published, f"{fmt.published} (this is the published file: sha256 {fmt.published_sha256}...)"
+    return None, (f"none: this file is not {fmt.name}'s published {fmt.file} (sha256 {sha256[:8]}..., expected "
+                  f"{fmt.published_sha256}...)")
+
+
 @dataclass(frozen=True)
 class ImportReport:
-    """What ``ssd-import`` read and what the checkpoint holds; :meth:`text` prints it."""
+    """What ``ssd-import`` read and what the checkpoint holds; :meth:`text` prints it. ``published``: the peer's
+    figure when the file is the published one (else None); ``claim``: the sentence about it."""
 
     format: str
     path: str
@@ -258,17 +317,32 @@ class ImportReport:
     class_names: tuple[str, ...]
     prior_spec: PriorSpec
     preprocess: Preprocess
-    published: str
+    published: str | None
+    claim: str
+    postprocess: PostprocessConfig
+    variances: tuple[float, float]
+    category_ids: tuple[int | None, ...] | None
 
     def text(self) -> str:
         shown = ", ".join(self.class_names[1:6]) + (", ..." if len(self.class_names) > 6 else "")
+        ids = "" if self.category_ids is None else (
+            f"; COCO category ids, {sum(c is None for c in self.category_ids[1:])} unused outputs never predicted")
         return "\n".join([
             f"imported {self.format} SSD300 from {self.path} (sha256 {self.sha256[:16]}...)",
-            f"  classes: {self.num_classes} incl. background ({shown})",
+            f"  classes: {self.num_classes} incl. background ({shown}){ids}",
             f"  priors: steps {list(self.prior_spec.steps or [])}, scales {list(self.prior_spec.scales)}, "
             f"clip {_clip_text(self.prior_spec)}",
             f"  input: {self.preprocess.describe()}",
-            f"  published: {self.published}"])
+            f"  box coder: variances {tuple(self.variances)}",
+            f"  post-processing ({self.format}'s): {_postprocess_text(self.postprocess)}",
+            f"  published: {self.claim}"])
+
+
+def _postprocess_text(p: PostprocessConfig) -> str:
+    def cap(n: int | None) -> str:
+        return "no cap" if n is None else str(n)
+    return (f"score > {p.score_threshold:g}, {cap(p.top_k)} per class, NMS IoU > {p.nms_threshold:g}, "
+            f"{cap(p.max_detections)} per image, boxes {'clipped to the image' if p.clip_boxes else 'not clipped'}")
 
 
 def _clip_text(spec: PriorSpec) -> str:
@@ -288,17 +362,23 @@ def import_peer_file(fmt_name: str, path: str | os.PathLike, *, class_names: Seq
     path = Path(path)
     sd = read_state_dict(path, trust=trust, container_key="model")
     cfg, names, ours = import_state_dict(fmt_name, sd, class_names=class_names, source=str(path))
-    report = ImportReport(format=fmt.name, path=str(path), sha256=file_sha256(path), num_classes=cfg.num_classes,
+    sha256 = file_sha256(path)
+    published, claim = published_claim(fmt, sha256)
+    # the published class list's ids; classes given by the user are matched by name
+    ids = fmt.category_ids(names) if fmt.category_ids is not None and class_names is None else None
+    report = ImportReport(format=fmt.name, path=str(path), sha256=sha256, num_classes=cfg.num_classes,
                           class_names=names, prior_spec=cfg.prior_spec, preprocess=cfg.preprocess,
-                          published=fmt.published)
+                          published=published, claim=claim, postprocess=fmt.postprocess, variances=cfg.variances,
+                          category_ids=ids)
     return cfg, names, ours, report
 
 
 def imported_checkpoint(fmt_name: str, path: str | os.PathLike, *, class_names: Sequence[str] | None = None,
                         trust: bool = False) -> tuple[dict[str, Any], ImportReport]:
     """Our checkpoint dict (``ssd_torch.checkpoint.build_checkpoint``: step 0, no optimizer) for a peer's file,
-    with the provenance in ``extra["imported_from"]``; ``ssd-eval``, ``ssd-detect``, ``ssd-export`` and
-    fine-tuning read it like any of ours."""
+    with the peer's post-processing in ``postprocess``, the COCO ids of its published classes in
+    ``category_ids`` (``ssd_torch.modeling.categories``) and the provenance in ``extra["imported_from"]``;
+    ``ssd-eval``, ``ssd-detect``, ``ssd-export`` and fine-tuning read it like any of ours."""
     from ssd_torch.modeling.model import model_from_config
     from ssd_torch.checkpoint import build_checkpoint
 
@@ -309,5 +389,7 @@ def imported_checkpoint(fmt_name: str, path: str | os.PathLike, *, class_names: 
     extra = {"imported_from": {"format": report.format, "file": report.path, "sha256": report.sha256,
                                "published": report.published}}
     ckpt = build_checkpoint(model=model, model_config=cfg.to_dict(), class_names=list(names), step=0, epoch=0,
-                            extra=extra)
+                            extra=extra, postprocess=report.postprocess.to_dict())
+    if report.category_ids is not None:
+        ckpt["category_ids"] = list(report.category_ids)
     return ckpt, report

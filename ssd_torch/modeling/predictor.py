@@ -5,7 +5,8 @@ and ``ssd-export``'s sidecar all go through it, so one checkpoint gives the same
 
 A checkpoint (``ssd_torch.checkpoint``, format ``ssd300-checkpoint/1``) carries everything that decodes it:
 ``model_config`` (preprocessing, priors, ``variances``), ``class_names`` (``"background"`` first) and
-``postprocess`` (:class:`PostprocessConfig` fields; a file without it takes the contract's defaults).
+``postprocess`` (:class:`PostprocessConfig` fields; a file without it takes the contract's defaults) and the
+optional ``category_ids`` (``ssd_torch.modeling.categories``: outputs without a category are never predicted).
 Every way a file can fail to be such a checkpoint is a :class:`CheckpointError` naming the file.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from PIL import Image
 
 from ssd_torch.checkpoint import read_checkpoint
 from ssd_torch.errors import CheckpointError
+from ssd_torch.modeling.categories import category_ids_of, fold_unused_classes, unused_labels
 from ssd_torch.modeling.model_config import ModelConfig
 from ssd_torch.modeling.postprocess_config import PostprocessConfig
 from ssd_torch.modeling.weights import mismatch_problems
@@ -33,12 +35,15 @@ class Predictor:
     ``ssd_torch.nms.Detections(boxes[D, 4] xyxy normalised, scores[D], labels[D] in 1..C-1)`` per image.
     ``categories``: the class names, ``"background"`` first. ``backend``: the NMS backend of
     ``ssd_torch.nms.postprocess``. ``amp_dtype`` / ``channels_last``: how the network runs (the detections are
-    always post-processed in float32).
+    always post-processed in float32). ``category_ids``: the checkpoint's COCO id per output (None: none);
+    ``unused_labels``, the outputs without one, are masked before ranking (docs/CONTRACT.md "Classes of a
+    checkpoint and a COCO file").
     """
 
     def __init__(self, model: torch.nn.Module, config: ModelConfig, categories: Sequence[str],
                  postprocess: PostprocessConfig = PostprocessConfig(), *, device: str | torch.device = "cpu",
-                 backend: str = "auto", amp_dtype: torch.dtype | None = None, channels_last: bool = False) -> None:
+                 backend: str = "auto", amp_dtype: torch.dtype | None = None, channels_last: bool = False,
+                 category_ids: Sequence[int | None] | None = None) -> None:
         from ssd_torch.data.transforms import SSDEvalTransform
         from ssd_torch.priors import default_boxes
 
@@ -47,6 +52,8 @@ class Predictor:
         self.config, self.categories = config, tuple(categories)
         self.postprocess, self.backend = postprocess, backend
         self.amp_dtype, self.channels_last = amp_dtype, channels_last
+        self.category_ids = None if category_ids is None else tuple(category_ids)
+        self.unused_labels = unused_labels(self.category_ids)
         self.priors = default_boxes(config.prior_spec, device=self.device)
         self.transform = SSDEvalTransform(size=config.image_size, preprocess=config.preprocess)
 
@@ -77,6 +84,7 @@ class Predictor:
         from ssd_torch.nms import postprocess
 
         kwargs = {**self.postprocess.postprocess_kwargs(), **overrides}
+        conf = fold_unused_classes(conf, self.unused_labels)  # never predicted, and masked before any ranking
         return postprocess(loc, conf, self.priors, variances=self.config.variances, backend=self.backend, **kwargs)
 
     def __call__(self, batch: torch.Tensor) -> list[Any]:
@@ -86,9 +94,12 @@ class Predictor:
     def settings(self) -> dict[str, Any]:
         """Everything besides the weights and the input that the detections depend on, as plain values
         (cache keys, sidecars)."""
-        return {"variances": list(self.config.variances), "postprocess": self.postprocess.to_dict(),
-                "backend": self.backend, "device": self.device.type,
-                "amp": None if self.amp_dtype is None else str(self.amp_dtype)}
+        out = {"variances": list(self.config.variances), "postprocess": self.postprocess.to_dict(),
+               "backend": self.backend, "device": self.device.type,
+               "amp": None if self.amp_dtype is None else str(self.amp_dtype)}
+        if self.unused_labels:  # only then: the cache keys of checkpoints without unused outputs stay as they were
+            out["unused_labels"] = list(self.unused_labels)
+        return out
 
 
 def config_and_classes(ckpt: dict[str, Any], path: str | Path) -> tuple[ModelConfig, list[str]]:
@@ -141,7 +152,8 @@ def load_predictor(path: str | Path, device: str | torch.device = "cpu", *, trus
     ckpt = read_checkpoint(path, trust=trust_checkpoint)
     cfg, names = config_and_classes(ckpt, path)
     post = postprocess_of(ckpt, path)
+    ids = category_ids_of(ckpt, path, cfg.num_classes)
     model = model_from_config(cfg)
     check_state_dict(model, ckpt["model"], f"checkpoint {path}")
     model.load_state_dict(ckpt["model"])
-    return Predictor(model.to(device).eval(), cfg, names, post, device=device, backend=backend)
+    return Predictor(model.to(device).eval(), cfg, names, post, device=device, backend=backend, category_ids=ids)

@@ -4,7 +4,9 @@
 ``tmp_path``), after the harness has created the inputs the block names:
 
 - every relative path in a string literal of the code, or in a setup command, that ends in ``.pt``/``.pth``
-  becomes a tiny checkpoint (random slim SSD300, classes ``background`` + the synthetic shapes), and one that
+  becomes a tiny checkpoint (random slim SSD300, classes ``background`` + the synthetic shapes), except the
+  demo's own :data:`DEMO_CHECKPOINT`, which is a real trained demo-preset model (a short ``ssd-train --preset
+  demo`` run, once per test session: a claim about detections is checked on a model that detects); one that
   ends in an image suffix (``.jpg .jpeg .png .webp .bmp .tif .tiff``) a synthetic 160x120 scene;
 - a comment line ``# $ <command>`` (e.g. ``# $ ssd-export best.pt --onnx model.onnx --bake-preprocess uint8``)
   is a setup command: it is run first, by the tool's own ``main``, and must exit 0. Every other file (an ONNX
@@ -30,6 +32,8 @@ import contextlib
 import importlib
 import re
 import shlex
+import shutil
+import sys
 from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
 from unittest import mock
@@ -43,6 +47,12 @@ REPO_PACKAGES = ("ssd_torch", "benchmarks", "reference", "kernels")
 _FENCE = re.compile(r"^```(\w*)\s*$")
 _SKIP = re.compile(r"<!--\s*readme-test:\s*skip\s*(.*?)\s*-->")
 _SEPARATORS = {"&&", "||", ";", "|"}
+#: The checkpoint ``make demo`` writes; a block that loads it gets a trained demo-preset model.
+DEMO_CHECKPOINT = "runs/demo/checkpoints/best.pt"
+#: Optimizer steps of that short run (batch 8, 32 synthetic scenes): enough to detect the shapes with
+#: confident scores, a minute or two on 2 CPU cores.
+DEMO_STEPS = 60
+_TRAINED: dict[str, Path] = {}
 
 
 class Block(NamedTuple):
@@ -205,6 +215,22 @@ def input_files(code: str) -> list[str]:
                    and " " not in n and ".." not in Path(n).parts})
 
 
+def trained_demo_checkpoint(folder: Path) -> Path:
+    """``best.pt`` of a :data:`DEMO_STEPS`-step ``ssd-train --preset demo`` run (synthetic scenes) under
+    ``folder``; trained once per process, later calls return the same file."""
+    if "demo" not in _TRAINED:
+        sys.path.insert(0, str(ROOT / "tests" / "train"))
+        from train_fixtures import tiny_run_args
+
+        from ssd_torch.cli import train
+
+        run = folder / "demo-run"
+        args = tiny_run_args(folder / "demo-data", run, trainval=32, test=4, steps=DEMO_STEPS, batch=8)
+        assert train.main(args) == 0, "the README harness's short demo training failed"
+        _TRAINED["demo"] = run / "checkpoints" / "best.pt"
+    return _TRAINED["demo"]
+
+
 def make_inputs(code: str, folder: Path) -> list[Path]:
     """Create the block's input files under ``folder`` (module docstring); returns them."""
     import numpy as np
@@ -218,7 +244,9 @@ def make_inputs(code: str, folder: Path) -> list[Path]:
         if path.exists():
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        if name.lower().endswith(CHECKPOINT_SUFFIXES):
+        if name == DEMO_CHECKPOINT:
+            shutil.copyfile(trained_demo_checkpoint(folder / ".harness"), path)
+        elif name.lower().endswith(CHECKPOINT_SUFFIXES):
             write_tiny_checkpoint(path, ["background", *SYNTHETIC_CLASSES], seed=i)
         else:
             render_image(160, 120, np.random.default_rng(i))[0].save(path)

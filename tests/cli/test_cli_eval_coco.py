@@ -4,6 +4,7 @@ list carries the file's ids, the cache key includes the annotation file, and use
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,10 @@ from ssd_torch.cli import eval as eval_cli  # noqa: E402
 from ssd_torch.evaluation import checkpoint_eval, coco_eval
 from ssd_torch.data.coco import CocoDataset, coco_to_voc_pixels  # noqa: E402
 from ssd_torch.data.synthetic import SYNTHETIC_CLASSES, generate_coco, generate_voc  # noqa: E402
+
+sys.path[:0] = [str(Path(__file__).resolve().parents[1] / d) for d in ("eval", "model")]
+from coco2017_categories import COCO2017_CATEGORIES, coco2017_categories_json  # noqa: E402
+from peer_state_dicts import random_state_dict, torchvision_shapes  # noqa: E402
 
 NAMES = ["background", *SYNTHETIC_CLASSES]
 IDS = [3, 5, 8, 13, 21, 34]
@@ -206,3 +211,75 @@ def test_user_errors_exit_2(scenes: tuple[Path, Path], checkpoint: Path, tmp_pat
     (broken / "000003.jpg").unlink()
     err = _err([str(checkpoint), "--data", str(ann), "--images", str(broken)] + common, capsys)
     assert "000003.jpg: image file is missing (image id 4" in err
+
+
+# ---- a torchvision model on COCO 2017's categories (issue #20 s1) ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def coco2017_layout(scenes: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The synthetic test scenes re-labelled into COCO 2017's exact category table (80 names at ids 1..90 with
+    gaps): the six shapes become person (1), car (3), dog (18), bottle (44), chair (62), toothbrush (90)."""
+    _, coco = scenes
+    doc = json.loads((coco / "annotations" / "instances_test.json").read_text())
+    to_coco = dict(zip(IDS, (1, 3, 18, 44, 62, 90)))
+    for a in doc["annotations"]:
+        a["category_id"] = to_coco[a["category_id"]]
+    doc["categories"] = coco2017_categories_json()
+    path = tmp_path_factory.mktemp("coco2017") / "instances_val2017.json"
+    path.write_text(json.dumps(doc))
+    return path, coco / "images"
+
+
+@pytest.fixture(scope="module")
+def torchvision_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``ssd-import torchvision`` of random weights in torchvision's exact ``ssd300_vgg16`` layout (91 outputs)."""
+    from ssd_torch.cli import import_checkpoint
+
+    folder = tmp_path_factory.mktemp("tv")
+    torch = pytest.importorskip("torch")
+    torch.save(random_state_dict(torchvision_shapes(), seed=2), folder / "ssd300_vgg16_coco.pth")
+    assert import_checkpoint.main(["torchvision", str(folder / "ssd300_vgg16_coco.pth"), "--out",
+                                   str(folder / "tv.pt")]) == 0
+    return folder / "tv.pt"
+
+
+def _unused_outputs() -> set[int]:
+    """torchvision's "N/A" outputs: the COCO ids without a category."""
+    return set(range(1, 91)) - {i for i, _ in COCO2017_CATEGORIES}
+
+
+@pytest.mark.slow  # torchvision's full VGG16 SSD300 on 2 images on the CPU (~15 s)
+def test_torchvision_import_evaluates_on_coco2017_categories(coco2017_layout: tuple[Path, Path],
+                                                             torchvision_checkpoint: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    """The README's flow: ssd-import torchvision, then ssd-eval on a file with COCO 2017's category table. Was: a
+    traceback (``class_names must be unique``: the 10 "N/A" outputs). Now matched by id; no "N/A" is predicted."""
+    path, images = coco2017_layout
+    args = [str(torchvision_checkpoint), "--data", str(path), "--images", str(images), "--device", "cpu",
+            "--batch-size", "2", "--out", str(tmp_path / "o"), "--no-progress"]
+    assert eval_cli.main(args) == 0, capsys.readouterr().err
+    res = _results(tmp_path / "o")
+    listed = json.loads(Path(res["coco_results"]).read_text())
+    file_ids = {i for i, _ in COCO2017_CATEGORIES}
+    assert listed and {r["category_id"] for r in listed} <= file_ids
+    labels = np.concatenate([d[2] for d in checkpoint_eval.load_detections(Path(res["detections_cache"])).values()])
+    assert len(labels) and not set(labels.tolist()) & _unused_outputs()  # random weights: every class scores ~1/91
+    names = dict(COCO2017_CATEGORIES)
+    present = {a["category_id"] for a in json.loads(path.read_text())["annotations"] if not a["iscrowd"]}
+    assert set(res["coco_ap"]) == set(names.values())
+    assert {n for n, v in res["coco_ap"].items() if v is not None} == {names[i] for i in present}
+    assert "N/A" not in capsys.readouterr().out  # the per-class table lists the 80 classes, not the placeholders
+
+
+@pytest.mark.slow  # torchvision's full VGG16 SSD300 and the NumPy reference on one image (~20 s)
+def test_torchvision_import_crosschecks_on_coco2017_categories(coco2017_layout: tuple[Path, Path],
+                                                               torchvision_checkpoint: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    from ssd_torch.cli import crosscheck
+
+    path, images = coco2017_layout
+    code = crosscheck.main(["--checkpoint", str(torchvision_checkpoint), "--data", str(path), "--images",
+                            str(images), "--batches", "1", "--batch-size", "1", "--paths", "torch-cpu"])
+    out, err = capsys.readouterr()
+    assert code == 0, err + out

@@ -3,6 +3,7 @@ unchanged; every refusal is one line on stderr with exit code 2, and an existing
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from pathlib import Path
 
@@ -20,6 +21,11 @@ from ssd_torch.modeling.predictor import load_predictor
 from ssd_torch.modeling.importers import FORMATS, export_state_dict, peer_key_map
 from ssd_torch.modeling.model import model_from_config
 from ssd_torch.modeling.model_config import ssd300_vgg16
+from ssd_torch.nms import postprocess
+
+#: ssd.pytorch's own post-processing (no clipping, no per-image cap) runs once ssd_torch.nms.postprocess takes
+#: clip_boxes (branch h-nms); until then an imported ssd.pytorch checkpoint cannot detect.
+NMS_TAKES_PEER_SETTINGS = "clip_boxes" in inspect.signature(postprocess).parameters
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +45,7 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]
 
 
 @pytest.mark.slow  # a full VGG16 SSD300 written, read, and run by ssd-detect and ssd-eval (~10 s)
+@pytest.mark.skipif(not NMS_TAKES_PEER_SETTINGS, reason="needs ssd_torch.nms.postprocess(clip_boxes=...) (h-nms)")
 def test_imported_checkpoint_works_with_the_tools(peer_file, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path, sd = peer_file
     out = tmp_path / "imported.pt"
@@ -46,6 +53,7 @@ def test_imported_checkpoint_works_with_the_tools(peer_file, tmp_path: Path, cap
                              capsys)
     assert code == 0, err
     assert f"wrote {out}" in stdout and "imported ssd.pytorch SSD300" in stdout and "circle" in stdout
+    assert "published: none claimed" in stdout and "77.43" not in stdout
     _p = load_predictor(out, "cpu")
     model, cfg, names = _p.model, _p.config, list(_p.categories)
     assert names == ["background", *SYNTHETIC_CLASSES]

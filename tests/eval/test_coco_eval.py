@@ -17,6 +17,7 @@ pytest.importorskip("pycocotools", reason="pycocotools (the 'coco' extra) is not
 from pycocotools.coco import COCO  # noqa: E402
 from pycocotools.cocoeval import COCOeval  # noqa: E402
 
+from coco2017_categories import coco2017_categories_json  # noqa: E402
 from ssd_torch.data.coco import CocoDataset, coco_to_voc_pixels  # noqa: E402
 from ssd_torch.evaluation.coco_eval import (COCO_STAT_NAMES, coco_ground_truth, coco_results,  # noqa: E402
                                             evaluate_coco, evaluate_coco_model, run_cocoeval, write_results_json)
@@ -152,3 +153,56 @@ def test_evaluate_coco_model_matches_the_voc_pipeline(tmp_path: Path) -> None:
     assert metrics["result"].stats["AP"] == metrics["AP"]
     voc_metrics = evaluate_model(predictor, VOCDataset(voc, "test", class_names=SYNTHETIC_CLASSES), batch_size=2)
     assert metrics["voc_mAP"] == voc_metrics["mAP"]
+
+
+# ---- a model that carries COCO ids (torchvision's 91 outputs) on COCO 2017's categories --------------------
+
+
+def _ann(aid: int, image_id: int, category_id: int, bbox: list) -> dict:
+    return {"id": aid, "image_id": image_id, "category_id": category_id, "bbox": bbox, "iscrowd": 0}
+
+
+def _coco2017_tree(tmp_path: Path, annotations: list[dict], categories: list[dict] | None = None) -> Path:
+    from PIL import Image
+
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (64, 48), (90, 90, 90)).save(tmp_path / "img" / "1.jpg")
+    path = tmp_path / "instances_val2017.json"
+    path.write_text(json.dumps({"images": [_img(1)], "annotations": annotations,
+                                "categories": categories or coco2017_categories_json()}))
+    return path
+
+
+def test_torchvision_outputs_match_coco2017_by_id(tmp_path: Path) -> None:
+    """80 categories at ids 1..90 with gaps, matched to torchvision's 91 outputs by id: a person (1) is label 1,
+    a toothbrush (90) label 90; detections go back to the same ids; "N/A" outputs have no category."""
+    from ssd_torch.modeling.importers import coco_category_ids, coco_class_names
+
+    names = coco_class_names()
+    ids = coco_category_ids(names)
+    path = _coco2017_tree(tmp_path, [_ann(1, 1, 1, [4, 4, 20, 20]), _ann(2, 1, 90, [30, 10, 10, 30])])
+    ds = CocoDataset(tmp_path / "img", path, class_names=names[1:], category_ids=ids[1:])
+    assert ds.annotation(0).labels.tolist() == [1, 90] and ds.category_ids == ids[1:]
+    boxes = coco_to_voc_pixels(np.array([[4, 4, 20, 20], [30, 10, 10, 30]], dtype=float))
+    listed = coco_results(ds, {"1": (boxes, np.array([0.9, 0.8]), np.array([1, 90]))})
+    assert [r["category_id"] for r in listed] == [1, 90]
+    gt = coco_ground_truth(ds)
+    assert [(c["id"], c["name"]) for c in gt["categories"]] == [(c, n) for c, n in zip(ids, names) if c is not None]
+    assert evaluate_coco(ds, {"1": (boxes, np.array([0.9, 0.8]), np.array([1, 90]))}).stats["AP"] == pytest.approx(1.0)
+
+
+def test_by_id_refuses_a_file_whose_names_or_ids_differ(tmp_path: Path) -> None:
+    from ssd_torch.errors import DatasetError
+
+    names, ids = ("person", "N/A", "car"), (1, None, 3)
+    renamed = [{"id": 1, "name": "person"}, {"id": 3, "name": "automobile"}]
+    path = _coco2017_tree(tmp_path, [_ann(1, 1, 1, [4, 4, 20, 20])], renamed)
+    with pytest.raises(DatasetError, match="category id 3 is 'automobile' here but the model's class with that id "
+                                           "is 'car'"):
+        CocoDataset(tmp_path / "img", path, class_names=names, category_ids=ids)
+    other = tmp_path / "other"
+    other.mkdir()
+    path = _coco2017_tree(other, [_ann(1, 1, 7, [4, 4, 20, 20])], [{"id": 1, "name": "person"},
+                                                                   {"id": 7, "name": "train"}])
+    with pytest.raises(DatasetError, match=r"category 'train' \(id 7\) is not one of the model's category ids"):
+        CocoDataset(other / "img", path, class_names=names, category_ids=ids)

@@ -47,3 +47,13 @@ def lufficc_shapes(num_classes: int = 21) -> dict[str, tuple[int, ...]]:
 def random_state_dict(shapes: dict[str, tuple[int, ...]], seed: int, scale: float = 0.01) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     return {k: torch.randn(s, generator=gen) * scale for k, s in shapes.items()}
+
+
+def torchvision_shapes(num_classes: int = 91) -> dict[str, tuple[int, ...]]:
+    """torchvision ``ssd300_vgg16(num_classes=...)`` ``state_dict()``: key -> shape, from torchvision's own module
+    (built on the meta device: no memory, no download)."""
+    from torchvision.models.detection import ssd300_vgg16
+
+    with torch.device("meta"):
+        model = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=num_classes)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}

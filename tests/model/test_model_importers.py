@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from peer_state_dicts import lufficc_shapes, random_state_dict, ssd_pytorch_shapes
+from peer_state_dicts import lufficc_shapes, random_state_dict, ssd_pytorch_shapes, torchvision_shapes
 from reference.priors import LUFFICC_VOC, SSD_PYTORCH_VOC, TORCHVISION_COCO
 from ssd_torch.data.preprocess import CAFFE_RGB, TORCHVISION_SSD
 from ssd_torch.data.voc import VOC_CLASSES
@@ -107,7 +107,8 @@ def test_lufficc_file_holds_the_model_under_model_key(peer_sds: dict, tmp_path: 
                 "optimizer": {"state": {}, "param_groups": [{"lr": 1e-5, "params": [0, 1]}]}}, path)
     cfg, names, ours, report = import_peer_file("lufficc", path)
     assert torch.equal(ours["conf_heads.5.weight"], peer_sds["lufficc"]["box_head.predictor.cls_headers.5.weight"])
-    assert report.format == "lufficc" and report.num_classes == 21 and "77.7" in report.text()
+    assert report.format == "lufficc" and report.num_classes == 21 and "77.7" not in report.text()
+    assert "lufficc publishes no hash of vgg_ssd300_voc0712.pth" in report.text()
     assert cfg.prior_spec == LUFFICC_VOC and cfg.preprocess == CAFFE_RGB
 
 
@@ -183,3 +184,90 @@ def test_non_finite_weights_and_unknown_format(peer_sds: dict) -> None:
         import_state_dict("lufficc", sd)
     with pytest.raises(CheckpointError, match=r"unknown format 'mmdet'.*'lufficc', 'ssd.pytorch', 'torchvision'"):
         import_state_dict("mmdet", sd)
+
+
+# --- what an imported checkpoint claims and how it detects (issue #20 s1) --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tv_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random weights in torchvision's exact ``ssd300_vgg16`` layout (91 classes), under the published name."""
+    path = tmp_path_factory.mktemp("tv") / "ssd300_vgg16_coco-b556d3b4.pth"
+    torch.save(random_state_dict(torchvision_shapes(), seed=5), path)
+    return path
+
+
+def test_published_figure_only_for_the_published_file(tv_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random weights under torchvision's file name are not the published model: no AP 25.1 in the report or the
+    checkpoint. The same file with the published hash (a test double of the prefix) gets the figure."""
+    ckpt, report = imported_checkpoint("torchvision", tv_file)
+    assert "25.1" not in report.text() and ckpt["extra"]["imported_from"]["published"] is None
+    assert "not torchvision's published ssd300_vgg16_coco-b556d3b4.pth" in report.text()
+    assert "expected b556d3b4" in report.text()
+    import dataclasses
+    monkeypatch.setitem(FORMATS, "torchvision", dataclasses.replace(FORMATS["torchvision"],
+                                                                    published_sha256=report.sha256[:8]))
+    ckpt, report = imported_checkpoint("torchvision", tv_file)
+    assert "published: COCO val2017 box AP 25.1" in report.text()
+    assert ckpt["extra"]["imported_from"]["published"].startswith("COCO val2017 box AP 25.1")
+
+
+def test_the_published_hash_is_torchvisions_file_name_prefix() -> None:
+    from torchvision.models.detection import SSD300_VGG16_Weights
+    url = SSD300_VGG16_Weights.COCO_V1.url
+    assert url.endswith(FORMATS["torchvision"].file) and FORMATS["torchvision"].published_sha256 == "b556d3b4"
+    assert FORMATS["ssd.pytorch"].published_sha256 is None and FORMATS["lufficc"].published_sha256 is None
+
+
+#: Each peer's own post-processing, read in its code: torchvision ``SSD.__init__`` defaults (score_thresh 0.01,
+#: nms_thresh 0.45, detections_per_img 200, topk_candidates 400 per class, ``clip_boxes_to_image``); lufficc
+#: ``ssd/config/defaults.py`` TEST (CONFIDENCE_THRESHOLD 0.01, NMS_THRESHOLD 0.45, MAX_PER_IMAGE 100,
+#: MAX_PER_CLASS -1 unused) and ``box_head/inference.py`` (no clipping); ssd.pytorch ``Detect(num_classes, 0,
+#: 200, 0.01, 0.45)`` (``nms(..., top_k=200)`` per class, no per-image cap, ``decode`` without clamping).
+PEER_POSTPROCESS = {
+    "torchvision": {"score_threshold": 0.01, "top_k": 400, "nms_threshold": 0.45, "max_detections": 200,
+                    "clip_boxes": True},
+    "lufficc": {"score_threshold": 0.01, "top_k": None, "nms_threshold": 0.45, "max_detections": 100,
+                "clip_boxes": False},
+    "ssd.pytorch": {"score_threshold": 0.01, "top_k": 200, "nms_threshold": 0.45, "max_detections": None,
+                    "clip_boxes": False},
+}
+
+
+def _imported(name: str, peer_sds: dict, tv_file: Path, folder: Path) -> tuple[dict, object]:
+    path = tv_file if name == "torchvision" else folder / FORMATS[name].file
+    if name != "torchvision":
+        torch.save(peer_sds[name], path)
+    return imported_checkpoint(name, path)
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_imported_checkpoint_carries_the_peers_postprocess_and_variances(name: str, peer_sds: dict, tv_file: Path,
+                                                                         tmp_path: Path) -> None:
+    """The checkpoint holds the peer's own post-processing and box coder (checked on the checkpoint content:
+    clip_boxes=false runs only once ssd_torch.nms.postprocess takes the keyword, branch h-nms)."""
+    ckpt, report = _imported(name, peer_sds, tv_file, tmp_path)
+    assert ckpt["postprocess"] == PEER_POSTPROCESS[name]
+    assert tuple(ckpt["model_config"]["variances"]) == (0.1, 0.2)  # torchvision: BoxCoder weights (10, 10, 5, 5)
+    assert f"post-processing ({name}'s): score > 0.01" in report.text()
+    assert "box coder: variances (0.1, 0.2)" in report.text()
+
+
+@pytest.mark.slow  # three VGG16 checkpoints written and loaded (~20 s on 2 shared cores)
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_load_predictor_reads_the_imported_settings(name: str, peer_sds: dict, tv_file: Path, tmp_path: Path) -> None:
+    from ssd_torch.checkpoint import atomic_save
+    from ssd_torch.modeling.predictor import PostprocessConfig, load_predictor
+
+    atomic_save(_imported(name, peer_sds, tv_file, tmp_path)[0], tmp_path / "imported.pt")
+    predictor = load_predictor(tmp_path / "imported.pt")
+    assert predictor.postprocess == PostprocessConfig(**PEER_POSTPROCESS[name])
+    assert predictor.config.variances == (0.1, 0.2)
+
+
+def test_variances_are_the_box_coders(monkeypatch: pytest.MonkeyPatch, peer_sds: dict) -> None:
+    """The imported ModelConfig takes the format's variances (not a hard-coded default)."""
+    import dataclasses
+    monkeypatch.setitem(FORMATS, "lufficc", dataclasses.replace(FORMATS["lufficc"], variances=(0.2, 0.4)))
+    cfg, _, _ = import_state_dict("lufficc", peer_sds["lufficc"])
+    assert cfg.variances == (0.2, 0.4)
