@@ -255,7 +255,7 @@ def _build(loaded: Any, priors: Any, *, opset: int, check: bool, atol: float, rt
     if calibration is not None:
         from ssd_torch.deploy.quantize import calibration_batches, quantize_network
 
-        batches = calibration_batches(calibration, loaded.class_names, cfg.preprocess, cfg.image_size, pixels)
+        batches = calibration_batches(calibration, cfg.preprocess, cfg.image_size, pixels)
         graph, seen = quantize_network(graph, batches)
         checks["int8"] = {"calibration_data": str(calibration.data), "calibration_images": seen,
                           "format": "QDQ, per-channel int8 weights, uint8 activations, MinMax calibration",

@@ -9,13 +9,14 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
 from ssd_torch.errors import UserError
 
-__all__ = ["Calibration", "calibration_dataset", "calibration_batches", "quantize_network"]
+__all__ = ["Calibration", "calibration_dataset", "pixel_transform", "graph_input_transform", "calibration_batches",
+           "quantize_network"]
 
 
 @dataclass(frozen=True)
@@ -43,40 +44,52 @@ class Calibration:
                             f"VOCdevkit/VOC2007, or a COCO instances .json file)")
 
 
-def calibration_dataset(cal: Calibration, class_names: Sequence[str], transform: Any) -> Any:
-    """The VOC or COCO reader of ``cal`` with ``transform`` (bad images skipped: calibration needs pixels only)."""
+def calibration_dataset(cal: Calibration, transform: Any) -> Any:
+    """The VOC or COCO reader of ``cal`` with ``transform``. Calibration needs pixels only: the data's own class
+    names are used (not the checkpoint's), images without objects are kept and bad images skipped."""
     from ssd_torch.errors import DatasetError
 
     try:
         if cal.images_dir is not None:
             from ssd_torch.data.coco import CocoDataset
 
-            return CocoDataset(cal.images_dir, cal.data, transform=transform, class_names=class_names,
-                               skip_bad=True)
-        from ssd_torch.data.voc import VOCDataset
+            return CocoDataset(cal.images_dir, cal.data, transform=transform, skip_bad=True)
+        from ssd_torch.data.voc import VOCDataset, class_names_in
 
-        return VOCDataset(cal.data, cal.split, class_names=class_names, transform=transform, skip_bad=True,
+        names = class_names_in(cal.data, cal.split, skip_bad=True)
+        return VOCDataset(cal.data, cal.split, class_names=names, transform=transform, skip_bad=True,
                           keep_empty=True)
     except (DatasetError, ValueError, OSError) as e:
-        raise UserError(f"--calibration-data {cal.data}: {e}") from e
+        raise UserError(f"--calibration-data {cal.data}: {' '.join(str(e).split())}") from e
 
 
-def calibration_batches(cal: Calibration, class_names: Sequence[str], preprocess: Any, image_size: int,
-                        pixels: Optional[str], batch: int = 8) -> Iterator[np.ndarray]:
-    """Batches ``[b, 3, S, S]`` of the graph's input for the first ``cal.count`` images: the checkpoint's eval
-    preprocessing (``SSDEvalTransform``), or with ``pixels`` the resized RGB pixels of that dtype (the graph
-    applies the preprocessing itself)."""
+def pixel_transform(image_size: int, dtype: str) -> Any:
+    """A dataset transform ``(image, boxes, labels) -> (pixels [3, S, S] of dtype, boxes, labels)``: RGB resized
+    to ``S x S`` with ``SSDEvalTransform``'s resampling, no normalisation: the input of a graph exported with
+    ``--bake-preprocess``."""
+    import torch
+    from PIL import Image
+
+    def to_pixels(img: Any, boxes: Any, labels: Any) -> tuple[Any, Any, Any]:
+        rgb = img.convert("RGB").resize((image_size, image_size), Image.BILINEAR, reducing_gap=3.0)
+        return torch.from_numpy(np.asarray(rgb).transpose(2, 0, 1).astype(dtype)), boxes, labels
+
+    return to_pixels
+
+
+def graph_input_transform(image_size: int, preprocess: Any, pixels: Optional[str]) -> Any:
+    """The transform that yields a graph's input: the checkpoint's eval preprocessing (``SSDEvalTransform``),
+    or with ``pixels`` (a ``--bake-preprocess`` dtype) :func:`pixel_transform`."""
     from ssd_torch.data.transforms import SSDEvalTransform
 
-    resize = SSDEvalTransform(image_size, preprocess)
-    if pixels is not None:
-        import torch
+    return SSDEvalTransform(image_size, preprocess) if pixels is None else pixel_transform(image_size, pixels)
 
-        def as_pixels(img: Any, boxes: Any, labels: Any) -> tuple[Any, Any, Any]:
-            rgb = img.convert("RGB").resize((image_size, image_size), resample=2, reducing_gap=3.0)  # bilinear
-            return torch.from_numpy(np.asarray(rgb).transpose(2, 0, 1).astype(pixels)), boxes, labels
 
-    ds = calibration_dataset(cal, class_names, resize if pixels is None else as_pixels)
+def calibration_batches(cal: Calibration, preprocess: Any, image_size: int, pixels: Optional[str],
+                        batch: int = 8) -> Iterator[np.ndarray]:
+    """Batches ``[b, 3, S, S]`` of the graph's input (:func:`graph_input_transform`) for the first
+    ``cal.count`` images."""
+    ds = calibration_dataset(cal, graph_input_transform(image_size, preprocess, pixels))
     n = min(cal.count, len(ds))
     if n == 0:
         raise UserError(f"--calibration-data {cal.data}: no image to calibrate on")
