@@ -4,14 +4,16 @@ per-image best ``max_detections`` in the fixed-size layout of docs/CONTRACT.md "
 Why the graph matches ``ssd_torch.nms.postprocess`` although ONNX NonMaxSuppression is not our NMS (onnxruntime's
 CPU kernel, ``core/providers/cpu/object_detection/non_max_suppression.cc`` and ``non_max_suppression_helper.h``):
 
-* ties: it pops candidates from a ``std::priority_queue`` ordered by score only, so equal scores come out in heap
-  order, not lower prior first. We never give it a tie: its scores are the candidates' *ranks* (``k - slot``,
-  distinct small integers) after our own tie-exact TopK (ONNX TopK: equal values, lower index first).
+* ties: the ONNX spec leaves the order of equal scores open. onnxruntime's CPU kernel today breaks them by
+  lower index (``BoxInfoPtr::operator<``), as we do, but older versions popped a score-only
+  ``std::priority_queue`` (heap order), and other runtimes are free to differ. We never give it a tie: its
+  scores are the candidates' *ranks* (``k - slot``, distinct small integers) after our own tie-exact TopK
+  (ONNX TopK: equal values, lower index first).
 * ``max_output_boxes_per_class`` caps the boxes it *keeps*, ours (``top_k``) the candidates it *considers*: the
-  TopK above selects the ``top_k`` candidates first, and the cap is set to ``top_k`` (never reached early).
+  TopK above selects the ``top_k`` candidates first, and the cap is the slot count (never reached early).
 * ``score_threshold`` is strict (``score > t``) and only applied when given: our threshold is applied before the
   TopK (non-candidates sink to -inf); the NMS sees rank 0 for empty slots and threshold 0.5.
-* IoU: ``inter / (area_kept + area_cand - inter) > iou_threshold`` (strict), 0 for disjoint or empty boxes,
+* IoU: ``inter / (area_a + area_b - inter) > iou_threshold`` (strict), 0 for disjoint or empty boxes,
   float32 - the same decision as ours. With ``center_point_box = 0`` boxes are any two diagonal corners
   ``[y1, x1, y2, x2]``: our ``[x1, y1, x2, y2]`` swaps the roles of x and y, which IoU does not see.
 """
@@ -26,7 +28,7 @@ from ssd_torch.coding import decode
 from ssd_torch.deploy.ranking import class_log_scores
 from ssd_torch.nms import nms_keep_torch
 
-__all__ = ["OUTPUT_NAMES", "RankNMS", "DetectorPostprocess", "detector_model"]
+__all__ = ["OUTPUT_NAMES", "RankNMS", "DetectorPostprocess"]
 
 #: the outputs of the exported detector, in this order (docs/CONTRACT.md "Exported detector")
 OUTPUT_NAMES = ("num_detections", "boxes", "scores", "labels")
@@ -115,17 +117,3 @@ class DetectorPostprocess(torch.nn.Module):
             labels = torch.nn.functional.pad(labels, (0, pad))
             picked = torch.nn.functional.pad(picked, (0, 0, 0, pad))
         return real.sum(dim=1), picked, scores, labels
-
-
-def detector_model(network: torch.nn.Module, postprocess: DetectorPostprocess) -> torch.nn.Module:
-    """``network`` (input -> ``(loc, conf)``) followed by ``postprocess``, as one module for export."""
-
-    class Detector(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.network, self.postprocess = network, postprocess
-
-        def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            return self.postprocess(*self.network(images))
-
-    return Detector().eval()
