@@ -49,10 +49,10 @@ from typing import Any, Sequence
 
 from ssd_torch.cli import UserError, add_trust_flag, run_cli
 from ssd_torch.deploy import (OPSET_RANGE, PIXEL_DTYPES, SIDECAR_FORMAT, check_onnx, export_checkpoint,
-                              pixel_input_model, sidecar_paths)
+                              export_onnx, pixel_input_model, sidecar_paths)
 
 # the library names stay importable from here (older scripts and tests import them from the CLI module)
-__all__ = ["SIDECAR_FORMAT", "PIXEL_DTYPES", "sidecar_paths", "pixel_input_model", "check_onnx",
+__all__ = ["SIDECAR_FORMAT", "PIXEL_DTYPES", "sidecar_paths", "pixel_input_model", "export_onnx", "check_onnx",
            "export_checkpoint", "build_parser", "main"]
 
 
