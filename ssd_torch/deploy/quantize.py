@@ -114,8 +114,11 @@ class _Reader:
 def quantize_network(network: bytes, batches: Iterator[np.ndarray]) -> tuple[bytes, int]:
     """``(quantised ONNX bytes, images seen)``: QDQ static quantisation of a network graph (MinMax calibration
     on ``batches``, per-channel int8 weights, uint8 activations: onnxruntime's U8S8 CPU kernels)."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    try:
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError as e:
+        raise UserError(f"--int8 needs onnxruntime's quantisation tools ({e}); pip install onnxruntime") from e
 
     reader = _Reader(batches)
     with tempfile.TemporaryDirectory(prefix="ssd-int8-") as tmp:
