@@ -28,7 +28,7 @@ from .backend import BACKENDS, resolve_backend
 from .boxes import scratch
 from .coding import decode
 
-__all__ = ["Detections", "Candidates", "BACKENDS", "postprocess", "class_log_scores", "key_floor",
+__all__ = ["log1p_exportable", "Detections", "Candidates", "BACKENDS", "postprocess", "class_log_scores", "key_floor",
            "select_candidates", "stable_topk", "nms_keep_torch", "gather_detections"]
 
 
@@ -95,19 +95,33 @@ def _check_postprocess_args(loc: torch.Tensor, conf: torch.Tensor, priors: torch
         raise ValueError(f"priors must have shape [P={p}, 4], got {tuple(priors.shape)}")
 
 
+def log1p_exportable(s: torch.Tensor) -> torch.Tensor:
+    """``log1p(s)`` for ``s >= 0``, to a few float32 ulps, from ops that survive ONNX export.
+
+    ``torch.log1p`` exports as ``Log(Add(1, s))``, which returns 0 for every ``s < 6e-8``: exactly the
+    near-certain boxes whose order the key exists for. ``log(u) * s / (u - 1)`` with ``u = 1 + s`` (Goldberg's
+    trick) cancels the rounding error of ``u``; where ``u == 1``, ``log1p(s) = s`` to the dtype's precision.
+    A few ulps from ``torch.log1p`` in float32 and float64 alike."""
+    u = 1.0 + s
+    d = u - 1.0
+    ratio = torch.where(d == 0, torch.ones_like(s), s / torch.where(d == 0, torch.ones_like(d), d))
+    return torch.where(d == 0, s, torch.log(u) * ratio)
+
+
 def class_log_scores(conf: torch.Tensor) -> torch.Tensor:
     """The ranking key of docs/CONTRACT.md "Ranking key" for logits ``conf[..., C]`` -> ``logp[..., C]``:
     ``(x[c] - m) - log1p(S')``, ``m = max x``, ``S'`` the sum of ``exp(x[j] - m)`` over every class but the
     first argmax. ``exp(logp)`` is the softmax, and the winning class keeps ``-log1p(S') ~ -(1 - p)`` at full
-    relative precision where ``p`` rounds to 1 in float32. Pure torch ops (max, argmax, exp, sum, log1p, a
-    mask; no loop): it traces into ONNX. The twin of ``reference.nms.log_scores``.
+    relative precision where ``p`` rounds to 1 in float32. Pure torch ops (max, argmax, exp, sum, a mask, and
+    :func:`log1p_exportable`; no loop): it traces into ONNX as it computes here, so the exported detector
+    (``ssd_torch.deploy``) ranks with this very function. The twin of ``reference.nms.log_scores``.
     """
     m = conf.amax(dim=-1, keepdim=True)
     shifted = conf - m
     first = conf.argmax(dim=-1, keepdim=True)  # the first maximal index, as the reference's np.argmax
     winner = torch.arange(conf.shape[-1], device=conf.device) == first
     rest = torch.exp(shifted).masked_fill(winner, 0.0).sum(dim=-1, keepdim=True)
-    return shifted - torch.log1p(rest)
+    return shifted - log1p_exportable(rest)
 
 
 def key_floor(score_threshold: float, dtype: torch.dtype) -> float:

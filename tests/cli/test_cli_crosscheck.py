@@ -13,6 +13,7 @@ from ssd_torch import parity
 from ssd_torch.cli import crosscheck as cc
 from ssd_torch.data.synthetic import SYNTHETIC_CLASSES, generate_voc
 from ssd_torch.modeling.model import model_from_config
+from ssd_torch.modeling.predictor import Predictor
 from ssd_torch.modeling.model_config import ssd300_slim
 from ssd_torch.nms import Detections
 
@@ -194,7 +195,8 @@ def test_a_crashing_path_fails_its_rows_and_the_others_still_run(setup: tuple,
 
     monkeypatch.setattr(parity, "path_results", flaky)
     batches, model, cfg = setup
-    rows = parity.run_parity(batches, model, cfg.prior_spec, [parity.FastPath("broken", "cpu", "torch"), TORCH_CPU])
+    predictor = Predictor(model, cfg, ["background", *(f"c{k}" for k in range(1, cfg.num_classes))])
+    rows = parity.run_parity(batches, predictor, [parity.FastPath("broken", "cpu", "torch"), TORCH_CPU])
     assert [r.check for r in rows] == [c for c in parity.CHECKS for _ in range(2)]  # grouped by check
     broken = [r for r in rows if r.path == "broken"]
     assert len(broken) == len(parity.CHECKS) and not any(r.ok for r in broken)
@@ -217,7 +219,8 @@ def test_confident_model_detections_agree_exactly(setup: tuple, scale: float) ->
             head.weight.mul_(scale)
             head.bias.mul_(scale)
     paths = [p for p in parity.available_paths() if p.device == "cpu"]
-    rows = [r for r in parity.run_parity(batches, confident, cfg.prior_spec, paths) if r.check == "detections"]
+    predictor = Predictor(confident, cfg, ["background", *(f"c{k}" for k in range(1, cfg.num_classes))])
+    rows = [r for r in parity.run_parity(batches, predictor, paths) if r.check == "detections"]
     assert [r.path for r in rows] == ["torch-cpu", "numba-cpu"]
     for row in rows:
         assert row.ok and row.agreement == 1.0, parity.format_rows(rows)

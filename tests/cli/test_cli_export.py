@@ -177,3 +177,54 @@ def test_export_refuses_to_replace_existing_files(exported: tuple[Path, Path, in
     assert notes.read_text() == "the user's notes" and not target.exists()
     assert export.main([str(ckpt), "--onnx", str(target), "--no-check", "--overwrite"]) == 0
     assert json.loads(notes.read_text())["onnx"] == "m.onnx"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--opset", "5"], "--opset 5 is not supported: choose 7..20"),
+    (["--opset", "99"], "--opset 99 is not supported: choose 7..20"),
+    (["--opset", "10", "--with-postprocess"], "--opset 10 is not supported with --with-postprocess: choose 11..20"),
+    (["--atol", "-1"], "--atol must be >= 0, got -1"),
+    (["--rtol", "nan"], "--rtol must be >= 0, got nan"),
+])
+def test_bad_options_are_one_line_errors_before_any_work(exported: tuple[Path, Path, int], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str], flags: list[str],
+                                                         message: str) -> None:
+    """Was: --opset 5 a 336-line traceback, --opset 99 an exporter crash, --atol -1 files written then exit 1."""
+    ckpt, _, _ = exported
+    assert export.main([str(ckpt), "--onnx", str(tmp_path / "m.onnx"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_int8_flag_errors(exported: tuple[Path, Path, int], tmp_path: Path,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt, _, _ = exported
+    out = ["--onnx", str(tmp_path / "m.onnx")]
+    cases = [(["--int8"], "--int8 needs --calibration-data"),
+             (["--calibration-data", str(tmp_path)], "only used with --int8"),
+             (["--int8", "--calibration-data", str(tmp_path / "none")], "does not exist"),
+             (["--int8", "--calibration-data", str(tmp_path), "--calibration-images", "0"], "must be an int >= 1"),
+             (["--int8", "--calibration-data", str(tmp_path / "x.json")], "--calibration-image-dir"),
+             (["--int8", "--calibration-data", str(tmp_path), "--opset", "12"], "with --int8: choose 13..20")]
+    for flags, message in cases:
+        assert export.main([str(ckpt), *out, *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and message in err, (flags, err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_with_postprocess_cli_checks_both_graphs(exported: tuple[Path, Path, int], tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI path of --with-postprocess: the sidecar names the detector outputs, both checks pass."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime (optional extra) is not installed")
+    ckpt, _, _ = exported
+    onnx_path = tmp_path / "det.onnx"
+    assert export.main([str(ckpt), "--onnx", str(onnx_path), "--with-postprocess", "--bake-preprocess",
+                        "uint8"]) == 0
+    out = capsys.readouterr().out
+    assert "post-processing graph vs PyTorch on the same outputs" in out and "MISMATCH" not in out
+    meta = json.loads(export.sidecar_paths(onnx_path)[1].read_text())
+    assert meta["postprocess_in_graph"] and meta["check"]["ok"] and meta["check_postprocess"]["ok"]
+    assert meta["outputs"] == {"num_detections": ["B"], "boxes": ["B", 200, 4], "scores": ["B", 200],
+                               "labels": ["B", 200]}
