@@ -95,6 +95,7 @@ def test_nan_guard_stop_leaves_a_good_checkpoint_and_names_it(tmp_path):
     assert kept["step"] == 5 and str(tmp_path / "step_00000005.pt") in text and "--resume" in text
 
 
+@pytest.mark.slow
 def test_best_is_strictly_better_finite_and_above_zero(tmp_path):
     """Defect: best.pt started from -inf, so a broken model scoring 0.0 became "best"."""
     scores = iter([0.0, 0.0, math.nan, 0.3, 0.2, 0.3])
