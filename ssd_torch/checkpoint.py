@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
 from ssd_torch.errors import CheckpointError
 
-__all__ = ["FORMAT", "REQUIRED_KEYS", "atomic_save", "build_checkpoint", "load_torch_file", "read_checkpoint",
-           "unwrap_model"]
+__all__ = ["FORMAT", "REQUIRED_KEYS", "atomic_save", "build_checkpoint", "check_finite", "load_torch_file",
+           "nonfinite_keys", "read_checkpoint", "unwrap_model"]
 
 FORMAT = "ssd300-checkpoint/1"
 #: What inference needs; training checkpoints add optimizer, scheduler, scaler, RNG and position.
@@ -86,21 +86,38 @@ def load_torch_file(path: str | Path, *, trust: bool = False, map_location: str 
     """Whatever ``path`` holds, by ``torch.load`` with ``weights_only=not trust``: the one loader of every
     ``.pt`` / ``.pth`` file (our checkpoints through :func:`read_checkpoint`, peers' state dicts through
     ``ssd_torch.modeling.weights.read_state_dict``). Every failure is a :class:`CheckpointError` naming the
-    file; a file that needs more than tensors and plain containers is refused with the types named, and
-    nothing from it runs."""
+    file, in our own words (torch's advice to retry with ``weights_only=False`` is never passed on); a file that
+    needs more than tensors and plain containers is refused with the types named, and nothing from it runs."""
     path = Path(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=not trust)
-    except pickle.UnpicklingError as e:
-        needed = [] if trust else _unsafe_globals(path)
-        if needed:
-            raise CheckpointError(
-                f"checkpoint {path}: refused to load, it needs {', '.join(needed)}, which an SSD300 checkpoint "
-                f"never holds; nothing from the file was executed (pass --trust-checkpoint only for a file you "
-                f"trust, e.g. one written before weights-only checkpoints)") from None
-        raise CheckpointError(f"checkpoint {path}: not a PyTorch checkpoint ({_first_line(e)})") from None
+    except pickle.UnpicklingError:
+        if trust:
+            raise CheckpointError(f"checkpoint {path}: not a PyTorch checkpoint (it cannot be unpickled)") from None
+        raise CheckpointError(_refusal(path)) from None
     except Exception as e:  # noqa: BLE001 - the weights-only unpickler fails on junk in many ways (KeyError...)
         raise CheckpointError(f"checkpoint {path}: not a PyTorch checkpoint ({_first_line(e)})") from None
+
+
+#: The first bytes of a legacy (pre-zip) ``torch.save`` file: its pickled magic number (protocol 2).
+_LEGACY_MAGIC = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)[:-1]
+_TRUST_ADVICE = ("nothing from the file was executed (pass --trust-checkpoint only for a file you trust, e.g. one "
+                 "written before weights-only checkpoints)")
+
+
+def _refusal(path: Path) -> str:
+    """Why a weights-only load of ``path`` failed, in one line: the unsafe types of a zip checkpoint, an old
+    (legacy pickle) torch file, or not a torch file at all."""
+    needed = _unsafe_globals(path)
+    if needed:
+        return (f"checkpoint {path}: refused to load, it needs {', '.join(needed)}, which an SSD300 checkpoint "
+                f"never holds; {_TRUST_ADVICE}")
+    with path.open("rb") as f:
+        head = f.read(len(_LEGACY_MAGIC))
+    if head == _LEGACY_MAGIC:
+        return (f"checkpoint {path}: refused to load, a legacy-format torch file (before zip serialisation) "
+                f"that holds more than tensors and plain containers; {_TRUST_ADVICE}")
+    return f"checkpoint {path}: not a PyTorch checkpoint (neither a torch zip file nor a legacy torch file)"
 
 
 def _first_line(e: Exception) -> str:
@@ -109,10 +126,29 @@ def _first_line(e: Exception) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}"
 
 
-def read_checkpoint(path: str | Path, *, trust: bool = False,
-                    map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The one checkpoint reader: load ``path`` (weights only, unless ``trust``) and check the format tag and
-    :data:`REQUIRED_KEYS`. Every failure is a :class:`CheckpointError` naming the file and the problem."""
+def nonfinite_keys(state: Mapping[str, Any]) -> list[str]:
+    """The keys of ``state`` (a state dict) whose floating-point tensors hold a NaN or an inf, in order."""
+    return [k for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def check_finite(state: Mapping[str, Any], source: str) -> None:
+    """The one finiteness rule of weights read from a file (parameters AND buffers, e.g. BatchNorm's
+    ``running_var``): a :class:`CheckpointError` ``<source>: non-finite values (NaN/inf) in [...]`` naming the
+    tensors. A model that diverged is never trained on, evaluated, exported or detected with."""
+    bad = nonfinite_keys(state)
+    if bad:
+        more = f" (+{len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise CheckpointError(f"{source}: non-finite values (NaN/inf) in {bad[:5]}{more}; the model diverged or "
+                              f"the file is damaged: use an earlier checkpoint")
+
+
+def read_checkpoint(path: str | Path, *, trust: bool = False, map_location: str | torch.device = "cpu",
+                    require_finite: bool = True) -> dict[str, Any]:
+    """The one checkpoint reader: load ``path`` (weights only, unless ``trust``) and check the format tag,
+    :data:`REQUIRED_KEYS` and (``require_finite``) that every weight is finite (:func:`check_finite`; so
+    ssd-eval, ssd-detect, ssd-export, ``--init-from`` and ``--resume`` all refuse a diverged model). Every
+    failure is a :class:`CheckpointError` naming the file and the problem."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path}: file not found")
@@ -128,6 +164,6 @@ def read_checkpoint(path: str | Path, *, trust: bool = False,
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"checkpoint {path}: missing keys {missing}")
+    if require_finite and isinstance(ckpt["model"], Mapping):
+        check_finite(ckpt["model"], f"checkpoint {path}")
     return ckpt
-
-

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import sys
@@ -182,10 +183,18 @@ def _report(summary: dict[str, Any]) -> int:
             print(f"ssd-train: interrupted at step {summary['step']}; resume with: "
                   f"{resume_command(summary['run_dir'], summary['world_size'])}", file=sys.stderr)
         return exit_code(summary["stopped_by"])
-    if rank0:
-        metric = headline_label(summary["last_eval"].get("metric"))
-        print(f"done: {summary['step']} steps, final {metric} {summary['last_metrics'].get('mAP')}, best "
-              f"{summary['best_map']:.4f}, run folder {summary['run_dir']}")
+    if not rank0:
+        return 0
+    best = summary["best_map"]
+    best_text = f"best {best:.4f} (best.pt)" if math.isfinite(best) else "no evaluation scored above 0 (no best.pt)"
+    if summary.get("finished_before"):
+        print(f"ssd-train: the run in {summary['run_dir']} is already finished (step {summary['step']}, final mAP "
+              f"{summary['last_metrics'].get('mAP')}, {best_text}); nothing was written. To train longer, raise "
+              f"--max-steps or the schedule with --resume-with-changes")
+        return 0
+    metric = headline_label(summary["last_eval"].get("metric"))
+    print(f"done: {summary['step']} steps, final {metric} {summary['last_metrics'].get('mAP')}, {best_text}, run "
+          f"folder {summary['run_dir']}")
     return 0
 
 

@@ -56,6 +56,7 @@ from torch import Tensor
 
 from reference.priors import LUFFICC_VOC, SSD_PYTORCH_VOC, TORCHVISION_COCO, PriorSpec
 from ssd_torch.data.preprocess import CAFFE_RGB, TORCHVISION_SSD, Preprocess
+from ssd_torch.checkpoint import check_finite
 from ssd_torch.errors import CheckpointError
 from ssd_torch.modeling.model_config import ModelConfig, ssd300_vgg16
 from ssd_torch.modeling.postprocess_config import PostprocessConfig
@@ -273,9 +274,7 @@ def import_state_dict(fmt_name: str, sd: Mapping[str, Tensor], *, class_names: S
     if problems:
         raise CheckpointError(f"{source}: not {fmt.name}'s SSD300-VGG16 with {num_classes} classes; "
                               + "; ".join(problems))
-    bad = sorted(k for k, v in sd.items() if not bool(torch.isfinite(v).all()))
-    if bad:
-        raise CheckpointError(f"{source}: non-finite values (NaN/inf) in {listed(bad)}; the file is damaged")
+    check_finite(sd, source)  # the one finiteness rule of every reader (ssd_torch.checkpoint)
     cfg = ModelConfig(name="ssd300_vgg16", num_classes=num_classes, prior_spec=fmt.prior_spec,
                       preprocess=fmt.preprocess, variances=fmt.variances)
     ours = {k: sd[theirs].float() for k, theirs in key_map.items()}  # a half-precision file becomes float32

@@ -8,6 +8,7 @@ import os
 import random
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,21 +56,6 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _atomic_link(src: Path, dst: Path) -> None:
-    """Point ``dst`` at ``src``'s content atomically: a hard link (no second write of a large file) renamed
-    over ``dst``; a plain atomic copy where the filesystem has no hard links."""
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link")
-    try:
-        if tmp.exists():
-            tmp.unlink()
-        os.link(src, tmp)
-        os.replace(tmp, dst)
-    except OSError:
-        if tmp.exists():
-            tmp.unlink()
-        _atomic_copy(src, dst)
-
-
 def _atomic_copy(src: Path, dst: Path) -> None:
     """Copy ``src``'s bytes to ``dst`` through a temp file in ``dst``'s folder and ``os.replace``."""
     from ssd_torch.files import atomic_write
@@ -79,23 +65,32 @@ def _atomic_copy(src: Path, dst: Path) -> None:
 
 
 class CheckpointManager:
-    """``step_XXXXXXXX.pt`` files in ``directory``, the newest ``keep_last`` kept, plus ``last.pt`` (a copy of
-    the newest) and ``best.pt`` (highest metric, never rotated away)."""
+    """``step_XXXXXXXX.pt`` files in ``directory``, the newest ``keep_last`` kept, plus ``last.pt`` (an
+    independent copy of the newest: damaging one never damages the other) and ``best.pt`` (highest metric, never
+    rotated away). The checkpoint a run resumed from is never rotated away (:meth:`protect`)."""
 
     NAMES = ("last.pt", "best.pt")
+    #: the sub-folder a resume from an earlier checkpoint moves the later ones into (:meth:`set_aside`)
+    ABANDONED = "abandoned-{time}"
 
     @classmethod
     def owns(cls, name: str) -> bool:
         """True for a file name this manager writes: ``step_<digits>.pt``, ``last.pt``, ``best.pt``, or the temp
-        file of an interrupted write (``.<name>.<...>.tmp`` / ``.link``)."""
-        return bool(_STEP_FILE.match(name)) or name in cls.NAMES or (
-            name.startswith(".") and name.endswith((".tmp", ".link")) and name[1:].startswith(("step_", *cls.NAMES)))
+        file of an interrupted write (:meth:`is_temp`)."""
+        return bool(_STEP_FILE.match(name)) or name in cls.NAMES or cls.is_temp(name)
+
+    @classmethod
+    def is_temp(cls, name: str) -> bool:
+        """The temp file of an interrupted write of one of our files (``ssd_torch.files.atomic_write``:
+        ``.<name>.<random>.tmp``; ``.link`` of an earlier version)."""
+        return name.startswith(".") and name.endswith((".tmp", ".link")) and name[1:].startswith(("step_", *cls.NAMES))
 
     def __init__(self, directory: str | Path, keep_last: int = 3) -> None:
         if keep_last < 1:
             raise ValueError(f"keep_last must be >= 1, got {keep_last}")
         self.directory = Path(directory)
         self.keep_last = keep_last
+        self.protected: set[Path] = set()
 
     def step_files(self) -> list[Path]:
         """Rotated checkpoints, oldest first."""
@@ -104,21 +99,57 @@ class CheckpointManager:
         found = [(int(m.group(1)), p) for p in self.directory.iterdir() if (m := _STEP_FILE.match(p.name))]
         return [p for _, p in sorted(found)]
 
+    def protect(self, path: str | Path) -> None:
+        """Never rotate ``path`` away (the checkpoint this run resumed from)."""
+        self.protected.add(Path(path).resolve())
+
     def save(self, ckpt: dict[str, Any]) -> Path:
-        """Write ``step_<step>.pt`` and ``last.pt`` atomically, then delete all but the newest ``keep_last``."""
+        """Write ``step_<step>.pt`` and a copy as ``last.pt`` atomically, then delete all but the newest
+        ``keep_last`` (never a protected file)."""
         path = atomic_save(ckpt, self.directory / f"step_{ckpt['step']:08d}.pt")
-        _atomic_link(path, self.directory / "last.pt")
+        _atomic_copy(path, self.directory / "last.pt")
         for old in self.step_files()[:-self.keep_last]:
-            old.unlink(missing_ok=True)
+            if old.resolve() not in self.protected:
+                old.unlink(missing_ok=True)
         return path
 
     def save_best(self, ckpt: dict[str, Any]) -> Path:
         return atomic_save(ckpt, self.directory / "best.pt")
 
+    def candidates(self) -> list[Path]:
+        """What ``--resume auto`` tries, in order: ``last.pt``, then the step files newest first."""
+        last = self.directory / "last.pt"
+        return ([last] if last.is_file() else []) + self.step_files()[::-1]
+
     def latest(self) -> Path | None:
         """``last.pt`` if present, else the newest step file, else None."""
+        found = self.candidates()
+        return found[0] if found else None
+
+    def set_aside(self, step: int) -> Path | None:
+        """Move the step files after ``step`` (an abandoned continuation: the run resumes from an earlier
+        checkpoint) and ``last.pt`` (a copy of the newest of them) into a new ``abandoned-<time>/`` sub-folder;
+        returns it (None: nothing to move). Nothing is deleted; best.pt stays (it is replaced only by a better
+        score)."""
+        later = [p for p in self.step_files() if int(_STEP_FILE.match(p.name).group(1)) > step]
+        if not later:
+            return None
+        folder = self.directory / self.ABANDONED.format(time=time.strftime("%Y%m%d-%H%M%S"))
+        k = 1
+        while folder.exists():
+            folder, k = folder.with_name(f"{folder.name.split('.')[0]}.{k}"), k + 1
+        folder.mkdir()
         last = self.directory / "last.pt"
-        if last.is_file():
-            return last
-        files = self.step_files()
-        return files[-1] if files else None
+        for p in later + ([last] if last.is_file() else []):
+            os.replace(p, folder / p.name)
+        return folder
+
+    def remove_leftovers(self) -> list[Path]:
+        """Delete the temp files of interrupted writes (a SIGKILL mid-save leaves one, checkpoint-sized);
+        only names :meth:`is_temp` recognises. Returns what was removed."""
+        if not self.directory.is_dir():
+            return []
+        found = sorted(p for p in self.directory.iterdir() if p.is_file() and self.is_temp(p.name))
+        for p in found:
+            p.unlink(missing_ok=True)
+        return found

@@ -13,12 +13,16 @@ are the run's (``model_setup.build_model``).
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ssd_torch.errors import ConfigError
+import numpy as np
+
+from ssd_torch.errors import CheckpointError, ConfigError
 from ssd_torch.modeling.predictor import config_and_classes
 from ssd_torch.modeling.model_config import ModelConfig
 from ssd_torch.checkpoint import read_checkpoint
@@ -27,7 +31,7 @@ from ssd_torch.training.train_config import TrainConfig
 from ssd_torch.training.trainer import Trainer
 
 __all__ = ["Change", "Resumed", "config_changes", "check_changes", "locate_checkpoint", "open_resume",
-           "resume_trainer"]
+           "data_fingerprint", "data_change", "check_data", "best_score", "resume_trainer"]
 
 
 @dataclass(frozen=True)
@@ -85,15 +89,38 @@ def locate_checkpoint(resume: str, checkpoints: CheckpointManager) -> Path | Non
     return checkpoints.latest() if resume == "auto" else Path(resume)
 
 
+def _read_auto(checkpoints: CheckpointManager, trust: bool, say: Callable[[str], None]) -> tuple[Path, dict] | None:
+    """``--resume auto``: the newest checkpoint that loads (last.pt, then the step files newest first), saying
+    which one was taken and why when it is not the first; None when there is none; a CheckpointError listing
+    every failure when none loads."""
+    failures = []
+    for path in checkpoints.candidates():
+        try:
+            ckpt = read_checkpoint(path, trust=trust)
+        except CheckpointError as e:
+            failures.append(str(e))
+            continue
+        if failures:
+            say(f"--resume auto: {'; '.join(failures)}; resuming from {path}, the newest checkpoint that loads")
+        return path, ckpt
+    if failures:
+        raise CheckpointError(f"--resume auto: no checkpoint in {checkpoints.directory} loads: {'; '.join(failures)}")
+    return None
+
+
 def open_resume(resume: str, checkpoints: CheckpointManager, cfg: TrainConfig, class_names: Sequence[str], *,
-                trust: bool, accept_changes: bool) -> Resumed | None:
-    """Read the checkpoint to resume (:func:`locate_checkpoint`; None when ``"auto"`` finds none yet) and check
+                trust: bool, accept_changes: bool, say: Callable[[str], None] = print) -> Resumed | None:
+    """Read the checkpoint to resume (``"auto"``: :func:`_read_auto`, None when there is none yet) and check
     it BEFORE anything is built: the config changes (:func:`check_changes`) and the class list, which must be
     the checkpoint's (``class_names``: this run's, ``"background"`` first)."""
-    path = locate_checkpoint(resume, checkpoints)
-    if path is None:
-        return None
-    ckpt = read_checkpoint(path, trust=trust)
+    if resume == "auto":
+        found = _read_auto(checkpoints, trust, say)
+        if found is None:
+            return None
+        path, ckpt = found
+    else:
+        path = Path(resume)
+        ckpt = read_checkpoint(path, trust=trust)
     changes = config_changes(ckpt.get("train_config") or {}, cfg)
     check_changes(changes, accept_changes)
     model_config, saved_names = config_and_classes(ckpt, path)
@@ -105,9 +132,71 @@ def open_resume(resume: str, checkpoints: CheckpointManager, cfg: TrainConfig, c
     return Resumed(path, ckpt, model_config, changes)
 
 
+def data_fingerprint(dataset: Any) -> dict[str, Any] | None:
+    """What identifies the training data without reading pixels: ``{"images": n, "digests": {image_id: 8-hex
+    sha256 of its annotation (size, boxes, labels, difficult)}}``; None for a dataset without ``annotation(i)``.
+    (A private stand-in until ``ssd_torch.data``'s ``split_fingerprint`` lands on main.)"""
+    if not hasattr(dataset, "annotation"):
+        return None
+    digests = {}
+    for i in range(len(dataset)):
+        a = dataset.annotation(i)
+        h = hashlib.sha256(repr((a.width, a.height)).encode())
+        for part in (a.boxes, a.labels, a.difficult):
+            h.update(np.ascontiguousarray(np.asarray(part, dtype=np.float64)).tobytes())
+        digests[str(a.image_id)] = h.hexdigest()[:8]
+    return {"images": len(dataset), "digests": digests}
+
+
+def data_change(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str | None:
+    """``"16 of 32 images removed, 0 added, 3 annotations changed"`` (None: same data, or not recorded)."""
+    if not old or not new or old == new:
+        return None
+    a, b = old["digests"], new["digests"]
+    removed, added = len(a.keys() - b.keys()), len(b.keys() - a.keys())
+    changed = sum(1 for k in a.keys() & b.keys() if a[k] != b[k])
+    order = "" if removed or added or changed else ", the image order changed"
+    return f"{removed} of {old['images']} images removed, {added} added, {changed} annotations changed{order}"
+
+
+def check_data(resumed: Resumed, fingerprint: dict[str, Any] | None, accept_changes: bool,
+               say: Callable[[str], None]) -> None:
+    """Refuse (ConfigError) to resume on training data that differs from the checkpoint's, unless
+    ``accept_changes`` (then say what changed: the data order and position restart from the new data)."""
+    change = data_change(resumed.checkpoint.get("extra", {}).get("data_fingerprint"), fingerprint)
+    if change is None:
+        return
+    if not accept_changes:
+        raise ConfigError(f"--resume: the training data changed since {resumed.path} was written ({change}): the "
+                          f"run cannot continue exactly; restore the data, or pass --resume-with-changes to "
+                          f"continue on the new data")
+    say(f"resuming on changed training data ({change})")
+
+
+def best_score(checkpoints: CheckpointManager) -> float:
+    """The score of the run folder's best.pt (-inf when there is none or it cannot be read): a resumed run
+    replaces best.pt only by a better model, whichever continuation wrote it."""
+    best = checkpoints.directory / "best.pt"
+    if not best.is_file():
+        return -math.inf
+    try:
+        score = read_checkpoint(best, require_finite=False).get("metrics", {}).get("mAP")
+    except CheckpointError:
+        return -math.inf
+    return float(score) if isinstance(score, (int, float)) and math.isfinite(score) else -math.inf
+
+
 def resume_trainer(trainer: Trainer, resumed: Resumed, *, say: Callable[[str], None]) -> None:
-    """Restore the trainer's state from ``resumed`` (``Trainer.load_state``) and say what changed."""
+    """Restore the trainer's state from ``resumed`` (``Trainer.load_state``; the best score is the higher of
+    the checkpoint's and best.pt's), clamp a data position that the (accepted) new data no longer has, and say
+    what changed."""
     trainer.load_state(resumed.checkpoint)
+    if trainer.outputs.checkpoints is not None:
+        trainer.best_map = max(trainer.best_map, best_score(trainer.outputs.checkpoints))
+    if trainer.step_in_epoch >= trainer.sampler.steps_per_epoch:  # fewer images now (--resume-with-changes)
+        say(f"the epoch of the checkpoint (step {trainer.step_in_epoch} of it) is longer than an epoch of the "
+            f"changed data ({trainer.sampler.steps_per_epoch} steps): the next epoch begins")
+        trainer.epoch, trainer.step_in_epoch = trainer.epoch + 1, 0
     if resumed.changes:
         say(f"resuming with changed settings: {'; '.join(map(str, resumed.changes))}")
     say(f"resumed from {resumed.path} at step {trainer.step} (epoch {trainer.epoch}, step {trainer.step_in_epoch} "

@@ -90,8 +90,10 @@ def train_step(*, model: nn.Module, micro_batches: Sequence[Any], match_fn: Call
     match_fn(boxes[B,G,4], labels[B,G], counts[B]) -> (labels[B,P] int64, loc_targets[B,P,4]);
     loss_fn(loc[B,P,4], conf[B,P,C], labels, loc_targets) -> LossParts(loc, conf, num_pos) divided by max(N_i, 1)
     (``objective.build_objective`` builds both). A non-finite loss or gradient skips the step: optimizer not
-    stepped, grads zeroed, scaler updated.
+    stepped, grads zeroed, scaler updated, and the buffers the forward passes moved (BatchNorm's running
+    statistics and batch counts) put back, so that a skipped step leaves the model exactly as before it.
     """
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]  # small: BatchNorm statistics, not weights
     moved = [_to_device(b, device, channels_last) for b in micro_batches]
     with torch.no_grad():
         targets = [match_fn(boxes, labels, counts) for _, boxes, labels, counts in moved]
@@ -116,8 +118,13 @@ def train_step(*, model: nn.Module, micro_batches: Sequence[Any], match_fn: Call
         sums += torch.stack([loc_sum.detach(), conf_sum.detach()]).double().cpu()
     if world_size > 1:
         sums = all_reduce(sums, device)
-    return _finish_step(optimizer, scaler, sums, denom, int(totals[0]), grad_clip,
-                        sum(int(i.shape[0]) for i, *_ in moved) * world_size)
+    out = _finish_step(optimizer, scaler, sums, denom, int(totals[0]), grad_clip,
+                       sum(int(i.shape[0]) for i, *_ in moved) * world_size)
+    if not out.stepped:
+        with torch.no_grad():
+            for live, saved in buffers:
+                live.copy_(saved)
+    return out
 
 
 def _finish_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None, sums: Tensor,

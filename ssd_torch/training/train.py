@@ -33,14 +33,15 @@ from ssd_torch.training.interrupt import StopFlag, stop_on_signals
 from ssd_torch.training.metrics_log import MetricsLogger
 from ssd_torch.training.model_setup import build_model, build_optimizer, wrap_model
 from ssd_torch.training.objective import build_objective
-from ssd_torch.training.resume import Resumed, open_resume, resume_trainer
+from ssd_torch.training.resume import Resumed, check_data, data_fingerprint, open_resume, resume_trainer
 from ssd_torch.training.run_folder import (CHECKPOINT_DIR, CONFIG_FILE, CURVES_FILE, check_new_run,
                                            claim_run_folder, describe_removed, lock_run_folder,
                                            remove_previous_run)
 from ssd_torch.training.schedule import build_lr_factor, build_scheduler, scaled_lr, schedule_lengths
 from ssd_torch.training.step import NonFiniteGuard, Numerics, amp_settings
 from ssd_torch.training.train_config import TrainConfig, save_config
-from ssd_torch.training.trainer import Feed, Outputs, SideJobs, Span, Trainer
+from ssd_torch.training.hooks import StopAwareData
+from ssd_torch.training.trainer import Feed, Outputs, RunMeta, SideJobs, Span, Trainer
 
 __all__ = ["run_training"]
 
@@ -84,8 +85,15 @@ def _run_locked(cfg: TrainConfig, info: DistInfo, device: torch.device, run_dir:
     train_set, val_set = build_datasets(cfg.data, cfg.data.class_names, preprocess=built.config.preprocess)
     trainer = _build_trainer(cfg, built.model, built.config, train_set, val_set, class_names, device, info)
     if resumed is not None:
+        check_data(resumed, trainer.outputs.meta.data_fingerprint, accept_changes, lambda text: say(info, text))
         resume_trainer(trainer, resumed, say=lambda text: say(info, text))
-    summary = _train(trainer, cfg, info, f"training {built.config.name} on {len(train_set)} images", overwrite)
+        if trainer.finished():  # nothing to do, nothing written (an evaluation again would add a second row)
+            return {"step": trainer.step, "epoch": trainer.epoch, "best_map": trainer.best_map,
+                    "last_metrics": trainer.last_metrics, "last_eval": {}, "skipped": trainer.guard.total,
+                    "stopped_by": 0, "finished_before": True, "run_dir": str(run_dir), "class_names": class_names,
+                    "world_size": info.world_size}
+    summary = _train(trainer, cfg, info, f"training {built.config.name} on {len(train_set)} images", overwrite,
+                     resumed)
     return {**summary, "run_dir": str(run_dir), "class_names": class_names, "world_size": info.world_size}
 
 
@@ -95,22 +103,26 @@ def _resume_point(cfg: TrainConfig, class_names: list[str], info: DistInfo, *, t
     if cfg.run.resume is None:
         return None
     checkpoints = CheckpointManager(Path(cfg.run.output_dir) / CHECKPOINT_DIR)
-    resumed = open_resume(cfg.run.resume, checkpoints, cfg, class_names, trust=trust, accept_changes=accept_changes)
+    resumed = open_resume(cfg.run.resume, checkpoints, cfg, class_names, trust=trust, accept_changes=accept_changes,
+                          say=lambda text: say(info, text))
     if resumed is None:
         say(info, f"no checkpoint in {checkpoints.directory} yet: starting from scratch")
     return resumed
 
 
-def _train(trainer: Trainer, cfg: TrainConfig, info: DistInfo, what: str, overwrite: bool) -> dict[str, Any]:
+def _train(trainer: Trainer, cfg: TrainConfig, info: DistInfo, what: str, overwrite: bool,
+           resumed: Resumed | None) -> dict[str, Any]:
     """With ``overwrite`` the earlier run's files go first (as late as possible: everything that can be refused
-    has been); then config.json (the config in use), the logs rewound to the start step, fit under the signal
-    handlers, curves.png at the end (also after a stop)."""
+    has been); then the checkpoint folder is tidied (:func:`_tidy_checkpoints`), config.json written (the config
+    in use), the logs rewound to the start step, fit under the signal handlers, curves.png at the end (also
+    after a stop)."""
     logger, run_dir = trainer.outputs.logger, Path(cfg.run.output_dir)
     if info.rank == 0:
         removed = remove_previous_run(run_dir) if overwrite else []
         if removed:
             print(describe_removed(run_dir, removed))
         claim_run_folder(run_dir)  # the manifest claims what the run writes before it is written
+        _tidy_checkpoints(trainer, resumed)
         save_config(cfg, run_dir / CONFIG_FILE)
         if logger is not None and cfg.run.resume is not None:
             logger.rewind(trainer.step)
@@ -128,6 +140,26 @@ def _train(trainer: Trainer, cfg: TrainConfig, info: DistInfo, what: str, overwr
         from ssd_torch.evaluation.visualize import plot_training_curves
         plot_training_curves(run_dir, CURVES_FILE)
     return summary
+
+
+def _tidy_checkpoints(trainer: Trainer, resumed: Resumed | None) -> None:
+    """Rank 0, before training: remove the temp files of interrupted checkpoint writes; on a resume, protect
+    the checkpoint resumed from against rotation and move the checkpoints of an abandoned later continuation
+    aside (``CheckpointManager.set_aside``), saying so."""
+    mgr = trainer.outputs.checkpoints
+    if mgr is None:
+        return
+    leftovers = mgr.remove_leftovers()
+    if leftovers:
+        trainer.say(f"removed {len(leftovers)} temp file(s) of an interrupted checkpoint write: "
+                    f"{', '.join(p.name for p in leftovers)}")
+    if resumed is None:
+        return
+    mgr.protect(resumed.path)
+    folder = mgr.set_aside(trainer.step)
+    if folder is not None:
+        trainer.say(f"the checkpoints after step {trainer.step} belong to the continuation this resume abandons: "
+                    f"moved to {folder} (kept, not rotated; best.pt is replaced only by a better score)")
 
 
 def _build_trainer(cfg: TrainConfig, model: torch.nn.Module, model_cfg: Any, train_set: Any, val_set: Any,
@@ -150,16 +182,19 @@ def _build_trainer(cfg: TrainConfig, model: torch.nn.Module, model_cfg: Any, tra
     match_fn, loss_fn = build_objective(cfg.loss, priors, model_cfg.variances)
     evaluate = evaluation_fn(cfg.data.dataset)  # the data's own metric: COCO AP for COCO data, VOC07 mAP else
     run_dir = Path(r.output_dir)
-    outputs = Outputs(
-        logger=MetricsLogger(run_dir, tensorboard=r.tensorboard) if info.rank == 0 else None,
+    stop = StopFlag()
+    val_data = StopAwareData(val_set, stop)  # a signal during the final evaluation stops it (hooks.EvalHook)
+    meta = RunMeta(model_config=model_cfg.to_dict(), class_names=tuple(class_names), train_config=cfg.to_dict(),
+                   postprocess=cfg.postprocess.to_dict(), data_fingerprint=data_fingerprint(train_set))
+    # the outputs exist on rank 0 only (the hooks' rank rule is in Trainer._call)
+    outputs = Outputs(meta=meta, print_fn=lambda text: say(info, text)) if info.rank != 0 else Outputs(
+        meta=meta, logger=MetricsLogger(run_dir, tensorboard=r.tensorboard),
         checkpoints=CheckpointManager(run_dir / CHECKPOINT_DIR, keep_last=r.keep_last),
         # the one inference path, with what the checkpoints carry: the model's variances, this run's settings
         eval_fn=lambda m: evaluate(Predictor(m, model_cfg, class_names, cfg.postprocess, device=device,
                                              backend=cfg.loss.backend, amp_dtype=amp_dtype,
-                                             channels_last=rt.channels_last), val_set, batch_size=r.eval_batch_size),
-        meta={"model_config": model_cfg.to_dict(), "class_names": class_names, "train_config": cfg.to_dict(),
-              "postprocess": cfg.postprocess.to_dict()},
-        print_fn=lambda text: say(info, text))
+                                             channels_last=rt.channels_last), val_data, batch_size=r.eval_batch_size),
+        eval_data=val_data, print_fn=lambda text: say(info, text))
     return Trainer(
         model=wrap_model(model, device, channels_last=rt.channels_last, compile_model=rt.compile, info=info),
         optimizer=optimizer, scheduler=build_scheduler(optimizer, factor), scaler=scaler, match_fn=match_fn,
@@ -168,4 +203,4 @@ def _build_trainer(cfg: TrainConfig, model: torch.nn.Module, model_cfg: Any, tra
         span=Span(lengths.total_steps, s.max_steps), numerics=Numerics(amp_dtype, rt.channels_last, o.grad_clip),
         jobs=SideJobs(r.log_every, r.eval_every, r.checkpoint_every, r.progress), outputs=outputs,
         guard=NonFiniteGuard(max_skips=r.nan_max_skips, window=r.nan_window, amp=rt.amp), rank=info.rank,
-        stop=StopFlag())
+        stop=stop)

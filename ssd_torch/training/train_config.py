@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -68,6 +69,25 @@ class _Section:
     FIXED_ON_RESUME: ClassVar[frozenset[str]] = frozenset()
     #: Fields a resume does not compare with the checkpoint's (the resume request itself).
     NOT_COMPARED: ClassVar[frozenset[str]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every section's ``__post_init__`` first applies :meth:`_finite` (one rule for all sections: an inf or
+        NaN setting, e.g. ``--lr inf``, would otherwise pass range checks such as ``> 0``)."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__post_init__")
+        if own is not None:
+            def post_init(self: "_Section") -> None:
+                self._finite()
+                own(self)
+            cls.__post_init__ = post_init  # type: ignore[attr-defined]
+
+    def _finite(self) -> None:
+        """Every float setting (and every float in a list setting) must be finite."""
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            items = value if isinstance(value, (tuple, list)) else (value,)
+            self._require(f.name, all(math.isfinite(v) for v in items if isinstance(v, float)),
+                          "a finite number")
 
     def _require(self, name: str, ok: bool, rule: str) -> None:
         """Raise a ConfigError ``<section>.<name> must be <rule>, got <value>`` unless ``ok``."""

@@ -1,35 +1,37 @@
-"""The training loop: optimizer steps from the current position, side jobs (log, evaluate, checkpoint) at their
-intervals, exact resume, and a clean stop on a signal.
+"""The training loop: optimizer steps from the current position, side jobs as hooks (``hooks``: NaN guard, logs,
+evaluation with best.pt, checkpoints), exact resume, and a clean stop on a signal.
 
 All components arrive built (``ssd_torch.training.train`` builds them from the config), grouped in small frozen
 option objects: :class:`Feed` (the data), :class:`Span` (how far), ``step.Numerics`` (how a step computes),
 :class:`SideJobs` (how often) and :class:`Outputs` (where results go). The trainer owns only the position
-(``step`` = optimizer steps done, ``epoch``, ``step_in_epoch``), the NaN guard, the best mAP and the stop.
+(``step`` = optimizer steps done, ``epoch``, ``step_in_epoch``), the best mAP, the stop, and the one rule that
+no checkpoint is written from non-finite weights (:meth:`Trainer.save`).
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ssd_torch.checkpoint import build_checkpoint, nonfinite_keys, unwrap_model
 from ssd_torch.errors import CheckpointError, ConfigError
-from ssd_torch.evaluation.headline import headline_label
-from ssd_torch.checkpoint import build_checkpoint, unwrap_model
 from ssd_torch.training.checkpoint import CheckpointManager, capture_rng, restore_rng
 from ssd_torch.training.data_order import (CollateOrError, StepSampler, ignore_stop_signals, raise_sample_error,
                                            sample_seed)
 from ssd_torch.training.distributed import agree_max
 from ssd_torch.training.interrupt import StopFlag
+from ssd_torch.training.hooks import (CheckpointHook, EvalHook, GuardHook, Hook, MetricsHook, StepRecord,
+                                     StopAwareData)
 from ssd_torch.training.metrics_log import MetricsLogger, peak_memory_mb
 from ssd_torch.training.schedule import restore_position
-from ssd_torch.training.step import NonFiniteGuard, Numerics, StepOutcome, train_step
+from ssd_torch.training.step import NonFiniteGuard, Numerics, TrainingDiverged, train_step
 
-__all__ = ["Feed", "Span", "SideJobs", "Outputs", "Trainer"]
+__all__ = ["Feed", "Span", "SideJobs", "RunMeta", "Outputs", "Trainer"]
 
 
 @dataclass(frozen=True)
@@ -67,15 +69,35 @@ class SideJobs:
 
 
 @dataclass(frozen=True)
-class Outputs:
-    """Where results go (rank 0 only): the CSV/tensorboard logger, the checkpoint folder, the evaluation
-    (``eval_fn(model) -> {"mAP": ...}``), what checkpoints carry besides the state (``meta``: model_config,
-    class_names, train_config) and the console."""
+class RunMeta:
+    """What every checkpoint of the run carries besides its state (ARCHITECTURE.md "Checkpoint format"), all
+    required: the ``ModelConfig`` dict, the class names (``"background"`` first), the ``TrainConfig`` dict, the
+    post-processing settings (``PostprocessConfig.to_dict``) and the fingerprint of the training data
+    (``data_fingerprint``; None: not recorded, e.g. in unit tests)."""
 
+    model_config: dict[str, Any]
+    class_names: tuple[str, ...]
+    train_config: dict[str, Any]
+    postprocess: dict[str, Any]
+    data_fingerprint: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.class_names or self.class_names[0] != "background":
+            raise ValueError(f"class_names must start with 'background', got {list(self.class_names[:3])}")
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where results go (built on rank 0 only; the other ranks get ``Outputs(meta)``): the CSV/tensorboard
+    logger, the checkpoint folder, the evaluation (``eval_fn(model) -> {"mAP": ...}``; ``eval_data``: its
+    :class:`hooks.StopAwareData`, so that a signal stops the final evaluation), what checkpoints carry besides
+    the state (:class:`RunMeta`) and the console."""
+
+    meta: RunMeta
     logger: MetricsLogger | None = None
     checkpoints: CheckpointManager | None = None
     eval_fn: Callable[[nn.Module], dict[str, Any]] | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    eval_data: StopAwareData | None = None
     print_fn: Callable[[str], None] = print
 
 
@@ -84,8 +106,8 @@ class Trainer:
 
     def __init__(self, *, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                  scaler: torch.amp.GradScaler | None, match_fn: Callable, loss_fn: Callable, feed: Feed,
-                 device: torch.device, span: Span, numerics: Numerics = Numerics(), jobs: SideJobs = SideJobs(),
-                 outputs: Outputs = Outputs(), guard: NonFiniteGuard | None = None, rank: int = 0,
+                 device: torch.device, span: Span, outputs: Outputs, numerics: Numerics = Numerics(),
+                 jobs: SideJobs = SideJobs(), guard: NonFiniteGuard | None = None, rank: int = 0,
                  stop: StopFlag | None = None) -> None:
         feed.sampler.require_steps()
         self.model, self.optimizer, self.scheduler, self.scaler = model, optimizer, scheduler, scaler
@@ -94,25 +116,45 @@ class Trainer:
         self.guard, self.rank, self.stop = guard or NonFiniteGuard(), rank, stop
         self.sampler, self.world_size = feed.sampler, feed.sampler.world_size
         self.step, self.epoch, self.step_in_epoch = 0, 0, 0
-        self.best_map = -math.inf
+        self.best_map = -math.inf  # hooks.is_best: only a finite score above 0 and above this becomes best
         self.stopped_by = 0  # the signal all ranks agreed to stop on (0: none)
         self.last_metrics: dict[str, Any] = {}
         self.last_eval: dict[str, Any] = {}  # the full eval_fn output of the latest evaluation (not saved)
         self._epoch_stats = [0.0, 0, 0.0, 0]  # loss sum, steps, seconds, images
         self._saved_at = -1
+        self.hooks: list[Hook] = self._side_jobs()
+
+    def _side_jobs(self) -> list[Hook]:
+        """The hooks, in calling order: guard, logs, evaluation (before the checkpoint of the same step, so that
+        it records the mAP), checkpoint."""
+        out, jobs = self.outputs, self.jobs
+        hooks: list[Hook] = [GuardHook(), MetricsHook(out.logger, jobs.log_every)]
+        if out.eval_fn is not None:
+            hooks.append(EvalHook(out.eval_fn, jobs.eval_every, out.eval_data))
+        return hooks + [CheckpointHook(jobs.checkpoint_every)]
+
+    def _call(self, event: str, *args: Any) -> None:
+        """THE rank rule: a hook runs on rank 0 only, unless its class sets ``all_ranks``."""
+        for hook in self.hooks:
+            if hook.all_ranks or self.rank == 0:
+                getattr(hook, event)(self, *args)
+
+    def say(self, text: str) -> None:
+        """One line on the console, from rank 0 only."""
+        if self.rank == 0:
+            self.outputs.print_fn(text)
 
     # -- position and checkpoints ---------------------------------------------------------------------
     def checkpoint(self, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
         """The checkpoint dict of the current state (ARCHITECTURE.md format + the engine's position)."""
+        meta = self.outputs.meta
         extra = {"step_in_epoch": self.step_in_epoch, "global_batch": self.sampler.global_batch,
                  "guard": self.guard.state_dict(), "best_map": self.best_map, "seed": self.sampler.seed,
-                 "epoch_stats": list(self._epoch_stats)}
-        meta = self.outputs.meta
-        return build_checkpoint(model=self.model, model_config=meta.get("model_config", {}),
-                                class_names=meta.get("class_names", ["background", "object"]),
+                 "epoch_stats": list(self._epoch_stats), "data_fingerprint": meta.data_fingerprint}
+        return build_checkpoint(model=self.model, model_config=meta.model_config, class_names=list(meta.class_names),
                                 step=self.step, epoch=self.epoch, optimizer=self.optimizer,
                                 scheduler=self.scheduler, scaler=self.scaler, rng=capture_rng(),
-                                train_config=meta.get("train_config", {}), postprocess=meta.get("postprocess"),
+                                train_config=meta.train_config, postprocess=meta.postprocess,
                                 metrics=metrics if metrics is not None else self.last_metrics, extra=extra)
 
     def load_state(self, ckpt: dict[str, Any]) -> None:
@@ -146,16 +188,49 @@ class Trainer:
         self._epoch_stats = list(extra.get("epoch_stats", self._epoch_stats))
         self.last_metrics = dict(ckpt.get("metrics", {}))
 
-    def _save(self) -> None:
-        if self.outputs.checkpoints is not None and self.rank == 0 and self._saved_at != self.step:
+    def finished(self) -> bool:
+        """At the end of the span with its final evaluation done (a resumed finished run has nothing to do)."""
+        evaluated = self.outputs.eval_fn is None or self.last_metrics.get("step") == self.step
+        return self.step >= self.span.end and evaluated
+
+    def require_finite_model(self) -> None:
+        """Raise :class:`TrainingDiverged` (naming the last good checkpoint) when a weight or buffer is NaN/inf."""
+        bad = nonfinite_keys(unwrap_model(self.model).state_dict())
+        if bad:
+            raise TrainingDiverged(f"step {self.step}: the model's weights are non-finite (NaN/inf in "
+                                   f"{bad[:3]}{' ...' if len(bad) > 3 else ''}); nothing was saved. "
+                                   f"{self.resume_advice()}")
+
+    def resume_advice(self) -> str:
+        """Where the last good checkpoint is and how to continue from it (checkpoints are always finite)."""
+        mgr = self.outputs.checkpoints
+        files = mgr.step_files() if mgr is not None else []
+        if not files:
+            return "No checkpoint was written: start again with a lower --lr (optim.base_lr)."
+        return (f"The last good checkpoint is {files[-1]}: continue from it with --resume {files[-1]} "
+                f"--resume-with-changes and a lower --lr (optim.base_lr).")
+
+    def save(self, *, force: bool = False) -> None:
+        """A checkpoint of this step (once per step unless ``force``), never from non-finite weights."""
+        if self._saved_at == self.step and not force:
+            return
+        self.require_finite_model()
+        if self.outputs.checkpoints is not None and self.rank == 0:
             self.outputs.checkpoints.save(self.checkpoint())
         self._saved_at = self.step
+
+    def save_best(self) -> None:
+        """best.pt from the current (finite) state; the caller decided it is the best (``hooks.is_best``)."""
+        self.require_finite_model()
+        if self.outputs.checkpoints is not None and self.rank == 0:
+            self.outputs.checkpoints.save_best(self.checkpoint(metrics=self.last_metrics))
 
     # -- the loop -------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         """Train to ``span.end`` or to an agreed stop (then a checkpoint is written and the final evaluation is
         skipped); returns ``{"step", "epoch", "best_map", "last_metrics", "last_eval", "skipped", "stopped_by"}``."""
         from tqdm.auto import tqdm
+        self._call("before_train")
         bar = tqdm(total=self.span.end, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not (self.jobs.progress and self.rank == 0))
         batches: Iterator[Any] | None = None
@@ -170,10 +245,7 @@ class Trainer:
         finally:
             bar.close()
         batches = None
-        if self.stopped_by:
-            self._save()
-        else:
-            self._finish()
+        self._call("after_train")
         return {"step": self.step, "epoch": self.epoch, "best_map": self.best_map, "last_metrics": self.last_metrics,
                 "last_eval": self.last_eval, "skipped": self.guard.total, "stopped_by": self.stopped_by}
 
@@ -205,83 +277,26 @@ class Trainer:
         self.scheduler.step()
         self.step += 1
         self.step_in_epoch += 1
-        self._after_step(out, lr, time.perf_counter() - t0, bar)
-
-    def _after_step(self, out: StepOutcome, lr: float, seconds: float, bar: Any) -> None:
-        """Guard and log, close the epoch at its end, then the side jobs due at this step: the evaluation first,
-        so that the checkpoint written at the same step records its mAP."""
-        message = self.guard.record(self.step, out, self.scaler is not None and self.scaler.is_enabled())
-        if message and self.rank == 0:
-            self.outputs.print_fn(message)
+        seconds = time.perf_counter() - t0
+        epoch = self.epoch
         self._epoch_stats[0] += out.loss if out.stepped else 0.0
         self._epoch_stats[1] += int(out.stepped)
         self._epoch_stats[2] += seconds
         self._epoch_stats[3] += out.images
-        rate = out.images / max(seconds, 1e-9)
         bar.update(1)
-        bar.set_postfix(loss=f"{out.loss:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}", refresh=False)
-        logger, jobs = self.outputs.logger, self.jobs
-        if logger is not None and self.rank == 0 and (self.step % jobs.log_every == 0 or self.step == 1):
-            logger.log("step", {"step": self.step, "epoch": self.epoch, "loss": out.loss, "loc_loss": out.loc,
-                                "conf_loss": out.conf, "lr": lr, "num_pos": out.num_pos, "images_per_s": rate,
-                                "grad_norm": out.grad_norm, "skipped_total": self.guard.total})
-        if self.step_in_epoch == self.sampler.steps_per_epoch:
-            self._end_epoch()
-        if jobs.eval_every and self.step % jobs.eval_every == 0 and self.step < self.span.end:
-            self._evaluate()
-        if jobs.checkpoint_every and self.step % jobs.checkpoint_every == 0 and self.step < self.span.end:
-            self._save()
+        bar.set_postfix(loss=f"{out.loss:.3f}", lr=f"{lr:.2e}", img_s=f"{out.images / max(seconds, 1e-9):.1f}",
+                        refresh=False)
+        row = self._end_epoch() if self.step_in_epoch == self.sampler.steps_per_epoch else None
+        self._call("after_step", StepRecord(self.step, epoch, out, lr, seconds, row))
 
-    def _end_epoch(self) -> None:
+    def _end_epoch(self) -> dict[str, Any]:
+        """Close the epoch: its row (mean loss over the steps taken, throughput, peak memory); the next begins."""
         loss_sum, n, seconds, images = self._epoch_stats
         row = {"epoch": self.epoch, "step": self.step, "mean_loss": loss_sum / max(n, 1), "seconds": seconds,
                "images_per_s": images / max(seconds, 1e-9), "peak_memory_mb": peak_memory_mb(self.device)}
-        if self.rank == 0:
-            if self.outputs.logger is not None:
-                self.outputs.logger.log("epoch", row)
-            self.outputs.print_fn(f"epoch {self.epoch}: step {self.step}, mean loss {row['mean_loss']:.4f}, "
-                                  f"{row['images_per_s']:.1f} img/s, peak memory {row['peak_memory_mb']:.0f} MiB")
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         self._epoch_stats = [0.0, 0, 0.0, 0]
         self.epoch += 1
         self.step_in_epoch = 0
-
-    def _evaluate(self) -> dict[str, Any]:
-        """eval_fn on rank 0 (others wait); keeps ``best.pt`` by its ``"mAP"`` (the headline metric, named by
-    ``"metric"``: ``ssd_torch.evaluation.headline``)."""
-        metrics: dict[str, Any] = {}
-        out = self.outputs
-        if out.eval_fn is not None and self.rank == 0:
-            t0 = time.perf_counter()
-            model = unwrap_model(self.model)
-            was_training = model.training
-            model.eval()
-            try:
-                metrics = dict(out.eval_fn(model))
-            finally:
-                model.train(was_training)
-            metrics["seconds"] = time.perf_counter() - t0
-            self.last_eval = metrics
-            self.last_metrics = {"mAP": metrics.get("mAP"), "step": self.step}
-            if out.logger is not None:
-                out.logger.log("eval", {"step": self.step, "epoch": self.epoch, **metrics})
-            label = headline_label(metrics.get("metric"))
-            out.print_fn(f"step {self.step}: {label} {metrics.get('mAP', float('nan')):.4f}")
-            m = metrics.get("mAP")
-            if m is not None and math.isfinite(m) and m > self.best_map:
-                self.best_map = m
-                if out.checkpoints is not None:
-                    out.checkpoints.save_best(self.checkpoint(self.last_metrics))
-        if self.world_size > 1:
-            torch.distributed.barrier()
-        return metrics
-
-    def _finish(self) -> None:
-        """Final checkpoint, evaluation, and the checkpoint again with the final mAP (the first write makes a
-        run that is aborted during a long final evaluation resumable at its last step)."""
-        self._save()
-        if self.outputs.eval_fn is not None:
-            self._evaluate()
-            self._saved_at = -1
-            self._save()
+        return row

@@ -1,5 +1,6 @@
-"""tests/faults: the run folders, output paths and disk errors of every tool (issues #18, #19, #20). The
-builders of the CLI and training tests are shared (``cli_fixtures``, ``train_fixtures``)."""
+"""tests/faults: the faults a long run meets: poisoned models, resume and rotation, changed data, interrupts,
+bad files, run folders, output paths and disk errors of every tool. The builders of the CLI and training tests
+are shared (``cli_fixtures``, ``train_fixtures``)."""
 import sys
 from pathlib import Path
 

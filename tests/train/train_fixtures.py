@@ -14,9 +14,10 @@ from ssd_torch.training.objective import build_objective
 from ssd_torch.training.schedule import build_lr_factor, build_scheduler
 from ssd_torch.training.step import NonFiniteGuard
 from ssd_torch.training.train_config import LossConfig
-from ssd_torch.training.trainer import Feed, Outputs, SideJobs, Span, Trainer
+from ssd_torch.training.trainer import Feed, Outputs, RunMeta, SideJobs, Span, Trainer
 
 NUM_CLASSES = 4
+CLASS_NAMES = ("background", "a", "b", "c")
 
 
 def tiny_config(batch_norm: bool = False) -> ModelConfig:
@@ -73,6 +74,8 @@ def make_trainer(cfg: ModelConfig, dataset, *, batch: int, accumulation: int = 1
     sched = build_scheduler(opt, build_lr_factor(kind="cosine", total_steps=total_steps, warmup_steps=2,
                                                  warmup_factor=0.5))
     sampler = StepSampler(len(dataset), batch, accumulation, world_size, rank, seed=seed)
+    outputs.setdefault("meta", RunMeta(model_config=cfg.to_dict(), class_names=CLASS_NAMES, train_config={},
+                                       postprocess={}))
     return Trainer(model=model, optimizer=opt, scheduler=sched, scaler=None, match_fn=match_fn,
                    loss_fn=loss_fn or default_loss, feed=Feed(SeededDataset(dataset, seed), sampler, collate_detection),
                    device=torch.device("cpu"), span=Span(total_steps, stop_at), jobs=jobs,
