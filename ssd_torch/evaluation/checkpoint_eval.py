@@ -44,17 +44,14 @@ def _stat(path: Path) -> list[Any]:
 
 
 def data_fingerprint(dataset: Any) -> str:
-    """sha256 over what a dataset's detections and scores depend on besides the model: per image its id,
-    file name, size and modification time, and its parsed annotation (size, boxes, labels, difficult flags).
-    Cheap (no pixel is read): regenerating or editing data under the same path changes it."""
-    h = hashlib.sha256()
-    for i in range(len(dataset)):
-        ann = dataset.annotation(i)
-        h.update(json.dumps([str(ann.image_id), _stat(Path(dataset.image_path(i))), ann.width, ann.height],
-                            default=str).encode())
-        for part in (ann.boxes, ann.labels, ann.difficult):
-            h.update(np.ascontiguousarray(np.asarray(part, dtype=np.float64)).tobytes())
-    return h.hexdigest()
+    """sha256 over what a dataset's detections and scores depend on besides the model: the split's fingerprint
+    (``ssd_torch.data.fingerprint.split_fingerprint``: image ids and annotation content) and, per image, its
+    file name, size and modification time. Cheap (no pixel is read): regenerating or editing data under the
+    same path changes it."""
+    from ssd_torch.data.fingerprint import split_fingerprint
+
+    files = [_stat(Path(dataset.image_path(i))) for i in range(len(dataset))]
+    return hashlib.sha256(json.dumps([split_fingerprint(dataset), files]).encode()).hexdigest()
 
 
 def cache_key(checkpoint: Path, data: Mapping[str, Any], settings: Mapping[str, Any]) -> str:

@@ -13,14 +13,12 @@ are the run's (``model_setup.build_model``).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 
 from ssd_torch.errors import CheckpointError, ConfigError
 from ssd_torch.modeling.predictor import config_and_classes
@@ -132,31 +130,22 @@ def open_resume(resume: str, checkpoints: CheckpointManager, cfg: TrainConfig, c
     return Resumed(path, ckpt, model_config, changes)
 
 
-def data_fingerprint(dataset: Any) -> dict[str, Any] | None:
-    """What identifies the training data without reading pixels: ``{"images": n, "digests": {image_id: 8-hex
-    sha256 of its annotation (size, boxes, labels, difficult)}}``; None for a dataset without ``annotation(i)``.
-    (A private stand-in until ``ssd_torch.data``'s ``split_fingerprint`` lands on main.)"""
-    if not hasattr(dataset, "annotation"):
-        return None
-    digests = {}
-    for i in range(len(dataset)):
-        a = dataset.annotation(i)
-        h = hashlib.sha256(repr((a.width, a.height)).encode())
-        for part in (a.boxes, a.labels, a.difficult):
-            h.update(np.ascontiguousarray(np.asarray(part, dtype=np.float64)).tobytes())
-        digests[str(a.image_id)] = h.hexdigest()[:8]
-    return {"images": len(dataset), "digests": digests}
+def data_fingerprint(dataset: Any, split: str = "") -> dict[str, Any] | None:
+    """The training data's fingerprint record (``ssd_torch.data.fingerprint.fingerprint_record``: image ids and
+    annotation content, no pixels); None for a dataset without ``annotation(i)``."""
+    from ssd_torch.data.fingerprint import fingerprint_record
+
+    return fingerprint_record(dataset, split) if hasattr(dataset, "annotation") else None
 
 
 def data_change(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str | None:
-    """``"16 of 32 images removed, 0 added, 3 annotations changed"`` (None: same data, or not recorded)."""
-    if not old or not new or old == new:
+    """What changed between two fingerprint records, in one line (None: same data, or not recorded):
+    ``ssd_torch.data.fingerprint.compare_fingerprints``."""
+    from ssd_torch.data.fingerprint import compare_fingerprints
+
+    if not isinstance(old, dict) or not isinstance(new, dict) or "ids_sha256" not in old:
         return None
-    a, b = old["digests"], new["digests"]
-    removed, added = len(a.keys() - b.keys()), len(b.keys() - a.keys())
-    changed = sum(1 for k in a.keys() & b.keys() if a[k] != b[k])
-    order = "" if removed or added or changed else ", the image order changed"
-    return f"{removed} of {old['images']} images removed, {added} added, {changed} annotations changed{order}"
+    return compare_fingerprints(old, new)
 
 
 def check_data(resumed: Resumed, fingerprint: dict[str, Any] | None, accept_changes: bool,

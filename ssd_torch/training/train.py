@@ -185,7 +185,8 @@ def _build_trainer(cfg: TrainConfig, model: torch.nn.Module, model_cfg: Any, tra
     stop = StopFlag()
     val_data = StopAwareData(val_set, stop)  # a signal during the final evaluation stops it (hooks.EvalHook)
     meta = RunMeta(model_config=model_cfg.to_dict(), class_names=tuple(class_names), train_config=cfg.to_dict(),
-                   postprocess=cfg.postprocess.to_dict(), data_fingerprint=data_fingerprint(train_set))
+                   postprocess=cfg.postprocess.to_dict(),
+                   data_fingerprint=data_fingerprint(train_set, cfg.data.train_split))
     # the outputs exist on rank 0 only (the hooks' rank rule is in Trainer._call)
     outputs = Outputs(meta=meta, print_fn=lambda text: say(info, text)) if info.rank != 0 else Outputs(
         meta=meta, logger=MetricsLogger(run_dir, tensorboard=r.tensorboard),

@@ -10,9 +10,11 @@ from train_fixtures import one_line, tiny_run_args
 
 
 def test_data_change_says_what_changed():
-    old = {"images": 4, "digests": {"a": "1", "b": "2", "c": "3", "d": "4"}}
-    new = {"images": 3, "digests": {"a": "1", "b": "9", "e": "5"}}
-    assert data_change(old, new) == "2 of 4 images removed, 1 added, 1 annotations changed"
+    old = {"split": "trainval", "count": 4, "ids_sha256": "x", "annotations_sha256": "y",
+           "images": {"a": "1", "b": "2", "c": "3", "d": "4"}}
+    new = {"split": "trainval", "count": 3, "ids_sha256": "z", "annotations_sha256": "w",
+           "images": {"a": "1", "b": "9", "e": "5"}}
+    assert data_change(old, new) == "split trainval: 2 images removed, 1 added, 1 annotations changed"
     assert data_change(old, dict(old)) is None and data_change(None, new) is None
 
 
@@ -27,7 +29,7 @@ def test_a_shrunk_split_is_refused_then_accepted(tmp_path, capsys):
     capsys.readouterr()
     assert train.main(tiny_run_args(data, run, "--resume", "auto", steps=5, batch=2)) == 2
     line = one_line(capsys.readouterr().err)
-    assert "training data changed" in line and "4 of 8 images removed" in line and "--resume-with-changes" in line
+    assert "training data changed" in line and "4 images removed" in line and "--resume-with-changes" in line
     assert train.main(tiny_run_args(data, run, "--resume", "auto", "--resume-with-changes", steps=5,
                                     batch=2)) == 0
     out = capsys.readouterr().out
