@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import torch
 
 from ssd_torch.errors import CheckpointError
+from ssd_torch.labels import check_categories
 
 __all__ = ["FORMAT", "REQUIRED_KEYS", "atomic_save", "build_checkpoint", "check_finite", "load_torch_file",
            "nonfinite_keys", "read_checkpoint", "unwrap_model"]
@@ -60,11 +61,7 @@ def build_checkpoint(*, model: torch.nn.Module, model_config: dict[str, Any], cl
     not resumed, e.g. an import); ``extra`` holds the engine's position (e.g. ``step_in_epoch``) and NaN-guard
     counters; ``postprocess``: the post-processing settings every inference path applies
     (``ssd_torch.modeling.postprocess_config.PostprocessConfig.to_dict``; None: the contract's defaults)."""
-    if not class_names or class_names[0] != "background":
-        raise ValueError(f"class_names must start with 'background', got {class_names[:3]}...")
-    if model_config.get("num_classes") not in (None, len(class_names)):
-        raise ValueError(f"model_config num_classes={model_config.get('num_classes')} but {len(class_names)} "
-                         f"class names were given")
+    check_categories(class_names, "build_checkpoint", model_config.get("num_classes"))
     return {"format": FORMAT, "model": unwrap_model(model).state_dict(), "model_config": model_config,
             "class_names": list(class_names), "step": int(step), "epoch": int(epoch),
             "optimizer": None if optimizer is None else optimizer.state_dict(),

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from ssd_torch.labels import categories_of, object_classes_of
 from ssd_torch.cli import UserError, add_data_flags, add_trust_flag, check_data_flags, run_cli
 
 __all__ = ["main"]
@@ -50,7 +51,7 @@ def _predictor(checkpoint: Path | None, class_names: Sequence[str] | None, seed:
         return load_predictor(checkpoint, "cpu", trust_checkpoint=trust_checkpoint)
     torch.manual_seed(seed)
     cfg = ssd300_slim(num_classes=len(class_names) + 1)
-    return Predictor(model_from_config(cfg).eval(), cfg, ["background", *class_names])
+    return Predictor(model_from_config(cfg).eval(), cfg, categories_of(class_names))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,7 +94,7 @@ def _crosscheck(args: argparse.Namespace, roots: list[Path], paths: list[Any]) -
     names_given = None if args.checkpoint is not None else _class_names_for(roots)
     predictor = _predictor(args.checkpoint, names_given, args.seed, args.trust_checkpoint)
     cfg = predictor.config
-    names, ids = predictor.categories[1:], None
+    names, ids = object_classes_of(predictor.categories), None
     if args.images is not None:  # COCO data: by id where the checkpoint carries COCO ids, else by name
         names, ids = coco_matching(predictor.categories, predictor.category_ids, f"checkpoint {args.checkpoint}")
     batches = load_batches(roots, args.split, names, args.batch_size, args.batches, args.seed, cfg.preprocess,

@@ -55,10 +55,11 @@ def draw_examples(checkpoint: Path, data: Any, out_dir: Path, count: int = 6,
     into ``out_dir`` as ``<image id>.png`` by ``ssd_torch.Detector`` (the checkpoint's own preprocessing and
     post-processing; boxes in 0-based continuous pixels, as ``ImageDetections.draw`` draws them)."""
     from ssd_torch import Detector
+    from ssd_torch.labels import object_classes_of
     from ssd_torch.training.datasets import FirstN, build_val_set
 
     detector = Detector.from_checkpoint(checkpoint, device="cpu")
-    subset = FirstN(build_val_set(data, detector.categories[1:]), count)
+    subset = FirstN(build_val_set(data, object_classes_of(detector.categories)), count)
     images = [subset.load_image(i) for i in range(len(subset))]
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []

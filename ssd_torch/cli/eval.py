@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 
+from ssd_torch.labels import object_classes_of
 from ssd_torch.cli import UserError, add_data_flags, add_trust_flag, check_data_flags, resolve_device, run_cli
 from ssd_torch.data.coco import is_coco_data
 from ssd_torch.evaluation.checkpoint_eval import (EvalData, default_out_dir, describe_files, evaluate_checkpoint,
@@ -58,7 +59,7 @@ def _open_data(data: Sequence[Path], split: Optional[str], images: Optional[Path
     from ssd_torch.modeling.categories import coco_matching
 
     split = check_data_flags(data, images, split, default_split="test")
-    class_names, transform = predictor.categories[1:], predictor.transform
+    class_names, transform = object_classes_of(predictor.categories), predictor.transform
     try:
         if split is not None:
             dataset = VOCDataset([Path(r) for r in data], split, class_names=tuple(class_names), transform=transform)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from ssd_torch.labels import categories_of
 from ssd_torch.data.voc import normalized_to_pixel
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ def evaluate_model(predictor: "Predictor", dataset: Any, *, batch_size: int = 32
 
     dets = run_inference(predictor, dataset, batch_size, num_workers=num_workers)
     result = evaluate_detections(dataset, dets, use_07_metric=use_07_metric)
-    names = ["background", *dataset.class_names]
+    names = categories_of(dataset.class_names)
     metrics: dict[str, Any] = {"mAP": float(result.mAP), "metric": VOC07 if use_07_metric else VOC_AREA,
                                "result": result}
     for c, ap in result.ap.items():

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ssd_torch.labels import object_classes_of
 from ssd_torch.errors import CheckpointError
 
 __all__ = ["category_ids_of", "unused_labels", "fold_unused_classes", "coco_matching"]
@@ -80,7 +81,7 @@ def coco_matching(categories: Sequence[str], category_ids: Sequence[int | None] 
     """``(object class names, their COCO ids or None)`` for ``CocoDataset(class_names=, category_ids=)``: by id
     where the checkpoint (``source``) carries ids, else by name, which needs unique names (a
     :class:`CheckpointError` otherwise)."""
-    names = tuple(categories[1:])
+    names = object_classes_of(categories)
     if category_ids is not None:
         return names, tuple(category_ids[1:])
     repeated = sorted({n for n in names if names.count(n) > 1})

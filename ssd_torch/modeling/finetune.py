@@ -22,6 +22,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from ssd_torch.labels import check_categories
 from ssd_torch.errors import CheckpointError, ConfigError
 from ssd_torch.modeling.model_config import ModelConfig
 from ssd_torch.modeling.weights import listed, mismatch_problems
@@ -144,9 +145,10 @@ def init_from_checkpoint(model: nn.Module, model_cfg: ModelConfig, class_names: 
     background first; in place) as the module docstring says; returns the config to train and save with, and
     the report. The source must have the same network outside the heads (else :class:`CheckpointError`)."""
     spath = os.fspath(path)
-    if len(class_names) != model_cfg.num_classes or not class_names or class_names[0] != "background":
-        raise ConfigError(f"init from {spath}: class_names must be 'background' + {model_cfg.num_classes - 1} "
-                          f"classes, got {list(class_names)[:4]}... ({len(class_names)})")
+    try:
+        check_categories(class_names, f"init from {spath}", model_cfg.num_classes)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     src_cfg, src_names, src = _read(spath, trust_checkpoint)
     model_sd = model.state_dict()
     body = _check_body(model_sd, src, src_cfg, model_cfg, spath)

@@ -55,6 +55,7 @@ import torch
 from torch import Tensor
 
 from reference.priors import LUFFICC_VOC, SSD_PYTORCH_VOC, TORCHVISION_COCO, PriorSpec
+from ssd_torch.labels import categories_of
 from ssd_torch.data.preprocess import CAFFE_RGB, TORCHVISION_SSD, Preprocess
 from ssd_torch.checkpoint import check_finite
 from ssd_torch.errors import CheckpointError
@@ -71,7 +72,7 @@ def voc_class_names() -> tuple[str, ...]:
     """Background + the 20 VOC classes in the order ssd.pytorch (``VOC_CLASSES``) and lufficc (``class_names``)
     number them (alphabetical; label = index + 1)."""
     from ssd_torch.data.voc import VOC_CLASSES
-    return ("background", *VOC_CLASSES)
+    return categories_of(VOC_CLASSES)
 
 
 def coco_class_names() -> tuple[str, ...]:
@@ -79,7 +80,7 @@ def coco_class_names() -> tuple[str, ...]:
     at their COCO ids, ``"N/A"`` at the 10 unused ids), with its ``"__background__"`` named ``"background"``."""
     from torchvision.models.detection import SSD300_VGG16_Weights
     categories = SSD300_VGG16_Weights.COCO_V1.meta["categories"]
-    return ("background", *categories[1:])
+    return categories_of(categories[1:])  # torchvision names its label 0 "__background__"
 
 
 def coco_category_ids(names: Sequence[str]) -> tuple[int | None, ...]:
@@ -247,7 +248,7 @@ def _num_classes(sd: Mapping[str, Tensor], fmt: PeerFormat, source: str) -> int:
 
 def _class_names(fmt: PeerFormat, num_classes: int, given: Sequence[str] | None, source: str) -> tuple[str, ...]:
     """``given`` (object classes, background added) or the format's published class list, checked against C."""
-    names = ("background", *given) if given is not None else fmt.class_names()
+    names = categories_of(given) if given is not None else fmt.class_names()
     if len(names) != num_classes:
         origin = "the class names given" if given is not None else f"{fmt.name}'s published model"
         raise CheckpointError(

@@ -19,6 +19,7 @@ from PIL import Image
 
 from ssd_torch.checkpoint import read_checkpoint
 from ssd_torch.errors import CheckpointError
+from ssd_torch.labels import check_categories
 from ssd_torch.modeling.categories import category_ids_of, fold_unused_classes, unused_labels
 from ssd_torch.modeling.model_config import ModelConfig
 from ssd_torch.modeling.postprocess_config import PostprocessConfig
@@ -110,14 +111,10 @@ def config_and_classes(ckpt: dict[str, Any], path: str | Path) -> tuple[ModelCon
         cfg = ModelConfig.from_dict(ckpt["model_config"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path}: invalid model_config ({e})") from e
-    names = ckpt["class_names"]
-    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
-        raise CheckpointError(f"checkpoint {path}: class_names must be a list of str, got {names!r}")
-    if len(names) != cfg.num_classes:
-        raise CheckpointError(f"checkpoint {path}: {len(names)} class names but model_config.num_classes = "
-                              f"{cfg.num_classes} (class count mismatch)")
-    if not names or names[0] != "background":
-        raise CheckpointError(f"checkpoint {path}: class_names[0] must be 'background', got {names[:1]}")
+    try:
+        names = check_categories(ckpt["class_names"], f"checkpoint {path}", cfg.num_classes)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
     return cfg, list(names)
 
 

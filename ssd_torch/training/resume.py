@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 
+from ssd_torch.labels import object_classes_of
 from ssd_torch.errors import CheckpointError, ConfigError
 from ssd_torch.modeling.predictor import config_and_classes
 from ssd_torch.modeling.model_config import ModelConfig
@@ -123,10 +124,10 @@ def open_resume(resume: str, checkpoints: CheckpointManager, cfg: TrainConfig, c
     check_changes(changes, accept_changes)
     model_config, saved_names = config_and_classes(ckpt, path)
     if saved_names != list(class_names):
-        raise ConfigError(f"--resume: {path} was trained for the classes {saved_names[1:]}, but this run's data "
-                          f"gives {list(class_names[1:])} (data.class_names); resume with the data and classes "
-                          f"the run started with, or start a new run (--init-from {path} keeps the classes both "
-                          f"have)")
+        raise ConfigError(f"--resume: {path} was trained for the classes {list(object_classes_of(saved_names))}, "
+                          f"but this run's data gives {list(object_classes_of(class_names))} (data.class_names); "
+                          f"resume with the data and classes the run started with, or start a new run (--init-from "
+                          f"{path} keeps the classes both have)")
     return Resumed(path, ckpt, model_config, changes)
 
 

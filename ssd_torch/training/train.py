@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ssd_torch.labels import categories_of
 from ssd_torch.device import resolve_device
 from ssd_torch.errors import ConfigError
 from ssd_torch.modeling.predictor import Predictor
@@ -74,7 +75,7 @@ def _run_locked(cfg: TrainConfig, info: DistInfo, device: torch.device, run_dir:
         on_rank0(info, device, lambda: check_new_run(run_dir, overwrite=overwrite))
     on_rank0(info, device, lambda: ensure_synthetic(cfg.data))  # the others wait in on_rank0's all-reduce
     cfg = cfg.replace(data=dataclasses.replace(cfg.data, class_names=resolve_class_names(cfg.data)))
-    class_names = ["background", *cfg.data.class_names]
+    class_names = list(categories_of(cfg.data.class_names))
     resumed = _resume_point(cfg, class_names, info, trust=trust_checkpoint, accept_changes=accept_changes)
     rt = cfg.runtime
     torch.use_deterministic_algorithms(rt.deterministic, warn_only=True)

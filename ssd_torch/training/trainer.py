@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ssd_torch.checkpoint import build_checkpoint, nonfinite_keys, unwrap_model
+from ssd_torch.labels import check_categories
 from ssd_torch.errors import CheckpointError, ConfigError
 from ssd_torch.training.checkpoint import CheckpointManager, capture_rng, restore_rng
 from ssd_torch.training.data_order import (CollateOrError, StepSampler, ignore_stop_signals, raise_sample_error,
@@ -82,8 +83,7 @@ class RunMeta:
     data_fingerprint: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        if not self.class_names or self.class_names[0] != "background":
-            raise ValueError(f"class_names must start with 'background', got {list(self.class_names[:3])}")
+        check_categories(self.class_names, "RunMeta")
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,7 @@ def test_another_network_is_refused_with_the_keys(tmp_path: Path) -> None:
     assert "differs from this run's (ssd300_slim) outside the heads" in message and "unexpected keys" in message
     assert "\n" not in message and str(path) in message
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
-    with pytest.raises(ConfigError, match="class_names must be 'background'"):
+    with pytest.raises(ConfigError, match="class names must start with 'background'"):
         init_from_checkpoint(model, ssd300_slim(num_classes=2), ["a", "b"], path)
     with pytest.raises(CheckpointError, match="file not found"):
         init_from_checkpoint(model, ssd300_slim(num_classes=2), ["background", "a"], tmp_path / "none.pt")
