@@ -59,13 +59,9 @@ class Preprocess:
 
     @classmethod
     def from_dict(cls, d: Any) -> "Preprocess":
-        if not isinstance(d, dict):
-            raise TypeError(f"Preprocess.from_dict expects a dict, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"Preprocess: unknown keys {unknown}; known keys are {sorted(known)}")
-        return cls(**d)
+        from ssd_torch.plain import dataclass_fields
+
+        return cls(**dataclass_fields(cls, d, "Preprocess"))
 
     def describe(self) -> str:
         """One line for logs and reports, e.g. ``RGB 0-255, minus mean [123, 117, 104], divided by std [1, 1, 1]``."""

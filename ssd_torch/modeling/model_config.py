@@ -15,6 +15,7 @@ from reference.coding import check_variances
 from reference.priors import SSD300 as SSD300_SPEC
 from reference.priors import PriorSpec, boxes_per_cell, num_priors
 from ssd_torch.data.preprocess import IMAGENET, Preprocess
+from ssd_torch.plain import dataclass_fields
 from ssd_torch.plain import plain as _plain
 
 __all__ = ["ModelConfig", "ssd300_vgg16", "ssd300_slim", "PRESETS", "VGG16_BASE", "VGG16_EXTRAS"]
@@ -144,14 +145,10 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
         """Inverse of ``to_dict``; unknown or missing keys (also inside ``prior_spec``) raise ValueError."""
-        if not isinstance(d, dict):
-            raise TypeError(f"ModelConfig.from_dict expects a dict, got {type(d).__name__}")
-        _check_keys("ModelConfig", d, cls)
-        spec = d.get("prior_spec", None)
-        kwargs = dict(d)
+        kwargs = dataclass_fields(cls, d, "ModelConfig.from_dict")
+        spec = kwargs.get("prior_spec", None)
         if isinstance(spec, dict):
-            _check_keys("ModelConfig.prior_spec", spec, PriorSpec)
-            kwargs["prior_spec"] = PriorSpec(**spec)
+            kwargs["prior_spec"] = PriorSpec(**dataclass_fields(PriorSpec, spec, "ModelConfig.prior_spec"))
         elif spec is not None and not isinstance(spec, PriorSpec):
             raise TypeError(f"ModelConfig.prior_spec must be a dict (from to_dict), got {type(spec).__name__}")
         if isinstance(kwargs.get("preprocess"), dict):
@@ -163,18 +160,6 @@ def _seq(name: str, value: Any) -> tuple:
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         raise TypeError(f"ModelConfig.{name} must be a sequence, got {value!r}")
     return tuple(value)
-
-
-def _check_keys(what: str, d: dict, cls: type) -> None:
-    names = {f.name for f in dataclasses.fields(cls)}
-    required = {f.name for f in dataclasses.fields(cls)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
-    unknown = sorted(set(d) - names, key=str)
-    missing = sorted(required - set(d))
-    if unknown:
-        raise ValueError(f"{what}.from_dict: unknown keys {unknown}; known keys are {sorted(names)}")
-    if missing:
-        raise ValueError(f"{what}.from_dict: missing required keys {missing}")
 
 
 def ssd300_vgg16(num_classes: int = 21) -> ModelConfig:

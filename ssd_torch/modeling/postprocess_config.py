@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from ssd_torch.errors import ConfigError
 from ssd_torch.nms import postprocess as _postprocess
+from ssd_torch.plain import dataclass_fields
 
 __all__ = ["PostprocessConfig"]
 
@@ -72,13 +73,7 @@ class PostprocessConfig:
     @classmethod
     def from_dict(cls, d: Any) -> "PostprocessConfig":
         """Fields from ``d`` (any subset; the rest default); unknown keys are a ConfigError naming them."""
-        if not isinstance(d, dict):
-            raise ConfigError(f"postprocess must be a dict, got {type(d).__name__}")
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(known), key=str)
-        if unknown:
-            raise ConfigError(f"unknown postprocess keys {unknown}; known keys are {known}")
-        return cls(**d)
+        return cls(**dataclass_fields(cls, d, "postprocess", ConfigError))
 
     def replace(self, **changes: Any) -> "PostprocessConfig":
         """A copy with the fields in ``changes`` that are not None replaced (validated)."""

@@ -45,7 +45,7 @@ from ssd_torch.files import atomic_write_text
 from ssd_torch.modeling.model_config import PRESETS as MODEL_PRESETS
 from ssd_torch.modeling.model_config import VGG16_BASE
 from ssd_torch.modeling.postprocess_config import PostprocessConfig
-from ssd_torch.plain import plain
+from ssd_torch.plain import dataclass_fields, plain
 from ssd_torch.data.registry import AUGMENTATIONS, CLASS_NAMES_AUTO, DATASETS
 
 __all__ = ["DataConfig", "ModelSection", "OptimConfig", "ScheduleConfig", "LossConfig", "RuntimeConfig",
@@ -487,15 +487,13 @@ def _refuse_moved(where: str, key: str) -> None:
 
 
 def _build(cls: type, d: Any, where: str) -> Any:
-    if not isinstance(d, dict):
-        raise ConfigError(f"{where} must be a JSON object (dict), got {type(d).__name__}")
-    hints = typing.get_type_hints(cls)
+    """The dataclass ``cls`` from the nested dict ``d`` (the keys checked by ``ssd_torch.plain.dataclass_fields``,
+    the values by :func:`_coerce` against the field types)."""
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    for key in unknown:
+    for key in (sorted(set(d) - names) if isinstance(d, dict) else []):
         _refuse_moved(where, key)
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {unknown}; known keys are {sorted(names)}")
+    d = dataclass_fields(cls, d, where, ConfigError)
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in d.items():
         hint = hints[key]

@@ -138,7 +138,7 @@ def test_the_checkpoint_postprocess_settings_are_used_and_overridable(tmp_path: 
     assert narrowed.postprocess.nms_threshold == 0.3 and len(narrowed(image)) == 2
 
 
-@pytest.mark.parametrize("entry, fragment", [({"nms": 0.3}, "unknown postprocess keys ['nms']"),
+@pytest.mark.parametrize("entry, fragment", [({"nms": 0.3}, "postprocess: unknown keys ['nms']"),
                                              ({"top_k": 0}, "top_k must be null or an int >= 1"),
                                              ([0.1], "must be a dict")])
 def test_an_invalid_postprocess_entry_is_a_checkpoint_error(tmp_path: Path, entry, fragment: str) -> None:
@@ -159,7 +159,7 @@ def test_invalid_overrides_and_classes_are_config_errors(ckpt_path: Path) -> Non
 
     with pytest.raises(ConfigError, match="nms_threshold must be in"):
         Detector.from_checkpoint(ckpt_path, device="cpu", nms_threshold=1.5)
-    with pytest.raises(ConfigError, match="unknown postprocess keys"):
+    with pytest.raises(ConfigError, match="postprocess: unknown keys"):
         Detector.from_checkpoint(ckpt_path, device="cpu", iou=0.5)
     with pytest.raises(ConfigError, match=r"unknown class 'dog'.*a, b, c"):
         Detector.from_checkpoint(ckpt_path, device="cpu", classes=["a", "dog"])
