@@ -85,12 +85,13 @@ def train_step_fn(model: torch.nn.Module, priors: torch.Tensor, optimizer: torch
                   data: dict[str, torch.Tensor], mode: str, backend: str) -> Callable[[], None]:
     """One ``ssd-train`` optimizer step (``training.step.train_step``) on the fixed synthetic batch."""
     from ssd_torch.data.collate import Batch
+    from ssd_torch.modeling.model_config import ssd300_vgg16
     from ssd_torch.training.objective import build_objective
     from ssd_torch.training.step import amp_settings, train_step
     from ssd_torch.training.train_config import LossConfig
 
     device = data["images"].device
-    match_fn, loss_fn = build_objective(LossConfig(backend=backend), priors)
+    match_fn, loss_fn = build_objective(LossConfig(backend=backend), priors, ssd300_vgg16().variances)
     batch = Batch(data["images"], data["boxes"], data["labels"], data["counts"])
     amp_dtype, _ = amp_settings("none" if mode == "fp32" else mode, device)  # runtime.amp's names
 
