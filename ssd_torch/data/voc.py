@@ -341,6 +341,18 @@ class DetectionDataset(torch.utils.data.Dataset):
         raise DatasetError(self.image_path(0), "no readable image left in the dataset")
 
 
+def _refuse_repeated_roots(roots: Sequence[Path]) -> None:
+    """The same folder named twice (``--data A A``, ``A`` and ``A/``) would read every image twice: counted as
+    two images, scored as one. A DatasetError names it."""
+    seen: dict[Path, Path] = {}
+    for root in roots:
+        key = root.resolve()
+        if key in seen:
+            raise DatasetError(root, f"this data root is given twice (also as {seen[key]}); name each VOC year "
+                                     f"folder once")
+        seen[key] = root
+
+
 class VOCDataset(DetectionDataset):
     """VOC detection dataset over one or several year roots (07+12 = ``[voc2007, voc2012]``), one split.
 
@@ -362,6 +374,7 @@ class VOCDataset(DetectionDataset):
             raise ValueError("VOCDataset needs at least one root folder")
         self._init_reader(transform, skip_bad)
         self.roots = [Path(r) for r in roots]
+        _refuse_repeated_roots(self.roots)
         self.split = split
         self.class_names = tuple(class_names)
         self.keep_difficult = keep_difficult

@@ -165,3 +165,50 @@ def test_detect_single_file_and_user_errors(tree: Path, checkpoint: Path, tmp_pa
     assert code == 2 and "broken.jpg" in err and "cannot read image" in err
     code, err = _run(detect, [str(checkpoint), str(tmp_path / "nothing"), "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and "no such image or folder" in err
+
+
+def test_regenerated_data_under_the_same_path_is_evaluated_anew(checkpoint: Path, tmp_path: Path) -> None:
+    """Reproduces: the cache key hashed the VOC root's path, not its images or annotations, so data regenerated
+    under the same path was scored with the old detections (0.0028 where a fresh evaluation gave 0.8528)."""
+    root, out = tmp_path / "VOC2007", tmp_path / "eval"
+    args = [str(checkpoint), "--data", str(root), "--split", "test", "--device", "cpu", "--out", str(out),
+            "--no-progress"]
+    generate_voc(root, 2, 3, seed=1, image_size=(96, 80))
+    assert eval_cli.main(args) == 0
+    first = json.loads((out / "results_voc07.json").read_text())
+    shutil.rmtree(root)
+    generate_voc(root, 2, 3, seed=2, image_size=(96, 80))  # other scenes, same ids, same path
+    assert eval_cli.main(args + ["--overwrite"]) == 0
+    second = json.loads((out / "results_voc07.json").read_text())
+    assert not second["from_cache"] and second["cache_key"] != first["cache_key"]
+    assert second["npos"] != first["npos"] or second["mAP"] != first["mAP"]
+
+
+def test_overwrite_never_reuses_a_cache_and_replaces_every_earlier_result(tree: Path, checkpoint: Path,
+                                                                         tmp_path: Path) -> None:
+    """Reproduces: --overwrite read a cache it should have replaced, and left the other metric's results file
+    (results_area.json) of the earlier evaluation behind."""
+    out = tmp_path / "eval"
+    base = [str(checkpoint), "--data", str(tree), "--split", "test", "--device", "cpu", "--out", str(out),
+            "--no-progress"]
+    assert eval_cli.main(base + ["--metric", "area"]) == 0
+    earlier = json.loads((out / "results_area.json").read_text())
+    (out / "notes.txt").write_text("a user's file")
+    assert eval_cli.main(base + ["--batch-size", "2", "--overwrite"]) == 0  # another evaluation, replaced on purpose
+    now = json.loads((out / "results_voc07.json").read_text())
+    assert not now["from_cache"] and not (out / "results_area.json").exists()
+    assert not Path(earlier["detections_cache"]).exists() and Path(now["detections_cache"]).is_file()
+    assert (out / "notes.txt").read_text() == "a user's file"
+    assert eval_cli.main(base + ["--batch-size", "2", "--overwrite"]) == 0  # the same evaluation: run again
+    assert not json.loads((out / "results_voc07.json").read_text())["from_cache"]
+
+
+def test_the_default_out_is_distinct_per_checkpoint_and_data(tree: Path, checkpoint: Path, tmp_path: Path) -> None:
+    """Reproduces: the default --out was one folder per run folder, shared by every checkpoint in it."""
+    other = tmp_path / "other.pt"
+    shutil.copyfile(checkpoint, other)
+    from ssd_torch.evaluation.checkpoint_eval import default_out_dir
+
+    a = default_out_dir(checkpoint, [tree], "test")
+    assert a != default_out_dir(other, [tree], "test") and a != default_out_dir(checkpoint, [tree], "trainval")
+    assert a.parent == checkpoint.parent

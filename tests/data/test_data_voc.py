@@ -298,3 +298,15 @@ def test_index_out_of_range(tmp_path: Path) -> None:
     with pytest.raises(IndexError):
         ds[1]
     assert torch.equal(ds[-1][0], ds[0][0])
+
+
+def test_the_same_root_given_twice_is_refused(tmp_path) -> None:
+    """Reproduces: ``ssd-eval --data ROOT ROOT`` said 24 images but scored 12 (every image read twice)."""
+    from ssd_torch.data.synthetic import SYNTHETIC_CLASSES, generate_voc
+    from ssd_torch.data.voc import VOCDataset
+    from ssd_torch.errors import DatasetError
+
+    root = generate_voc(tmp_path / "VOC2007", 2, 2, seed=0, image_size=(64, 48))
+    with pytest.raises(DatasetError, match="given twice"):
+        VOCDataset([root, tmp_path / "VOC2007" / ".." / "VOC2007"], "test", class_names=SYNTHETIC_CLASSES)
+    assert len(VOCDataset([root], "test", class_names=SYNTHETIC_CLASSES)) == 2
