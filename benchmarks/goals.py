@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.goals DIR [--device cuda]`` reads ``DIR/kernels_<device>[_quick].json`` (from
 ``benchmarks.bench_kernels``) and ``DIR/gpu_train_<device>.json`` (from ``benchmarks.bench_gpu_train``), prints one
-line per goal and writes ``DIR/goals.json``. The goals (issue #4, set for an H100/H200) are:
+line per goal and writes ``DIR/goals.json``. The goals (set for an H100/H200) are:
 
 * post-processing: ``ssd_torch.nms.postprocess(backend="numba")`` at B=32 is >= 10x torchvision's per-image
   ``SSD.postprocess_detections``, both timed in the same run;

@@ -1,5 +1,5 @@
 """The data fingerprint of a split: what a run trained on, cheap enough to record in every checkpoint and to
-check on resume (issue #19 section 4).
+check on resume (``ssd_torch.training.resume``) and to key ssd-eval's detection cache.
 
 It hashes the image ids and the annotation content of each image (size, boxes in VOC pixels, class *names*,
 difficult / crowd flags, as ``dataset.annotation(i)`` gives them: see ``ssd_torch.data.voc.Annotation``), never

@@ -571,9 +571,8 @@ def coco() -> TrainConfig:
     default boxes than for VOC because COCO's objects are smaller; torchvision's ``ssd300_vgg16`` COCO model
     uses scales 0.07 (conv4_3), 0.15, 0.33, ... 1.05, our prior preset ``torchvision-coco``
     (``reference.priors.TORCHVISION_COCO``, equal to torchvision's ``DefaultBoxGenerator``; tested). What was
-    verified here: the priors against torchvision's generator. The schedule figures are the paper's §3.4 as
-    quoted in issue #12; the paper text itself was not reachable from this machine (no network; the search
-    corpus holds its abstract only), so they were not re-read against it. The warmup (500 iterations) is ours,
+    verified: the priors against torchvision's generator (tested). The schedule figures are the SSD paper's
+    §3.4 as quoted by the project's COCO plan; they have not been re-read against the paper's text. The warmup (500 iterations) is ours,
     as in ``voc07``.
 
     Data: ``data/coco/annotations/instances_{train2017,val2017}.json`` over ``data/coco/{train2017,val2017}``
