@@ -572,8 +572,8 @@ def coco() -> TrainConfig:
     uses scales 0.07 (conv4_3), 0.15, 0.33, ... 1.05, our prior preset ``torchvision-coco``
     (``reference.priors.TORCHVISION_COCO``, equal to torchvision's ``DefaultBoxGenerator``; tested). What was
     verified: the priors against torchvision's generator (tested). The schedule figures are the SSD paper's
-    §3.4 as quoted by the project's COCO plan; they have not been re-read against the paper's text. The warmup (500 iterations) is ours,
-    as in ``voc07``.
+    §3.4 as quoted by the project's COCO plan; they have not been re-read against the paper's text. The
+    warmup (500 iterations) is ours, as in ``voc07``.
 
     Data: ``data/coco/annotations/instances_{train2017,val2017}.json`` over ``data/coco/{train2017,val2017}``
     (COCO's own layout, ``DataConfig.coco_files``); the 80 classes are the file's categories in id order.
