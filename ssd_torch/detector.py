@@ -265,14 +265,13 @@ class Detector:
         ``CheckpointError`` (the file), ``ConfigError`` (a setting), ``UserError`` (a runtime's package or
         data)."""
         from ssd_torch.deploy.quantize import Calibration
-        from ssd_torch.deploy.runtime import ONNX_RUNTIMES, check_runtime, runtime_network
+        from ssd_torch.deploy.runtime import check_runtime, runtime_device, runtime_network
 
         calibration = calibration_data
         if calibration is not None and not isinstance(calibration, Calibration):
             calibration = Calibration(Path(calibration))
         check_runtime(runtime, calibration)  # before the (slow) load
-        if runtime in ONNX_RUNTIMES and device == "auto":
-            device = "cpu"
+        device = runtime_device(runtime, device)
         dev = resolve_device(device, what="device") if isinstance(device, str) else torch.device(device)
         predictor = load_predictor(path, dev, trust_checkpoint=trust_checkpoint, backend=backend)
         try:

@@ -29,7 +29,7 @@ from ssd_torch.errors import ConfigError, UserError
 from ssd_torch.files import atomic_write, atomic_write_text, file_sha256
 
 __all__ = ["RUNTIMES", "ONNX_RUNTIMES", "INSTALL_HINT", "CACHE_FORMAT", "RUNTIME_OPSET", "default_cache_dir",
-           "check_runtime", "cache_key", "CacheEntry", "cached_graph", "network_bytes", "OnnxNetwork",
+           "check_runtime", "runtime_device", "cache_key", "CacheEntry", "cached_graph", "network_bytes", "OnnxNetwork",
            "runtime_network"]
 
 RUNTIMES = ("torch", "onnxruntime", "onnxruntime-int8")
@@ -63,6 +63,19 @@ def check_runtime(runtime: str, calibration: Any) -> None:
         except ImportError as e:
             raise UserError(f"runtime {runtime} needs the packages onnx and onnxruntime ({e}): "
                             f"{INSTALL_HINT}") from e
+
+
+def runtime_device(runtime: str, device: Any) -> Any:
+    """The device ``runtime`` runs on: as asked for torch; the CPU for the onnxruntime runtimes (``"auto"``
+    included), any other device a one-line :class:`ConfigError`."""
+    if runtime not in ONNX_RUNTIMES or str(device) == "auto":
+        return "cpu" if runtime in ONNX_RUNTIMES else device
+    import torch
+
+    if torch.device(device).type != "cpu":
+        raise ConfigError(f"runtime {runtime} runs on the CPU, not on {device}: use device='cpu' (or 'auto'), or "
+                          "runtime='torch'")
+    return device
 
 
 def cache_key(checkpoint: Path, runtime: str, calibration: Any = None, opset: int = RUNTIME_OPSET) -> dict[str, Any]:
@@ -147,14 +160,14 @@ class OnnxNetwork:
     float32 CPU tensors. ``threads``: intra-op threads (torch's thread count by default, so that one
     ``torch.set_num_threads`` governs every runtime)."""
 
-    def __init__(self, graph: Path, threads: Optional[int] = None) -> None:
+    def __init__(self, graph: Path, threads: Optional[int] = None, calibration: Optional[dict] = None) -> None:
         import onnxruntime as ort
         import torch
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.inter_op_num_threads = 1
-        self.graph = graph
+        self.graph, self.calibration = graph, calibration  # calibration: the cache key's entry (INT8)
         self.session = ort.InferenceSession(str(graph), opts, providers=["CPUExecutionProvider"])
 
     def __repr__(self) -> str:
@@ -180,10 +193,7 @@ def runtime_network(predictor: Any, checkpoint: Path, runtime: str, *, cache_dir
         predictor.model.to(memory_format=torch.channels_last)
         predictor.channels_last = True
         return predictor.network
-    if predictor.device.type != "cpu":
-        raise ConfigError(f"runtime {runtime} runs on the CPU, not on {predictor.device}: use device='cpu' "
-                          "(or 'auto'), or runtime='torch'")
     entry = CacheEntry(Path(cache_dir) if cache_dir is not None else default_cache_dir(),
                        cache_key(Path(checkpoint), runtime, calibration))
     graph, _ = cached_graph(entry, lambda: network_bytes(predictor, calibration))
-    return OnnxNetwork(graph)
+    return OnnxNetwork(graph, calibration=entry.key["calibration"])

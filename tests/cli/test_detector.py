@@ -44,7 +44,8 @@ def _same(a, b) -> None:
 
 
 def _recompute(ckpt: Path, image: Image.Image, **postprocess_kwargs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Model + eval transform (the checkpoint's preprocessing) + postprocess, written out independently."""
+    """Model + eval transform (the checkpoint's preprocessing) + postprocess, written out independently; the
+    network channels_last, as the torch runtime runs it (another memory format rounds differently)."""
     from ssd_torch.data.transforms import SSDEvalTransform
     from ssd_torch.modeling.predictor import load_predictor
     from ssd_torch.nms import postprocess
@@ -54,6 +55,7 @@ def _recompute(ckpt: Path, image: Image.Image, **postprocess_kwargs) -> tuple[np
 
     model, cfg, _ = _p.model, _p.config, list(_p.categories)
     x = SSDEvalTransform(cfg.image_size, cfg.preprocess)(image, torch.zeros(0, 4), torch.zeros(0))[0][None]
+    model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         det = postprocess(*model(x), default_boxes(cfg.prior_spec), **postprocess_kwargs)[0]
     w, h = image.size
