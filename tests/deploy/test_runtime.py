@@ -227,3 +227,33 @@ def test_int8_runtime_is_calibrated_and_cached_by_its_source(tmp_path: Path, ima
     result = det(images[0])
     fp32 = Detector.from_checkpoint(path, device="cpu")(images[0])
     assert len(result) == len(fp32) > 0 and np.abs(result.scores - fp32.scores).max() < 0.05
+
+
+# ---- ssd-detect --runtime ------------------------------------------------------------------------------------
+
+@needs_ort
+def test_ssd_detect_runtime_flag(images: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ssd_torch.cli import detect
+
+    ckpt = write_tiny_checkpoint(tmp_path / "m.pt", NAMES, seed=2)
+    src = images[0].parent
+    base = [str(ckpt), str(src), "--score-threshold", "0.3"]
+    assert detect.main(base + ["--out", str(tmp_path / "t")]) == 0
+    ort_args = base + ["--out", str(tmp_path / "o"), "--runtime", "onnxruntime", "--onnx-cache", str(tmp_path / "c")]
+    assert detect.main(ort_args) == 0
+    want = json.loads((tmp_path / "t" / "detections.json").read_text())
+    got = json.loads((tmp_path / "o" / "detections.json").read_text())
+    assert "runtime" not in want and got["runtime"] == "onnxruntime" and got["calibration"] is None
+    assert got["counts"] == want["counts"] and want["counts"]["detections"] > 0
+    assert len(list((tmp_path / "c").glob("*.onnx"))) == 1
+    capsys.readouterr()
+    # a resume must use the same runtime: the runtime is part of the run's settings
+    assert detect.main(base + ["--out", str(tmp_path / "o"), "--resume"]) == 2
+    assert "runtime: 'onnxruntime' -> None" in capsys.readouterr().err
+    # INT8 without calibration data, and calibration data without INT8: one line each, before any work
+    assert detect.main(base + ["--out", str(tmp_path / "i"), "--runtime", "onnxruntime-int8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs calibration images" in err and "--calibration-data PATH" in err and "\n" not in err
+    assert detect.main(base + ["--out", str(tmp_path / "i"), "--calibration-data", str(src)]) == 2
+    assert "only used by the runtime onnxruntime-int8" in capsys.readouterr().err
+    assert not (tmp_path / "i").exists()
