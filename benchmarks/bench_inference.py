@@ -1,0 +1,224 @@
+"""Files -> detections: ``ssd_torch.Detector`` in each runtime against torchvision's ``ssd300_vgg16`` with the same
+weights, on the same 500x375 JPEGs (issue #21, section 5).
+
+``PYTHONPATH=. python -m benchmarks.bench_inference [--record] [--repeats 5] [--threads 2] [--device cpu]``
+
+* **weights**: a randomly initialised torchvision ``ssd300_vgg16(weights=None, weights_backbone=None)`` (91 COCO
+  outputs; its own initialisation, so its exact layout), saved as a ``.pth`` and imported as a user would
+  (``ssd_torch.modeling.importers.imported_checkpoint("torchvision", path)``: torchvision's preprocessing,
+  variances and post-processing settings, the N/A outputs folded);
+* **images**: ``--images`` synthetic scenes of 500x375 written as JPEG (``ssd_torch.data.synthetic.generate_voc``,
+  whose trainval images calibrate INT8) in a temporary folder;
+* **timed, end to end from the file paths**: ours ``Detector.from_checkpoint(ckpt, runtime=R)(paths)`` (decode,
+  resize, network, post-processing, boxes in pixels) for R in torch, onnxruntime, onnxruntime-int8 (the CPU only),
+  plus torch with ``workers=0`` (no decode/resize thread pool) to measure what the overlap gives; torchvision
+  ``model([decode_jpeg(read_file(p)) / 255 ...])`` (its own decoder, transform, network and
+  ``postprocess_detections``). Batch 1 (one file a call) and batch 8 (eight files a call), every variant
+  interleaved round-robin (``benchmarks.common.time_interleaved``), medians;
+* **post-processing alone** at B=8: ``Predictor.decode`` (``ssd_torch.nms.postprocess``, numba where it runs) vs
+  torchvision's ``SSD.postprocess_detections`` on the same network outputs (our ``loc``/``conf`` of the 8 images;
+  torchvision's heads have the same prior and class order).
+* **detections**: the count per image of every variant at ``--score-threshold`` (random weights score every class
+  near 1/91, so the default 0.01 would pass everything: a higher threshold keeps tens of detections); the counts
+  of the runtimes must agree with torch's (``counts_agree``); torchvision's are reported beside them (its bilinear
+  tensor resize is not PIL's, so a detection at the threshold may differ).
+
+Goals (``benchmarks.goals.inference_goals``, ratios to torchvision in the same run, batch 8): onnxruntime fp32
+>= 1.5x, INT8 >= 2.5x, torch >= 1.25x; post-processing alone >= 8x. Writes ``inference_<device>.json``
+(``benchmarks.common.default_results_dir``: ``runs/bench/``; ``--record``: ``benchmarks/results/``). On CUDA
+(``benchmarks/gpu_suite.sh``) only the torch runtime and torchvision run (batch 1 and ``--gpu-batch``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from benchmarks.common import RECORD_ENV, Timing, cpu_ms, format_table, ms, ratio, time_interleaved, write_results
+
+CPU_RUNTIMES = ("torch", "onnxruntime", "onnxruntime-int8")
+
+
+def make_data(folder: Path, images: int, calibration: int, seed: int = 0) -> tuple[Path, list[Path]]:
+    """``(VOC folder, the test JPEG paths)``: ``calibration`` trainval + ``images`` test scenes of 500x375."""
+    from ssd_torch.data.synthetic import generate_voc
+
+    voc = generate_voc(folder / "VOC", calibration, images, seed=seed, image_size=(500, 375))
+    ids = (voc / "ImageSets" / "Main" / "test.txt").read_text().split()
+    return voc, [voc / "JPEGImages" / f"{i}.jpg" for i in ids]
+
+
+def make_weights(folder: Path, seed: int = 0) -> tuple[Any, Path]:
+    """``(torchvision model in eval mode, our imported checkpoint file)`` with the same random weights."""
+    from torchvision.models.detection import ssd300_vgg16
+
+    from ssd_torch.checkpoint import atomic_save
+    from ssd_torch.modeling.importers import imported_checkpoint
+
+    torch.manual_seed(seed)
+    model = ssd300_vgg16(weights=None, weights_backbone=None).eval()
+    peer = folder / "torchvision_ssd300_random.pth"
+    torch.save(model.state_dict(), peer)
+    ckpt, _ = imported_checkpoint("torchvision", peer)
+    return model, atomic_save(ckpt, folder / "imported.pt")
+
+
+def torchvision_fn(model: Any, paths: Sequence[Path], device: torch.device) -> Callable[[], list]:
+    """Files -> torchvision detections: its JPEG decoder, then ``model(list of images)``."""
+    from torchvision.io import decode_jpeg, read_file
+
+    def run() -> list:
+        images = [decode_jpeg(read_file(str(p))).to(device).float() / 255.0 for p in paths]
+        with torch.inference_mode():
+            return model(images)
+
+    return run
+
+
+def detectors(ckpt: Path, runtimes: Sequence[str], voc: Path, cache: Path, threshold: float, device: str,
+              calibration: int) -> dict[str, Any]:
+    """One ``Detector`` per variant (graphs exported into ``cache`` first, outside the timing)."""
+    from ssd_torch import Detector
+    from ssd_torch.deploy.quantize import Calibration
+
+    out = {}
+    for runtime in runtimes:
+        cal = Calibration(voc, calibration) if runtime == "onnxruntime-int8" else None
+        out[runtime] = Detector.from_checkpoint(ckpt, device, runtime=runtime, cache_dir=cache, calibration_data=cal,
+                                                score_threshold=threshold)
+    if "torch" in runtimes:
+        out["torch workers=0"] = Detector.from_checkpoint(ckpt, device, runtime="torch", workers=0,
+                                                          score_threshold=threshold)
+    return out
+
+
+def end_to_end(dets: dict[str, Any], tv: Any, paths: Sequence[Path], batch: int, device: torch.device,
+               repeats: int, threshold: float) -> dict[str, Any]:
+    """Interleaved timings of every variant on ``paths[:batch]``, and each variant's detection counts."""
+    chunk = list(paths[:batch])
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    fns: dict[str, Callable[[], Any]] = {name: (lambda d=d: d(chunk)) for name, d in dets.items()}
+    fns["torchvision"] = torchvision_fn(tv, chunk, device)
+    for d in dets.values():
+        d.batch_size = batch
+    timings = time_interleaved(fns, repeats=repeats, warmup=1, sync=sync)
+    counts = {name: [len(r) for r in d(chunk)] for name, d in dets.items()}
+    counts["torchvision"] = [int((o["scores"] > threshold).sum()) for o in fns["torchvision"]()]
+    return {"timings": timings, "counts": counts}
+
+
+def postprocess_alone(det: Any, tv: Any, paths: Sequence[Path], repeats: int) -> dict[str, Timing]:
+    """B=8 post-processing on the same network outputs: ours (``Predictor.decode``) vs torchvision's."""
+    from ssd_torch.boxes import cxcywh_to_xyxy
+    from ssd_torch.data.images import read_image
+
+    pred = det.predictor
+    batch = torch.stack([pred.prepare(read_image(p).image) for p in paths[:8]])
+    loc, conf = det.network(batch)
+    head = {"bbox_regression": loc.to(pred.device), "cls_logits": conf.to(pred.device)}
+    anchors = [cxcywh_to_xyxy(pred.priors) * 300.0] * len(batch)
+    sync = torch.cuda.synchronize if pred.device.type == "cuda" else None
+    fns = {"ours": lambda: pred.decode(loc, conf),
+           "torchvision": lambda: tv.postprocess_detections(head, anchors, [(300, 300)] * len(batch))}
+    return time_interleaved(fns, repeats=repeats, warmup=1, sync=sync,
+                            names={"ours": f"Predictor.decode (backend {pred.backend})",
+                                   "torchvision": "SSD.postprocess_detections"})
+
+
+def load() -> Optional[str]:
+    """``uptime``'s load averages (other work on the machine skews the timings)."""
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        return None
+
+
+def _rows(results: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for case, res in results["end_to_end"].items():
+        tv = res["timings"]["torchvision"]
+        for name, t in res["timings"].items():
+            rows.append([case, name, ms(t), cpu_ms(t), ratio(tv, t), res["counts"][name]])
+    for name, t in results.get("postprocess_B8", {}).items():
+        rows.append(["post-processing B=8", t.name, ms(t), cpu_ms(t),
+                     ratio(results["postprocess_B8"]["torchvision"], t), ""])
+    return rows
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--repeats", type=int, default=5, help="timed interleaved rounds (median reported)")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (onnxruntime follows it)")
+    p.add_argument("--device", default="cpu", help="cpu (every runtime) or cuda (torch runtime and torchvision)")
+    p.add_argument("--images", type=int, default=8, help="test JPEGs (batch 8 uses 8 of them)")
+    p.add_argument("--calibration-images", type=int, default=16, help="INT8 calibration images")
+    p.add_argument("--score-threshold", type=float, default=0.0115,
+                   help="detections listed and counted (random weights score every class near 1/91)")
+    p.add_argument("--gpu-batch", type=int, default=32, help="the large batch on CUDA")
+    p.add_argument("--record", action="store_true", help="write into benchmarks/results/ (the committed figures)")
+    p.add_argument("--out", type=Path, default=None, help="results folder (default: benchmarks.common's)")
+    return p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    device = torch.device(args.device)
+    runtimes = CPU_RUNTIMES if device.type == "cpu" else ("torch",)
+    batches = (1, 8) if device.type == "cpu" else (1, args.gpu_batch)
+    with tempfile.TemporaryDirectory(prefix="bench-inference-") as tmp:
+        folder = Path(tmp)
+        voc, paths = make_data(folder, max(args.images, max(batches) if device.type == "cpu" else 8),
+                               args.calibration_images)
+        paths = (paths * (max(batches) // len(paths) + 1))[:max(max(batches), len(paths))]
+        tv, ckpt = make_weights(folder)
+        tv.to(device)
+        dets = detectors(ckpt, runtimes, voc, folder / "onnx-cache", args.score_threshold, str(device),
+                         args.calibration_images)
+        tv.score_thresh = args.score_threshold  # torchvision's own post-processing setting, as ours
+        results: dict[str, Any] = {"end_to_end": {}}
+        for b in batches:
+            print(f"timing batch {b} ...", flush=True)
+            results["end_to_end"][f"B={b}"] = end_to_end(dets, tv, paths, b, device, args.repeats,
+                                                          args.score_threshold)
+        if device.type == "cpu":
+            results["postprocess_B8"] = postprocess_alone(dets["torch"], tv, paths, args.repeats)
+    for res in results["end_to_end"].values():
+        want = res["counts"]["torch"]
+        res["counts_agree"] = {name: c == want for name, c in res["counts"].items()}
+    return results
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.record:
+        os.environ[RECORD_ENV] = "1"
+    torch.set_num_threads(args.threads)
+    before = load()
+    results = run(args)
+    print(format_table(["case", "variant", "wall ms", "cpu ms", "tv/this", "detections per image"], _rows(results)))
+    from benchmarks.goals import inference_goals
+
+    goals = inference_goals({"results": results})
+    for goal in goals:
+        print(f"  {goal.name:28s} {goal.verdict:12s} {goal.measured or '-'}   [target {goal.target}]")
+    settings = {"device": args.device, "threads": torch.get_num_threads(), "repeats": args.repeats, "warmup": 1,
+                "images": "synthetic scenes 500x375, JPEG quality 90 (ssd_torch.data.synthetic.generate_voc)",
+                "weights": "torchvision ssd300_vgg16 random init (91 outputs), imported with "
+                           "imported_checkpoint('torchvision')",
+                "score_threshold": args.score_threshold, "calibration_images": args.calibration_images,
+                "timing": "every variant interleaved round-robin; medians of wall and process CPU time",
+                "load_before": before, "load_after": load()}
+    path = write_results(f"inference_{torch.device(args.device).type}.json",
+                         {"settings": settings, "results": results,
+                          "goals": [{**g.__dict__, "verdict": g.verdict} for g in goals]}, results_dir=args.out)
+    print(f"wrote {path}")
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
