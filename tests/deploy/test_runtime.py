@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from cli_fixtures import save_checkpoint, tiny_checkpoint_dict, write_tiny_checkpoint
 from deploy_fixtures import near_tie_groups
