@@ -11,7 +11,8 @@ weights, on the same 500x375 JPEGs (issue #21, section 5).
   whose trainval images calibrate INT8) in a temporary folder;
 * **timed, end to end from the file paths**: ours ``Detector.from_checkpoint(ckpt, runtime=R)(paths)`` (decode,
   resize, network, post-processing, boxes in pixels) for R in torch, onnxruntime, onnxruntime-int8 (the CPU only),
-  plus torch with ``workers=0`` (no decode/resize thread pool) to measure what the overlap gives; torchvision
+  plus torch with ``workers=0`` (no decode/resize thread pool; several images only) and torch with the network
+  in the contiguous memory format instead of channels_last, to measure what each choice gives; torchvision
   ``model([decode_jpeg(read_file(p)) / 255 ...])`` (its own decoder, transform, network and
   ``postprocess_detections``). Batch 1 (one file a call) and batch 8 (eight files a call), every variant
   interleaved round-robin (``benchmarks.common.time_interleaved``), medians;
@@ -27,7 +28,7 @@ weights, on the same 500x375 JPEGs (issue #21, section 5).
 Goals (``benchmarks.goals.inference_goals``, ratios to torchvision in the same run, batch 8): onnxruntime fp32
 >= 1.5x, INT8 >= 2.5x, torch >= 1.25x; post-processing alone >= 8x. Writes ``inference_<device>.json``
 (``benchmarks.common.default_results_dir``: ``runs/bench/``; ``--record``: ``benchmarks/results/``). On CUDA
-(``benchmarks/gpu_suite.sh``) only the torch runtime and torchvision run (batch 1 and ``--gpu-batch``).
+(``benchmarks/gpu_suite.sh``) only the torch runtime and torchvision run, at batch 1 and 32 (NMS included).
 """
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ import torch
 from benchmarks.common import RECORD_ENV, Timing, cpu_ms, format_table, ms, ratio, time_interleaved, write_results
 
 CPU_RUNTIMES = ("torch", "onnxruntime", "onnxruntime-int8")
+#: the counts of torchvision run on our resized pixels (its own resize differs: bilinear without antialiasing)
+SAME_PIXELS = "torchvision on our pixels"
 #: the checkpoint's own threshold (torchvision's 0.01): random weights make every class a candidate, the worst case
 POSTPROCESS_DENSE_THRESHOLD = 0.01
 
@@ -98,6 +101,9 @@ def detectors(ckpt: Path, runtimes: Sequence[str], voc: Path, cache: Path, thres
     if "torch" in runtimes:
         out["torch workers=0"] = Detector.from_checkpoint(ckpt, device, runtime="torch", workers=0,
                                                           score_threshold=threshold)
+        plain = out["torch contiguous"] = Detector.from_checkpoint(ckpt, device, score_threshold=threshold)
+        plain.predictor.model.to(memory_format=torch.contiguous_format)  # the memory format channels_last replaced
+        plain.predictor.channels_last = False
     return out
 
 
@@ -120,7 +126,21 @@ def end_to_end(dets: dict[str, Any], tv: Any, paths: Sequence[Path], batch: int,
     timings = time_interleaved(fns, repeats=repeats, warmup=1, sync=sync)
     counts = {name: [len(r) for r in last[name]] for name in variants}
     counts["torchvision"] = [int((o["scores"] > threshold).sum()) for o in last["torchvision"]]
+    counts[SAME_PIXELS] = [int((o["scores"] > threshold).sum()) for o in torchvision_on_our_pixels(tv, chunk, device)]
     return {"timings": timings, "counts": counts}
+
+
+def torchvision_on_our_pixels(tv: Any, paths: Sequence[Path], device: torch.device) -> list:
+    """torchvision's detections on the very pixels our network sees (read and resized to 300x300 as
+    ``Predictor.prepare`` does, ``ssd_torch.deploy.quantize.pixel_transform``; its own resize is then the
+    identity): the check that both sides hold the same weights and decode alike (untimed)."""
+    from ssd_torch.data.images import read_image
+    from ssd_torch.deploy.quantize import pixel_transform
+
+    resize = pixel_transform(300, "float32")
+    images = [resize(read_image(p).image, None, None)[0].to(device) / 255.0 for p in paths]
+    with torch.inference_mode():
+        return tv(images)
 
 
 def postprocess_alone(det: Any, tv: Any, paths: Sequence[Path], repeats: int,
@@ -164,6 +184,7 @@ def _rows(results: dict[str, Any]) -> list[list[Any]]:
         tv = res["timings"]["torchvision"]
         for name, t in res["timings"].items():
             rows.append([case, name, ms(t), cpu_ms(t), ratio(tv, t), res["counts"][name]])
+        rows.append([case, f"{SAME_PIXELS} (untimed)", "", "", "", res["counts"][SAME_PIXELS]])
     for case in (results.get("postprocess_B8") or {}).values():
         for t in case.values():
             rows.append(["post-processing B=8", t.name, ms(t), cpu_ms(t), ratio(case["torchvision"], t), ""])
@@ -180,21 +201,30 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--score-threshold", type=float, default=0.5,
                    help="the detectors' score threshold (random weights pass hundreds of thousands of candidates at "
                         "the checkpoint's 0.01: 0.5 keeps ~100-170 detections per image, under the cap of 200)")
-    p.add_argument("--gpu-batch", type=int, default=32, help="the large batch on CUDA")
+    p.add_argument("--runtimes", default=None, help="comma-separated (default: every runtime on the CPU, torch on "
+                   "CUDA)")
+    p.add_argument("--batches", default=None, help="comma-separated batch sizes (default: 1,8 on the CPU, 1,32 on "
+                   "CUDA)")
     p.add_argument("--record", action="store_true", help="write into benchmarks/results/ (the committed figures)")
     p.add_argument("--out", type=Path, default=None, help="results folder (default: benchmarks.common's)")
     return p.parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def _plan(args: argparse.Namespace) -> tuple[torch.device, tuple[str, ...], tuple[int, ...]]:
+    """``(device, runtimes, batches)``: every runtime at 1 and 8 on the CPU; the torch runtime at 1 and 32 on CUDA
+    (onnxruntime runs on the CPU only), unless ``--runtimes`` / ``--batches`` say otherwise."""
     device = torch.device(args.device)
-    runtimes = CPU_RUNTIMES if device.type == "cpu" else ("torch",)
-    batches = (1, 8) if device.type == "cpu" else (1, args.gpu_batch)
+    cpu = device.type == "cpu"
+    runtimes = tuple(args.runtimes.split(",")) if args.runtimes else (CPU_RUNTIMES if cpu else ("torch",))
+    batches = tuple(int(b) for b in args.batches.split(",")) if args.batches else ((1, 8) if cpu else (1, 32))
+    return device, runtimes, batches
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    device, runtimes, batches = _plan(args)
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as tmp:
         folder = Path(tmp)
-        voc, paths = make_data(folder, max(args.images, max(batches) if device.type == "cpu" else 8),
-                               args.calibration_images)
-        paths = (paths * (max(batches) // len(paths) + 1))[:max(max(batches), len(paths))]
+        voc, paths = make_data(folder, max(args.images, *batches), args.calibration_images)
         tv, ckpt = make_weights(folder)
         tv.to(device)
         dets = detectors(ckpt, runtimes, voc, folder / "onnx-cache", args.score_threshold, str(device),
@@ -205,11 +235,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"timing batch {b} ...", flush=True)
             results["end_to_end"][f"B={b}"] = end_to_end(dets, tv, paths, b, device, args.repeats,
                                                           args.score_threshold)
-        if device.type == "cpu":
+        if "torch" in dets and 8 in batches:
             thresholds = sorted({args.score_threshold, POSTPROCESS_DENSE_THRESHOLD})
             results["postprocess_B8"] = postprocess_alone(dets["torch"], tv, paths, args.repeats, thresholds)
     for res in results["end_to_end"].values():
-        want = res["counts"]["torch"]
+        want = res["counts"].get("torch")
         res["counts_agree"] = {name: c == want for name, c in res["counts"].items()}
     return results
 
@@ -227,7 +257,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     goals = inference_goals({"results": results})
     for goal in goals:
         print(f"  {goal.name:28s} {goal.verdict:12s} {goal.measured or '-'}   [target {goal.target}]")
-    settings = {"device": args.device, "threads": torch.get_num_threads(), "repeats": args.repeats, "warmup": 1,
+    device, runtimes, batches = _plan(args)
+    settings = {"device": args.device, "runtimes": list(runtimes), "batches": list(batches),
+                "threads": torch.get_num_threads(), "repeats": args.repeats, "warmup": 1,
                 "images": "synthetic scenes 500x375, JPEG quality 90 (ssd_torch.data.synthetic.generate_voc)",
                 "weights": "torchvision ssd300_vgg16 random init (91 outputs), imported with "
                            "imported_checkpoint('torchvision')",
