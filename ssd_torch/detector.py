@@ -29,7 +29,12 @@ resize to the model's input size (bilinear) and the checkpoint's ``ModelConfig.p
 decoding with ``ModelConfig.variances``, then ``ssd_torch.nms.postprocess`` with the checkpoint's
 :class:`~ssd_torch.modeling.postprocess_config.PostprocessConfig` (its ``"postprocess"`` entry, else the
 defaults of docs/CONTRACT.md "NMS and post-processing": score > 0.01, top 400 per class, NMS 0.45, 200 per
-image); keyword overrides of :meth:`Detector.from_checkpoint` replace single fields.
+image); keyword overrides of :meth:`Detector.from_checkpoint` replace single fields. The network runs in the
+``runtime`` chosen (``ssd_torch.deploy.runtime``): ``"torch"`` (channels_last), ``"onnxruntime"`` or
+``"onnxruntime-int8"`` (a graph exported on first use into a cache; the CPU only); the post-processing is the
+same for all, so ``"onnxruntime"`` gives the torch detections (docs/CONTRACT.md "Exported detector": near-tied
+keys may swap, scores within 1e-5). Over a list, ``workers`` threads decode and resize the next images while the
+network runs.
 
 **Output** (:class:`ImageDetections`, per image): ``boxes[D, 4]`` float64 **pixels, xyxy, 0-based continuous
 coordinates** of the displayed image (``x = x_normalized * width``; the image spans ``[0, width] x [0,
