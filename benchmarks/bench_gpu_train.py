@@ -90,7 +90,7 @@ def train_step_fn(model: torch.nn.Module, priors: torch.Tensor, optimizer: torch
     from ssd_torch.training.train_config import LossConfig
 
     device = data["images"].device
-    match_fn, loss_fn = build_objective(LossConfig(backend=backend), priors)
+    match_fn, loss_fn = build_objective(LossConfig(backend=backend), priors, (0.1, 0.2))  # the presets' variances
     batch = Batch(data["images"], data["boxes"], data["labels"], data["counts"])
     amp_dtype, _ = amp_settings("none" if mode == "fp32" else mode, device)  # runtime.amp's names
 
