@@ -1,6 +1,7 @@
 """``benchmarks/gpu_suite.sh`` stays runnable for whoever next gets a GPU: its whole flow (environment report,
-``-m gpu`` tests, kernel benchmark, training/inference throughput, end-to-end inference from files, summary) runs here on the CPU with
-``SUITE_CPU_SMOKE=1`` and tiny sizes, and writes the files that a GPU run writes, into the given folder."""
+``-m gpu`` tests, kernel benchmark, training/inference throughput, end-to-end inference from files, summary) runs
+here on the CPU with ``SUITE_CPU_SMOKE=1`` and tiny sizes, and writes the files that a GPU run writes, into the
+given folder."""
 from __future__ import annotations
 
 import json
