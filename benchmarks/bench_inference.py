@@ -11,7 +11,8 @@ weights, on the same 500x375 JPEGs (issue #21, section 5).
   whose trainval images calibrate INT8) in a temporary folder;
 * **timed, end to end from the file paths**: ours ``Detector.from_checkpoint(ckpt, runtime=R)(paths)`` (decode,
   resize, network, post-processing, boxes in pixels) for R in torch, onnxruntime, onnxruntime-int8 (the CPU only),
-  plus torch with ``workers=0`` (no decode/resize thread pool; several images only) and torch with the network
+  plus torch with the other ``workers`` choice (a decode/resize thread pool or none: the default is none on the CPU,
+  2 threads on CUDA; several images only) and torch with the network
   in the contiguous memory format instead of channels_last, to measure what each choice gives; torchvision
   ``model([decode_jpeg(read_file(p)) / 255 ...])`` (its own decoder, transform, network and
   ``postprocess_detections``). Batch 1 (one file a call) and batch 8 (eight files a call), every variant
@@ -99,8 +100,9 @@ def detectors(ckpt: Path, runtimes: Sequence[str], voc: Path, cache: Path, thres
         out[runtime] = Detector.from_checkpoint(ckpt, device, runtime=runtime, cache_dir=cache, calibration_data=cal,
                                                 score_threshold=threshold)
     if "torch" in runtimes:
-        out["torch workers=0"] = Detector.from_checkpoint(ckpt, device, runtime="torch", workers=0,
-                                                          score_threshold=threshold)
+        other = 0 if out["torch"].workers else 2  # the default's alternative: overlap or not
+        out[f"torch workers={other}"] = Detector.from_checkpoint(ckpt, device, runtime="torch", workers=other,
+                                                                 score_threshold=threshold)
         plain = out["torch contiguous"] = Detector.from_checkpoint(ckpt, device, score_threshold=threshold)
         plain.predictor.model.to(memory_format=torch.contiguous_format)  # the memory format channels_last replaced
         plain.predictor.channels_last = False
@@ -110,7 +112,7 @@ def detectors(ckpt: Path, runtimes: Sequence[str], voc: Path, cache: Path, thres
 def end_to_end(dets: dict[str, Any], tv: Any, paths: Sequence[Path], batch: int, device: torch.device,
                repeats: int, threshold: float) -> dict[str, Any]:
     """Interleaved timings of every variant on ``paths[:batch]``, and each variant's detection counts (from its
-    last timed call). ``workers=0`` only where there is something to overlap (several images)."""
+    last timed call). The ``workers`` alternative only where there is something to overlap (several images)."""
     chunk = list(paths[:batch])
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     last: dict[str, Any] = {}

@@ -34,7 +34,8 @@ image); keyword overrides of :meth:`Detector.from_checkpoint` replace single fie
 ``"onnxruntime-int8"`` (a graph exported on first use into a cache; the CPU only); the post-processing is the
 same for all, so ``"onnxruntime"`` gives the torch detections (docs/CONTRACT.md "Exported detector": near-tied
 keys may swap, scores within 1e-5). Over a list, ``workers`` threads decode and resize the next images while the
-network runs.
+network runs (``workers=None``: 2 when the network runs on a GPU, none on the CPU, where they compete with the
+network's threads for the same cores and measured slower: README "Measured").
 
 **Output** (:class:`ImageDetections`, per image): ``boxes[D, 4]`` float64 **pixels, xyxy, 0-based continuous
 coordinates** of the displayed image (``x = x_normalized * width``; the image spans ``[0, width] x [0,
@@ -202,6 +203,9 @@ def _class_ids(classes: Optional[Sequence[str]], names: Sequence[str]) -> Option
 
 Network = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 Loaded = tuple[DecodedImage, torch.Tensor]  # an image as decoded, and its model input [3, S, S]
+#: decode/resize threads by default when the network runs on a GPU (the CPU cores are then free for them); on the
+#: CPU none: with the network's threads on the same cores, the overlap measured slower (README "Measured")
+GPU_WORKERS = 2
 
 
 class Detector:
@@ -209,10 +213,12 @@ class Detector:
     docstring). ``batch_size``: images run at a time; ``classes``: keep only these class names; ``network``:
     where the network runs (``ssd_torch.deploy.runtime.runtime_network``; default the predictor's own, as
     given), named ``runtime``; ``workers``: threads that decode and resize images while the network runs
-    (0: all in the calling thread)."""
+    (0: all in the calling thread; None: :data:`GPU_WORKERS` when the network runs on a GPU, else 0)."""
 
     def __init__(self, predictor: Predictor, *, batch_size: int = 8, classes: Optional[Sequence[str]] = None,
-                 network: Optional[Network] = None, runtime: str = "torch", workers: int = 2) -> None:
+                 network: Optional[Network] = None, runtime: str = "torch", workers: Optional[int] = None) -> None:
+        if workers is None:
+            workers = GPU_WORKERS if predictor.device.type == "cuda" and runtime == "torch" else 0
         for name, value, low in (("batch_size", batch_size, 1), ("workers", workers, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
@@ -258,7 +264,7 @@ class Detector:
                         trust_checkpoint: bool = False, *, backend: str = "auto", batch_size: int = 8,
                         classes: Optional[Sequence[str]] = None, runtime: str = "torch",
                         cache_dir: str | os.PathLike[str] | None = None, calibration_data: Any = None,
-                        workers: int = 2, **postprocess: Any) -> "Detector":
+                        workers: Optional[int] = None, **postprocess: Any) -> "Detector":
         """Load a checkpoint (weights only unless ``trust_checkpoint``). ``device``: ``"auto"`` (CUDA when
         available; the CPU for the onnxruntime runtimes), ``"cpu"``, ``"cuda:1"``, ...; ``backend``: the NMS
         backend (``"auto"``: numba where it runs); ``classes``: keep only these class names; ``runtime``:
