@@ -9,6 +9,11 @@ line per goal and writes ``DIR/goals.json``. The goals (set for an H100/H200) ar
 * matcher: the numba kernels' median <= the torch-vectorised ``match_batch`` median at B=32, for every G;
 * training: the best bf16-autocast SSD300-VGG16 training step >= 1,500 images/s.
 
+The CPU inference goals (issue #21, 2 torch threads, ratios to torchvision's ``ssd300_vgg16`` in the same run of
+``benchmarks.bench_inference``, files -> detections, met when both batch 1 and batch 8 meet them):
+:func:`inference_goals` reads ``inference_cpu.json``: onnxruntime fp32 >= 1.5x, onnxruntime INT8 >= 2.5x, the
+torch runtime >= 1.25x, and post-processing alone at B=8 >= 8x ``SSD.postprocess_detections``.
+
 A goal whose rows are missing (a section not run, a stage cut short by its time limit) is "not measured", never
 passed. Reporting only: the exit status is 0 whatever the verdicts (speed is never a test failure here).
 """
@@ -24,6 +29,10 @@ from typing import Any, Optional, Sequence
 POSTPROCESS_SPEEDUP = 10.0
 TRAIN_BF16_IMG_S = 1500.0
 BATCH = 32
+#: end-to-end speed-up over torchvision per runtime of ``Detector`` (CPU, issue #21)
+INFERENCE_SPEEDUPS = {"onnxruntime": 1.5, "onnxruntime-int8": 2.5, "torch": 1.25}
+INFERENCE_BATCHES = ("B=1", "B=8")
+POSTPROCESS_ALONE_SPEEDUP = 8.0
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,43 @@ def training_goal(train: Optional[dict]) -> Goal:
     best = max(rows, key=lambda r: r["img_per_s"])
     return Goal("bf16 training", target, f"{best['img_per_s']:.0f} img/s (batch {train.get('batch')}, "
                 f"matcher {best['match_backend']})", best["img_per_s"] >= TRAIN_BF16_IMG_S)
+
+
+def _median_s(timing: Any) -> Optional[float]:
+    """A Timing's median, from the live object or its JSON form (None when absent)."""
+    if timing is None:
+        return None
+    return timing["median_s"] if isinstance(timing, dict) else timing.median_s
+
+
+def inference_goals(doc: Optional[dict]) -> list[Goal]:
+    """The CPU inference goals (module docstring) from ``benchmarks.bench_inference``'s results."""
+    res = (doc or {}).get("results") or {}
+    goals = []
+    for runtime, target in INFERENCE_SPEEDUPS.items():
+        name, want = f"inference {runtime}", f">= {target:g}x torchvision ssd300_vgg16, files -> detections"
+        ratios = {}
+        for case in INFERENCE_BATCHES:
+            times = ((res.get("end_to_end") or {}).get(case) or {}).get("timings") or {}
+            ours, theirs = _median_s(times.get(runtime)), _median_s(times.get("torchvision"))
+            if ours and theirs:
+                ratios[case] = theirs / ours
+        if len(ratios) < len(INFERENCE_BATCHES):
+            goals.append(Goal(name, want, None, None))
+            continue
+        text = ", ".join(f"{case}: {r:.2f}x" for case, r in ratios.items())
+        goals.append(Goal(name, want, text, min(ratios.values()) >= target))
+    want = f">= {POSTPROCESS_ALONE_SPEEDUP:g}x SSD.postprocess_detections at B=8 (CPU), every threshold timed"
+    ratios = {}
+    for case, times in (res.get("postprocess_B8") or {}).items():
+        ours, theirs = _median_s(times.get("ours")), _median_s(times.get("torchvision"))
+        if ours and theirs:
+            ratios[case] = (theirs / ours, ours, theirs)
+    if not ratios:
+        return goals + [Goal("inference post-processing", want, None, None)]
+    text = ", ".join(f"{case}: {r:.1f}x ({o * 1e3:.1f} vs {t * 1e3:.1f} ms)" for case, (r, o, t) in ratios.items())
+    return goals + [Goal("inference post-processing", want, text,
+                         min(r for r, _, _ in ratios.values()) >= POSTPROCESS_ALONE_SPEEDUP)]
 
 
 def _load(folder: Path, names: Sequence[str]) -> Optional[dict]:

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from benchmarks import bench_coco, bench_demo, bench_kernels, bench_torch, bench_voc_eval
+from benchmarks import bench_coco, bench_demo, bench_inference, bench_kernels, bench_torch, bench_voc_eval
 from benchmarks.common import RECORD_ENV, default_results_dir
 
 STEPS: Sequence[tuple[str, Callable, list[str]]] = (
@@ -21,6 +21,7 @@ STEPS: Sequence[tuple[str, Callable, list[str]]] = (
     ("VOC evaluator: fast vs reference", bench_voc_eval.main, []),
     ("COCO reader and evaluation (pycocotools) on a COCO-2017-val-sized file", bench_coco.main, []),
     ("the demo (make demo's training run, timed, in a temporary folder)", bench_demo.main, []),
+    ("files -> detections: Detector's runtimes vs torchvision ssd300_vgg16", bench_inference.main, []),
 )
 
 

@@ -29,7 +29,13 @@ resize to the model's input size (bilinear) and the checkpoint's ``ModelConfig.p
 decoding with ``ModelConfig.variances``, then ``ssd_torch.nms.postprocess`` with the checkpoint's
 :class:`~ssd_torch.modeling.postprocess_config.PostprocessConfig` (its ``"postprocess"`` entry, else the
 defaults of docs/CONTRACT.md "NMS and post-processing": score > 0.01, top 400 per class, NMS 0.45, 200 per
-image); keyword overrides of :meth:`Detector.from_checkpoint` replace single fields.
+image); keyword overrides of :meth:`Detector.from_checkpoint` replace single fields. The network runs in the
+``runtime`` chosen (``ssd_torch.deploy.runtime``): ``"torch"`` (channels_last), ``"onnxruntime"`` or
+``"onnxruntime-int8"`` (a graph exported on first use into a cache; the CPU only); the post-processing is the
+same for all, so ``"onnxruntime"`` gives the torch detections (docs/CONTRACT.md "Exported detector": near-tied
+keys may swap, scores within 1e-5). Over a list, ``workers`` threads decode and resize the next images while the
+network runs (``workers=None``: 2 when the network runs on a GPU, none on the CPU, where they compete with the
+network's threads for the same cores and measured slower: README "Measured").
 
 **Output** (:class:`ImageDetections`, per image): ``boxes[D, 4]`` float64 **pixels, xyxy, 0-based continuous
 coordinates** of the displayed image (``x = x_normalized * width``; the image spans ``[0, width] x [0,
@@ -41,9 +47,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -194,15 +201,30 @@ def _class_ids(classes: Optional[Sequence[str]], names: Sequence[str]) -> Option
     return sorted({names.index(c) for c in classes})
 
 
+Network = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
+Loaded = tuple[DecodedImage, torch.Tensor]  # an image as decoded, and its model input [3, S, S]
+#: decode/resize threads by default when the network runs on a GPU (the CPU cores are then free for them); on the
+#: CPU none: with the network's threads on the same cores, the overlap measured slower (README "Measured")
+GPU_WORKERS = 2
+
+
 class Detector:
     """A :class:`~ssd_torch.modeling.predictor.Predictor` for user images: ``detector(images)`` (module
-    docstring). ``batch_size``: images run at a time; ``classes``: keep only these class names."""
+    docstring). ``batch_size``: images run at a time; ``classes``: keep only these class names; ``network``:
+    where the network runs (``ssd_torch.deploy.runtime.runtime_network``; default the predictor's own, as
+    given), named ``runtime``; ``workers``: threads that decode and resize images while the network runs
+    (0: all in the calling thread; None: :data:`GPU_WORKERS` when the network runs on a GPU, else 0)."""
 
-    def __init__(self, predictor: Predictor, *, batch_size: int = 8,
-                 classes: Optional[Sequence[str]] = None) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        self.predictor, self.batch_size = predictor, batch_size
+    def __init__(self, predictor: Predictor, *, batch_size: int = 8, classes: Optional[Sequence[str]] = None,
+                 network: Optional[Network] = None, runtime: str = "torch", workers: Optional[int] = None) -> None:
+        if workers is None:
+            workers = GPU_WORKERS if predictor.device.type == "cuda" and runtime == "torch" else 0
+        for name, value, low in (("batch_size", batch_size, 1), ("workers", workers, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
+        self.predictor, self.batch_size, self.workers = predictor, batch_size, workers
+        self.network: Network = predictor.network if network is None else network
+        self.runtime = runtime
         self.class_ids = _class_ids(classes, predictor.categories)
 
     @property
@@ -228,41 +250,97 @@ class Detector:
         return self.predictor.config
 
     def __repr__(self) -> str:
-        return f"Detector(batch_size={self.batch_size}, {self.predictor!r})"
+        return f"Detector(runtime={self.runtime!r}, batch_size={self.batch_size}, {self.predictor!r})"
+
+    def runtime_settings(self) -> dict[str, Any]:
+        """What the detections depend on besides the predictor's settings: ``{}`` for the torch runtime, else the
+        runtime and its calibration source (INT8) or None."""
+        if self.runtime == "torch":
+            return {}
+        return {"runtime": self.runtime, "calibration": getattr(self.network, "calibration", None)}
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], device: str | torch.device = "auto",
                         trust_checkpoint: bool = False, *, backend: str = "auto", batch_size: int = 8,
-                        classes: Optional[Sequence[str]] = None, **postprocess: Any) -> "Detector":
+                        classes: Optional[Sequence[str]] = None, runtime: str = "torch",
+                        cache_dir: str | os.PathLike[str] | None = None, calibration_data: Any = None,
+                        workers: Optional[int] = None, **postprocess: Any) -> "Detector":
         """Load a checkpoint (weights only unless ``trust_checkpoint``). ``device``: ``"auto"`` (CUDA when
-        available), ``"cpu"``, ``"cuda:1"``, ...; ``backend``: the NMS backend (``"auto"``: numba where it runs);
-        ``classes``: keep only these class names; ``postprocess``: :class:`PostprocessConfig` fields
-        (``score_threshold``, ``top_k``, ``nms_threshold``, ``max_detections``, ``clip_boxes``) replacing the
-        checkpoint's. Errors: ``CheckpointError`` (the file), ``ConfigError`` (a setting)."""
+        available; the CPU for the onnxruntime runtimes), ``"cpu"``, ``"cuda:1"``, ...; ``backend``: the NMS
+        backend (``"auto"``: numba where it runs); ``classes``: keep only these class names; ``runtime``:
+        ``"torch"``, ``"onnxruntime"`` or ``"onnxruntime-int8"`` (``ssd_torch.deploy.runtime``: the graph is
+        exported on first use into ``cache_dir``, default ``~/.cache/ssd300/onnx``); ``calibration_data``: INT8's
+        calibration images, a VOC year folder or a ``ssd_torch.deploy.quantize.Calibration`` (COCO, counts);
+        ``workers``: class docstring; ``postprocess``: :class:`PostprocessConfig` fields (``score_threshold``,
+        ``top_k``, ``nms_threshold``, ``max_detections``, ``clip_boxes``) replacing the checkpoint's. Errors:
+        ``CheckpointError`` (the file), ``ConfigError`` (a setting), ``UserError`` (a runtime's package or
+        data)."""
+        from ssd_torch.deploy.quantize import Calibration
+        from ssd_torch.deploy.runtime import check_runtime, runtime_device, runtime_network
+
+        calibration = calibration_data
+        if calibration is not None and not isinstance(calibration, Calibration):
+            calibration = Calibration(Path(calibration))
+        check_runtime(runtime, calibration)  # before the (slow) load
+        device = runtime_device(runtime, device)
         dev = resolve_device(device, what="device") if isinstance(device, str) else torch.device(device)
         predictor = load_predictor(path, dev, trust_checkpoint=trust_checkpoint, backend=backend)
         try:
             predictor.postprocess = predictor.postprocess.replace(**postprocess)
         except TypeError as e:
             raise ConfigError(f"Detector.from_checkpoint: {e}") from e
-        return cls(predictor, batch_size=batch_size, classes=classes)
+        network = runtime_network(predictor, Path(path), runtime, calibration=calibration,
+                                  cache_dir=None if cache_dir is None else Path(cache_dir))
+        return cls(predictor, batch_size=batch_size, classes=classes, network=network, runtime=runtime,
+                   workers=workers)
 
     def __call__(self, images: ImageLike | Sequence[ImageLike]) -> ImageDetections | list[ImageDetections]:
         """Detections of one image, or a list of them for a list (or tuple) of images (module docstring)."""
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
+        chunks = [items[start:start + self.batch_size] for start in range(0, len(items), self.batch_size)]
         results: list[ImageDetections] = []
-        for start in range(0, len(items), self.batch_size):
-            results += self.detect([as_decoded(x) for x in items[start:start + self.batch_size]])
+        for loaded in self._loaded(chunks):
+            results += self._run(loaded)
         return results[0] if single else results
 
+    def _load(self, item: ImageLike) -> Loaded:
+        decoded = as_decoded(item)
+        return decoded, self.predictor.prepare(decoded.image)
+
+    def _loaded(self, chunks: list[list[ImageLike]]) -> Iterator[list[Loaded]]:
+        """The chunks decoded and resized, in order. With ``workers``, by a thread pool that works one chunk
+        ahead, so that the next batch's JPEG decoding and resizing overlap the network (PIL and torch release
+        the GIL); at most two chunks are held in memory."""
+        if self.workers == 0 or sum(map(len, chunks)) <= 1:
+            yield from ([self._load(x) for x in chunk] for chunk in chunks)
+            return
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="ssd-detector")
+        try:
+            ahead: list[Future] = [pool.submit(self._load, x) for x in chunks[0]]
+            for upcoming in chunks[1:] + [[]]:
+                current, ahead = ahead, [pool.submit(self._load, x) for x in upcoming]
+                yield [f.result() for f in current]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
     def detect(self, images: Sequence[DecodedImage]) -> list[ImageDetections]:
-        """Detections of decoded images, run as one batch (``ssd-detect`` decodes and batches itself)."""
+        """Detections of decoded images, run as one batch (``ssd-detect`` decodes and batches itself); resized
+        on ``workers`` threads."""
         if not images:
             return []
-        batch = torch.stack([self.predictor.prepare(d.image) for d in images])
-        loc, conf = self.predictor.network(batch)
-        return [self._result(d, det) for d, det in zip(images, self._postprocess(loc, conf))]
+        prepare = self.predictor.prepare
+        if self.workers == 0 or len(images) == 1:
+            return self._run([(d, prepare(d.image)) for d in images])
+        with ThreadPoolExecutor(min(self.workers, len(images)), thread_name_prefix="ssd-detector") as pool:
+            return self._run(list(zip(images, pool.map(lambda d: prepare(d.image), images))))
+
+    def _run(self, loaded: list[Loaded]) -> list[ImageDetections]:
+        """The network (this detector's runtime) and the predictor's post-processing of one batch."""
+        if not loaded:
+            return []
+        loc, conf = self.network(torch.stack([x for _, x in loaded]))
+        return [self._result(d, det) for (d, _), det in zip(loaded, self._postprocess(loc, conf))]
 
     def _postprocess(self, loc: torch.Tensor, conf: torch.Tensor) -> list[Any]:
         """The predictor's decoding; with a class selection, the ``max_detections`` best of those classes

@@ -10,6 +10,8 @@ read is an error.
 **Detection**: :class:`ssd_torch.Detector` with the checkpoint's preprocessing and post-processing settings;
 ``--nms-threshold`` and ``--max-detections`` replace the checkpoint's, ``--classes`` keeps the best
 ``max-detections`` of the named classes. Listed and drawn: the detections with score >= ``--score-threshold``.
+``--runtime onnxruntime`` / ``onnxruntime-int8`` (``--calibration-data``) run the network in onnxruntime on a
+graph exported on first use into ``--onnx-cache`` (``ssd_torch.deploy.runtime``); the post-processing is the same.
 Boxes: pixels, xyxy, 0-based continuous coordinates of the displayed image (``x = x_normalized * width``).
 
 **Outputs** in ``--out``:
@@ -98,7 +100,7 @@ def _settings(checkpoint: Path, source: Path, recursive: bool, score_threshold: 
     classes = None if detector.class_ids is None else [detector.categories[i] for i in detector.class_ids]
     return {"checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": file_sha256(checkpoint),
             "source": str(source.resolve()), "recursive": recursive, "score_threshold": score_threshold,
-            "classes": classes, "postprocess": detector.postprocess.to_dict()}
+            "classes": classes, "postprocess": detector.postprocess.to_dict(), **detector.runtime_settings()}
 
 
 def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -199,9 +201,11 @@ def detect_images(checkpoint: Path, source: Path, out_dir: Path, *, recursive: b
                   score_threshold: float = 0.3, classes: Sequence[str] | None = None,
                   nms_threshold: float | None = None, max_detections: int | None = None, device: str = "auto",
                   backend: str = "auto", batch_size: int = 8, trust_checkpoint: bool = False, resume: bool = False,
-                  overwrite: bool = False) -> dict[str, Any]:
+                  overwrite: bool = False, runtime: str = "torch", cache_dir: Path | None = None,
+                  calibration: Any = None) -> dict[str, Any]:
     """Run ``checkpoint`` on the images of ``source`` into ``out_dir`` (module docstring); returns the content
-    of ``detections.json``. Prints one line per image as it is done."""
+    of ``detections.json``. Prints one line per image as it is done. ``runtime``, ``cache_dir``,
+    ``calibration``: ``Detector.from_checkpoint``'s ``runtime``, ``cache_dir``, ``calibration_data``."""
     from ssd_torch.detector import Detector
 
     check_output_path(out_dir, "--out", folder=True)  # before the (slow) model load
@@ -212,7 +216,8 @@ def detect_images(checkpoint: Path, source: Path, out_dir: Path, *, recursive: b
     with lock_folder(out_dir, "ssd-detect", "--out"):  # one run per --out folder, for the life of this run
         detector = Detector.from_checkpoint(checkpoint, device, trust_checkpoint, backend=backend,
                                             batch_size=batch_size, classes=classes, nms_threshold=nms_threshold,
-                                            max_detections=max_detections)
+                                            max_detections=max_detections, runtime=runtime, cache_dir=cache_dir,
+                                            calibration_data=calibration)
         if score_threshold < detector.postprocess.score_threshold:  # list what was asked for, not just > 0.01
             detector.predictor.postprocess = detector.postprocess.replace(score_threshold=score_threshold)
         settings = _settings(checkpoint, source, recursive, score_threshold, detector)
@@ -231,6 +236,8 @@ def detect_images(checkpoint: Path, source: Path, out_dir: Path, *, recursive: b
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ssd_torch.deploy.runtime import RUNTIMES
+
     p = argparse.ArgumentParser(prog="ssd-detect", description="Draw and list an SSD300 checkpoint's detections "
                                 "on image files (see the module docstring of ssd_torch.cli.detect).")
     p.add_argument("checkpoint", type=Path)
@@ -248,6 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("torch", "numba", "auto"), default="auto",
                    help="NMS backend (default: %(default)s, numba where it runs)")
     p.add_argument("--batch-size", type=int, default=8)
+    r = p.add_argument_group("runtime")
+    r.add_argument("--runtime", choices=RUNTIMES, default="torch", help="where the network runs (default: "
+                   "%(default)s); the onnxruntime ones export the network on first use into --onnx-cache")
+    r.add_argument("--onnx-cache", type=Path, default=None, metavar="DIR", help="the exported graphs' cache "
+                   "(default: $XDG_CACHE_HOME/ssd300/onnx, else ~/.cache/ssd300/onnx)")
+    r.add_argument("--calibration-data", type=Path, default=None, metavar="PATH", help="onnxruntime-int8: a VOC "
+                   "year folder or a COCO instances .json (with --calibration-image-dir)")
+    r.add_argument("--calibration-images", type=int, default=100, metavar="N", help="images to calibrate on")
+    r.add_argument("--calibration-split", default="trainval", help="VOC split of the calibration images")
+    r.add_argument("--calibration-image-dir", type=Path, default=None, metavar="DIR",
+                   help="COCO calibration data: the folder its file_name entries are relative to")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     mode.add_argument("--overwrite", action="store_true", help="replace the files a previous ssd-detect run wrote "
@@ -257,11 +275,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    from ssd_torch.deploy.quantize import Calibration
+    from ssd_torch.deploy.runtime import check_runtime
+
     args = build_parser().parse_args(argv)
     if not 0.0 <= args.score_threshold <= 1.0:
         raise UserError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    calibration = None if args.calibration_data is None else Calibration(
+        args.calibration_data, args.calibration_images, args.calibration_split, args.calibration_image_dir)
+    check_runtime(args.runtime, calibration)
     classes = None if args.classes is None else [c.strip() for arg in args.classes for c in arg.split(",")
                                                  if c.strip()]
     try:
@@ -269,7 +293,8 @@ def _main(argv: Sequence[str] | None) -> int:
                             score_threshold=args.score_threshold, classes=classes, nms_threshold=args.nms_threshold,
                             max_detections=args.max_detections, device=args.device, backend=args.backend,
                             batch_size=args.batch_size, trust_checkpoint=args.trust_checkpoint,
-                            resume=args.resume, overwrite=args.overwrite)
+                            resume=args.resume, overwrite=args.overwrite, runtime=args.runtime,
+                            cache_dir=args.onnx_cache, calibration=calibration)
     except KeyboardInterrupt:
         print(f"ssd-detect: interrupted; {args.out / LOG_NAME} keeps the finished images: run the same command "
               "with --resume to continue", file=sys.stderr)
