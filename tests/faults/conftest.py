@@ -5,18 +5,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 _TESTS = Path(__file__).resolve().parent.parent
 for _sub in ("cli", "train"):
     if str(_TESTS / _sub) not in sys.path:
         sys.path.insert(0, str(_TESTS / _sub))
 
+from train_fixtures import two_threads  # noqa: E402
 
-@pytest.fixture(autouse=True)
-def _two_threads():
-    """Same thread count in every test (as tests/train): float sums must not depend on the test order."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(old)
+_two_threads = pytest.fixture(autouse=True)(two_threads)  # the same 2 torch threads as tests/train

@@ -109,3 +109,12 @@ def one_line(err: str) -> str:
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
+
+
+def two_threads():
+    """Same torch thread count in every test (the autouse fixture of tests/train and tests/faults): float sums
+    must not depend on the test order."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(old)
