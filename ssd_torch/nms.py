@@ -22,7 +22,7 @@ import numpy as np
 
 import torch
 
-from reference.nms import check_limit, score_floor
+from reference.nms import FLOAT32_LOGP_ATOL, FLOAT32_LOGP_RTOL, check_limit, score_floor
 
 from .backend import BACKENDS, resolve_backend
 from .boxes import scratch
@@ -172,6 +172,29 @@ def _topk_compact(keys: torch.Tensor, passing: torch.Tensor, top_k: Optional[int
     return values, index
 
 
+def ranking_keys(conf: torch.Tensor, floor: float) -> torch.Tensor:
+    """The float64 ranking keys ``[B, P, C]`` of ``conf[B, P, C]`` logits where they can matter: exact
+    (:func:`class_log_scores` in float64) at every prior with a class key that may pass ``floor``, ``-inf``
+    elsewhere (such a prior has no candidate either way).
+
+    Why float64: float32 keys tie where ``exp`` underflows (1 - p < 2^-126, logit gaps > 87, which a confident
+    model reaches; docs/CONTRACT.md "Ranking key"); float64 ones only past gaps of 708. Why not everywhere: the
+    float64 pass over every (prior, class) is most of the post-processing time, and with a high threshold few
+    priors have a candidate. A float32 key is within ``FLOAT32_LOGP_RTOL * |key| + FLOAT32_LOGP_ATOL`` of the
+    exact one (``reference.nms``), so a prior whose float32 keys all stay below the floor by 4x that bound cannot
+    have a candidate: the prefilter only ever skips work, never a candidate."""
+    if floor == -math.inf or conf.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return class_log_scores(conf.to(torch.float64))
+    rough = class_log_scores(conf.to(torch.float32))[..., 1:]
+    slack = 4.0 * (FLOAT32_LOGP_RTOL * rough.abs() + FLOAT32_LOGP_ATOL)
+    maybe = (rough + slack > floor).any(dim=-1)  # [B, P]
+    if bool(maybe.all()):
+        return class_log_scores(conf.to(torch.float64))
+    keys = torch.full(conf.shape, -math.inf, dtype=torch.float64, device=conf.device)
+    keys[maybe] = class_log_scores(conf[maybe].to(torch.float64))
+    return keys
+
+
 def select_candidates(loc: torch.Tensor, conf: torch.Tensor, priors: torch.Tensor,
                       variances: Sequence[float] = (0.1, 0.2), score_threshold: float = 0.01,
                       top_k: Optional[int] = 400, strategy: str = "auto", *,
@@ -189,13 +212,12 @@ def select_candidates(loc: torch.Tensor, conf: torch.Tensor, priors: torch.Tenso
         raise ValueError(f"unknown candidate strategy {strategy!r}")
     top_k = check_limit("top_k", top_k)
     dtype = torch.promote_types(conf.dtype, torch.float32)
-    # Keys in float64 from the given logits: float32 keys tie where exp underflows (1 - p < 2^-126, logit gaps
-    # > 87, which a confident model reaches; docs/CONTRACT.md "Ranking key"); float64 ones only past gaps of 708.
-    keys = class_log_scores(conf.to(torch.float64))
+    floor = key_floor(score_threshold, torch.float64)
+    keys = ranking_keys(conf, floor)
     boxes = decode(loc.to(dtype), priors.to(device=loc.device, dtype=dtype), variances)
     boxes = boxes.clamp(0.0, 1.0) if clip_boxes else boxes
     b, p, c = conf.shape
-    passing = keys[:, :, 1:] > key_floor(score_threshold, keys.dtype)  # [B, P, C-1]; strict; False for NaN
+    passing = keys[:, :, 1:] > floor  # [B, P, C-1]; strict; False for NaN
     per_row = passing.sum(dim=1)  # [B, C-1]
     counts = per_row if top_k is None else per_row.clamp(max=top_k)
     k = min(p, int(counts.max())) if counts.numel() else 0

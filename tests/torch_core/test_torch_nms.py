@@ -301,3 +301,21 @@ def test_peer_settings_on_the_torch_layer() -> None:
                          max_detections=None, clip_boxes=False)
     assert len(ref[2]) > 9 and (ref[0].min() < 0 or ref[0].max() > 1)
     _assert_same(out, ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1.0, 5.0, 20.0, 50.0])
+@pytest.mark.parametrize("threshold", [0.01, 0.3, 0.5, 0.9, 0.999])
+def test_the_float32_prefilter_never_drops_a_candidate(scale: float, threshold: float) -> None:
+    """ranking_keys skips the float64 key of priors whose float32 keys all stay below the floor: the candidates
+    (keys above the floor) and their keys are exactly those of the float64 pass over everything."""
+    from ssd_torch.nms import class_log_scores, key_floor, ranking_keys
+
+    gen = torch.Generator().manual_seed(int(scale * 100 + threshold * 1000))
+    conf = torch.randn(2, 3000, 7, generator=gen) * scale
+    floor = key_floor(threshold, torch.float64)
+    full = class_log_scores(conf.double())[..., 1:]  # the object classes: background is never a candidate
+    got = ranking_keys(conf, floor)[..., 1:]
+    assert torch.equal(got > floor, full > floor)
+    assert torch.equal(got[full > floor], full[full > floor])
+    if threshold >= 0.5 and scale <= 5.0:
+        assert bool((got == float("-inf")).any())  # the prefilter did skip work (the test can fail)
