@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
-# pytest-xdist workers: the suite takes ~5.5 min on 2 cores with 2 workers, ~9.5 min in one process
+# pytest-xdist workers: the suite takes ~6 min on 2 idle cores with 2 workers, ~10 min in one process
 WORKERS ?= 2
 
 .PHONY: setup lint test test-fast demo bench clean
