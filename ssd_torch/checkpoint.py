@@ -161,6 +161,11 @@ def read_checkpoint(path: str | Path, *, trust: bool = False, map_location: str 
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"checkpoint {path}: missing keys {missing}")
-    if require_finite and isinstance(ckpt["model"], Mapping):
-        check_finite(ckpt["model"], f"checkpoint {path}")
+    model = ckpt["model"]
+    if not isinstance(model, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                 for k, v in model.items()):
+        raise CheckpointError(f"checkpoint {path}: 'model' must be a state dict (names -> tensors), got "
+                              f"{type(model).__name__}; the file is damaged or not an ssd300 checkpoint")
+    if require_finite:
+        check_finite(model, f"checkpoint {path}")
     return ckpt

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ssd_torch.errors import UserError
 from ssd_torch.evaluation.headline import headline_label, headline_of_run
 from ssd_torch.files import atomic_write
 from ssd_torch.run_files import CURVES_FILE, EVAL_FILE, METRICS_FILE
@@ -67,8 +68,12 @@ def read_csv_rows(path: Path) -> list[dict[str, str]]:
     row), or ``[]`` when the file is absent or empty. The one reader of ``ssd-report`` and the curves here."""
     if not path.is_file():
         return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{path}: not a CSV text file as ssd-train writes ({type(e).__name__}); the run folder "
+                        f"holds a damaged log: move it away, or point ssd-report at another run") from None
 
 
 def _column(rows: list[dict[str, str]], key: str) -> np.ndarray:

@@ -599,12 +599,19 @@ PRESETS: dict[str, Callable[[], TrainConfig]] = {"voc07": voc07, "coco": coco, "
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a JSON config file (a nested dict, possibly partial); errors name the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--config {path} is a folder, not a JSON config file (e.g. a run's config.json)")
     try:
-        d = json.loads(path.read_text())
+        d = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text, so not a JSON config file (a photo or a "
+                          f"binary file?); check the path") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"config file {path} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path}: its JSON is nested too deeply to be a config") from None
     if not isinstance(d, dict):
         raise ConfigError(f"config file {path} must hold a JSON object, got {type(d).__name__}")
     return d
