@@ -83,7 +83,7 @@ def load_torch_file(path: str | Path, *, trust: bool = False, map_location: str 
     """Whatever ``path`` holds, by ``torch.load`` with ``weights_only=not trust``: the one loader of every
     ``.pt`` / ``.pth`` file (our checkpoints through :func:`read_checkpoint`, peers' state dicts through
     ``ssd_torch.modeling.weights.read_state_dict``). Every failure is a :class:`CheckpointError` naming the
-    file, in our own words (torch's advice to retry with ``weights_only=False`` is never passed on); a file that
+    file, in our own words (torch's advice to retry with full unpickling is never passed on); a file that
     needs more than tensors and plain containers is refused with the types named, and nothing from it runs."""
     path = Path(path)
     try:

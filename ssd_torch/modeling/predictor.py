@@ -128,10 +128,8 @@ def postprocess_of(ckpt: dict[str, Any], path: str | Path) -> PostprocessConfig:
 
 def check_state_dict(model: torch.nn.Module, state: Any, source: str) -> None:
     """A :class:`CheckpointError` naming every missing, unexpected and wrongly shaped key when ``state`` does
-    not fit ``model`` exactly (``ssd_torch.modeling.weights.mismatch_problems``: the one mismatch message)."""
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{source}: 'model' must be a state dict (names -> tensors), got "
-                              f"{type(state).__name__}")
+    not fit ``model`` exactly (``ssd_torch.modeling.weights.mismatch_problems``: the one mismatch message).
+    ``state`` is a state dict: ``ssd_torch.checkpoint.read_checkpoint`` refuses anything else."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     problems = mismatch_problems(state, expected, floating=False)
     if problems:

@@ -14,7 +14,7 @@ from ssd_torch.training.checkpoint import CheckpointManager
 from ssd_torch.training.step import NonFiniteGuard, TrainingDiverged, train_step
 from ssd_torch.training.train_config import resolve_config
 from ssd_torch.training.trainer import SideJobs
-from train_fixtures import ToyDetection, components, make_trainer, one_line, tiny_config
+from train_fixtures import NaNLossAt, ToyDetection, components, make_trainer, one_line, tiny_config
 
 
 @pytest.mark.parametrize("override", ["optim.base_lr=Infinity", "optim.grad_clip=Infinity",
@@ -32,18 +32,6 @@ def test_lr_inf_on_the_command_line_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-class _NaNAt:
-    """The loss, made NaN at the given calls (1-based) AFTER the forward pass updated BatchNorm's statistics."""
-
-    def __init__(self, loss_fn, bad):
-        self.loss_fn, self.bad, self.calls = loss_fn, set(bad), 0
-
-    def __call__(self, *args):
-        self.calls += 1
-        parts = self.loss_fn(*args)
-        return parts._replace(conf=parts.conf * float("nan")) if self.calls in self.bad else parts
-
-
 def test_a_skipped_step_leaves_the_model_exactly_as_before_buffers_included():
     """Defect: the guard skipped the optimizer step but the forward pass had already moved BatchNorm's running
     statistics (and num_batches_tracked), so a run of skipped steps drifted them to inf/NaN."""
@@ -52,7 +40,7 @@ def test_a_skipped_step_leaves_the_model_exactly_as_before_buffers_included():
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     out = train_step(model=model, micro_batches=[collate_detection([data[0], data[1]])], match_fn=match_fn,
-                     loss_fn=_NaNAt(loss_fn, {1}), optimizer=opt, scaler=None, device=torch.device("cpu"))
+                     loss_fn=NaNLossAt(loss_fn, {1}), optimizer=opt, scaler=None, device=torch.device("cpu"))
     assert not out.stepped
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
@@ -85,7 +73,7 @@ def test_no_checkpoint_is_written_from_non_finite_buffers(tmp_path):
 def test_nan_guard_stop_leaves_a_good_checkpoint_and_names_it(tmp_path):
     data, cfg = ToyDetection(12), tiny_config(batch_norm=True)
     _, _, _, loss_fn = components(cfg)
-    t = make_trainer(cfg, data, batch=2, total_steps=6, loss_fn=_NaNAt(loss_fn, {2, 3, 4, 5}),
+    t = make_trainer(cfg, data, batch=2, total_steps=6, loss_fn=NaNLossAt(loss_fn, {2, 3, 4, 5}),
                      guard=NonFiniteGuard(max_skips=3, window=10), checkpoints=CheckpointManager(tmp_path))
     with pytest.raises(TrainingDiverged) as err:
         t.fit()

@@ -13,7 +13,7 @@ from ssd_torch.data.collate import collate_detection
 from ssd_torch.training.step import NonFiniteGuard, StepOutcome, TrainingDiverged, train_step
 
 from ssd_torch.training.trainer import SideJobs
-from train_fixtures import ToyDetection, components, make_trainer, tiny_config
+from train_fixtures import NaNLossAt, ToyDetection, components, make_trainer, tiny_config
 
 
 def _grads_after(model, micro, match_fn, loss_fn):
@@ -84,32 +84,18 @@ def test_resume_refuses_another_effective_batch(tmp_path):
         other.load_state(read_checkpoint(tmp_path / "last.pt"))
 
 
-class _NaNAt:
-    """Wraps a loss function; returns a NaN loss on the listed calls (1-based)."""
-
-    def __init__(self, loss_fn, bad_calls):
-        self.loss_fn, self.bad, self.calls = loss_fn, set(bad_calls), 0
-
-    def __call__(self, *args):
-        self.calls += 1
-        parts = self.loss_fn(*args)
-        if self.calls in self.bad:
-            return parts._replace(conf=parts.conf * float("nan"))
-        return parts
-
-
 def test_nan_step_is_skipped_and_counted():
     data = ToyDetection(6)
     cfg = tiny_config()
     _, _, _, loss_fn = components(cfg)
-    t = make_trainer(cfg, data, batch=2, total_steps=3, stop_at=2, loss_fn=_NaNAt(loss_fn, {2}))
+    t = make_trainer(cfg, data, batch=2, total_steps=3, stop_at=2, loss_fn=NaNLossAt(loss_fn, {2}))
     t.fit()  # step 1 fine, step 2 NaN
     before = {k: v.clone() for k, v in t.model.state_dict().items()}
     lr_before = t.optimizer.param_groups[0]["lr"]
     momentum_before = {id(p): t.optimizer.state[p]["momentum_buffer"].clone() for p in t.model.parameters()}
     assert t.guard.total == 1 and t.step == 2
     # replay the NaN step directly: weights and momentum untouched, grads zeroed
-    t2 = make_trainer(cfg, data, batch=2, total_steps=3, loss_fn=_NaNAt(loss_fn, {1}))
+    t2 = make_trainer(cfg, data, batch=2, total_steps=3, loss_fn=NaNLossAt(loss_fn, {1}))
     t2.model.load_state_dict(before)
     t2.optimizer.load_state_dict(t.optimizer.state_dict())
     micro = [collate_detection([data[0], data[1]])]
@@ -129,7 +115,7 @@ def test_too_many_nan_steps_stop_with_advice():
     cfg = tiny_config()
     _, _, _, loss_fn = components(cfg)
     guard = NonFiniteGuard(max_skips=2, window=10, amp="fp16")
-    t = make_trainer(cfg, data, batch=1, total_steps=8, loss_fn=_NaNAt(loss_fn, {2, 3, 5}), guard=guard)
+    t = make_trainer(cfg, data, batch=1, total_steps=8, loss_fn=NaNLossAt(loss_fn, {2, 3, 5}), guard=guard)
     with pytest.raises(TrainingDiverged) as err:
         t.fit()
     text = str(err.value)

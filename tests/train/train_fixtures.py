@@ -118,3 +118,16 @@ def two_threads():
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(old)
+
+
+class NaNLossAt:
+    """Wraps a loss function: its conf loss is NaN on the listed calls (1-based), after the forward pass (and
+    BatchNorm's running statistics) already ran; the NaN guard's and the poisoned-model tests' fault."""
+
+    def __init__(self, loss_fn, bad_calls):
+        self.loss_fn, self.bad, self.calls = loss_fn, set(bad_calls), 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        parts = self.loss_fn(*args)
+        return parts._replace(conf=parts.conf * float("nan")) if self.calls in self.bad else parts
