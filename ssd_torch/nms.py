@@ -22,7 +22,7 @@ import numpy as np
 
 import torch
 
-from reference.nms import FLOAT32_LOGP_ATOL, FLOAT32_LOGP_RTOL, check_limit, score_floor
+from reference.nms import FLOAT32_LOGP_ATOL, check_limit, score_floor
 
 from .backend import BACKENDS, resolve_backend
 from .boxes import scratch
@@ -174,20 +174,21 @@ def _topk_compact(keys: torch.Tensor, passing: torch.Tensor, top_k: Optional[int
 
 def ranking_keys(conf: torch.Tensor, floor: float) -> torch.Tensor:
     """The float64 ranking keys ``[B, P, C]`` of ``conf[B, P, C]`` logits where they can matter: exact
-    (:func:`class_log_scores` in float64) at every prior with a class key that may pass ``floor``, ``-inf``
+    (:func:`class_log_scores` in float64) at every prior with a class that may pass ``floor``, ``-inf``
     elsewhere (such a prior has no candidate either way).
 
     Why float64: float32 keys tie where ``exp`` underflows (1 - p < 2^-126, logit gaps > 87, which a confident
     model reaches; docs/CONTRACT.md "Ranking key"); float64 ones only past gaps of 708. Why not everywhere: the
     float64 pass over every (prior, class) is most of the post-processing time, and with a high threshold few
-    priors have a candidate. A float32 key is within ``FLOAT32_LOGP_RTOL * |key| + FLOAT32_LOGP_ATOL`` of the
-    exact one (``reference.nms``), so a prior whose float32 keys all stay below the floor by 4x that bound cannot
-    have a candidate: the prefilter only ever skips work, never a candidate."""
+    priors have a candidate. The prefilter needs no ``exp``: a key is ``(x[c] - m) - log1p(S') <= x[c] - m``, so
+    a prior whose best object-class logit gap ``max_c x[c] - m`` stays below the floor (by more than its float32
+    rounding) cannot have a candidate: it only ever skips work, never a candidate."""
     if floor == -math.inf or conf.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         return class_log_scores(conf.to(torch.float64))
-    rough = class_log_scores(conf.to(torch.float32))[..., 1:]
-    slack = 4.0 * (FLOAT32_LOGP_RTOL * rough.abs() + FLOAT32_LOGP_ATOL)
-    maybe = (rough + slack > floor).any(dim=-1)  # [B, P]
+    x = conf.to(torch.float32)
+    top, best_object = x.amax(dim=-1), x[..., 1:].amax(dim=-1)  # [B, P]; max is exact in any precision
+    slack = 2.0 ** -20 * (best_object.abs() + top.abs()) + FLOAT32_LOGP_ATOL  # > the subtraction's rounding
+    maybe = best_object - top + slack > floor  # [B, P]
     if bool(maybe.all()):
         return class_log_scores(conf.to(torch.float64))
     keys = torch.full(conf.shape, -math.inf, dtype=torch.float64, device=conf.device)
